@@ -1,0 +1,1 @@
+//! ONNX import (.onnx protobuf files, opsets 13 to 18).

@@ -1,0 +1,1 @@
+//! The `.sg` text format: parser and printer (see docs/ir-format.md).

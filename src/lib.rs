@@ -1,0 +1,1 @@
+//! snipjit: a JIT subgraph compiler for CPU inference.
