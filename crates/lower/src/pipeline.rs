@@ -1,0 +1,61 @@
+//! The lowering pipeline: every pass, in order, on one screen.
+//!
+//! The CLI's `--print-after NAME` uses the names printed by each pass.
+
+use snipjit_ir::Graph;
+
+use crate::lir::Lir;
+use crate::passes::{
+    assign_registers::AssignRegisters, convert_power_to_power_static::ConvertPowerToPowerStatic,
+    extract_loop_invariants::ExtractLoopInvariants, init_loops::InitLoops,
+    insert_broadcast_move::InsertBroadcastMove, insert_load_store::InsertLoadStore,
+    insert_loops::InsertLoops, insert_specific_iterations::InsertSpecificIterations,
+    mark_loops::MarkLoops, mul_add_to_fma::MulAddToFma,
+};
+use crate::{LowerError, Pass, Target};
+
+/// Data-flow passes: rewrite the expression DAG before loops exist.
+pub const DATA_FLOW: &[&dyn Pass] = &[&ConvertPowerToPowerStatic, &MulAddToFma];
+
+/// Control-flow passes: loops, memory access, registers, tails.
+pub const CONTROL_FLOW: &[&dyn Pass] = &[
+    &MarkLoops,
+    &InsertLoadStore,
+    &InsertBroadcastMove,
+    &ExtractLoopInvariants,
+    &InitLoops,
+    &InsertLoops,
+    &AssignRegisters,
+    &InsertSpecificIterations,
+];
+
+/// Names of every pass, in pipeline order (plus `build` for the initial IR).
+pub fn pass_names() -> Vec<&'static str> {
+    std::iter::once("build")
+        .chain(DATA_FLOW.iter().chain(CONTROL_FLOW).map(|p| p.name()))
+        .collect()
+}
+
+/// Lowers an elementwise subgraph body to register-allocated linear IR.
+///
+/// `after_pass(name, lir)` is called after the initial build and after every pass
+/// (the CLI prints from it). The verifier runs after each pass.
+pub fn lower(
+    body: &Graph,
+    bcast_inner: &[bool],
+    target: &Target,
+    after_pass: &mut dyn FnMut(&str, &Lir),
+) -> Result<Lir, LowerError> {
+    let mut lir = crate::build::build(body, bcast_inner)?;
+    crate::verify::verify(&lir)?;
+    after_pass("build", &lir);
+    for pass in DATA_FLOW.iter().chain(CONTROL_FLOW) {
+        pass.run(&mut lir, target)?;
+        crate::verify::verify(&lir).map_err(|e| LowerError::Pass {
+            pass: pass.name(),
+            reason: format!("verifier failed after the pass: {e}"),
+        })?;
+        after_pass(pass.name(), &lir);
+    }
+    Ok(lir)
+}
