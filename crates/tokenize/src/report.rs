@@ -1,0 +1,105 @@
+//! What the tokenizer did, for the CLI and for tests.
+
+use std::fmt;
+
+use snipjit_ir::{DType, SubgraphKind};
+
+/// What the tokenizer made and what it left out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenizeReport {
+    /// The subgraphs made, in the order they appear in the tokenized graph.
+    pub subgraphs: Vec<SubgraphSummary>,
+    /// Elementwise nodes that stay outside every subgraph, in topological order.
+    pub left_out: Vec<LeftOut>,
+}
+
+/// One subgraph the tokenizer made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SubgraphSummary {
+    /// The `Subgraph` node's name (`subgraph0`, ...).
+    pub name: String,
+    pub kind: SubgraphKind,
+    /// Ops in the body, not counting Parameters, Results and constants.
+    pub ops: usize,
+    /// Values entering the body (its Parameters).
+    pub inputs: usize,
+    /// Values leaving the body (its Results).
+    pub outputs: usize,
+    /// Scalar constants copied into the body.
+    pub constants: usize,
+    /// Data pointers past `max_data_pointers`, kept in the argument block.
+    pub spilled_pointers: usize,
+}
+
+/// An elementwise node the tokenizer did not fuse.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeftOut {
+    /// The node's name.
+    pub node: String,
+    /// The op's name.
+    pub op: String,
+    pub reason: LeftOutReason,
+}
+
+/// Why an elementwise node stays outside every subgraph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LeftOutReason {
+    /// An input or output has a dtype the elementwise JIT does not compute in.
+    DType(DType),
+    /// A `Pow` whose exponent is not a scalar constant.
+    PowExponentNotScalarConstant,
+    /// The node alone needs more data pointers than the budget, and spilling is off.
+    OverPointerBudget { pointers: usize, budget: usize },
+    /// Its region had fewer ops than `min_ops`.
+    BelowMinOps { ops: usize, min_ops: usize },
+    /// Nothing reads the region's values, so there is nothing to compute.
+    Unused,
+}
+
+impl fmt::Display for LeftOutReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LeftOutReason::DType(d) => write!(f, "dtype {d} is not fused"),
+            LeftOutReason::PowExponentNotScalarConstant => {
+                f.write_str("Pow exponent is not a scalar constant")
+            }
+            LeftOutReason::OverPointerBudget { pointers, budget } => write!(
+                f,
+                "needs {pointers} data pointers, budget is {budget} and spilling is off"
+            ),
+            LeftOutReason::BelowMinOps { ops, min_ops } => {
+                write!(f, "region of {ops} ops is below min_ops {min_ops}")
+            }
+            LeftOutReason::Unused => f.write_str("no value of its region is used"),
+        }
+    }
+}
+
+impl fmt::Display for TokenizeReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} subgraph(s)", self.subgraphs.len())?;
+        for s in &self.subgraphs {
+            write!(
+                f,
+                "  {} ({}): {} ops, {} inputs, {} outputs, {} scalar constants",
+                s.name,
+                s.kind.name(),
+                s.ops,
+                s.inputs,
+                s.outputs,
+                s.constants
+            )?;
+            if s.spilled_pointers > 0 {
+                write!(f, ", {} pointers spilled", s.spilled_pointers)?;
+            }
+            writeln!(f)?;
+        }
+        if !self.left_out.is_empty() {
+            writeln!(f, "{} elementwise node(s) left out", self.left_out.len())?;
+            for l in &self.left_out {
+                writeln!(f, "  {} ({}): {}", l.node, l.op, l.reason)?;
+            }
+        }
+        Ok(())
+    }
+}
