@@ -1,1 +1,86 @@
-fn main() {}
+//! The `snipjit` command-line tool.
+//!
+//! - `snipjit run MODEL --input NAME=FILE.npy ... [--output-dir DIR] [--threads N]
+//!   [--isa auto|avx512|avx2] [--stats]`: runs a model, writes each output as a `.npy`.
+//! - `snipjit dump MODEL`: prints the model in the `.sg` text format.
+//! - `snipjit demo`: runs the embedded example model and checks it against a formula.
+//!
+//! Errors print one line, `error: ...`, on stderr and exit with status 1 (command-line
+//! usage errors are clap's, with status 2).
+
+mod demo;
+mod dump;
+mod error;
+mod output;
+mod run;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::CliError;
+
+/// snipjit: a JIT subgraph compiler for CPU inference.
+#[derive(Debug, Parser)]
+#[command(name = "snipjit", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a model on .npy inputs and write its outputs as .npy files.
+    Run(run::RunArgs),
+    /// Print a model in the .sg text format.
+    Dump(dump::DumpArgs),
+    /// Run the built-in example (examples/gelu_chain.sg) and check its result.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let mut stdout = std::io::stdout().lock();
+    let result = match cli.command {
+        Command::Run(args) => run::run(&args, &mut stdout),
+        Command::Dump(args) => dump::dump(&args, &mut stdout),
+        Command::Demo => demo::demo(&mut stdout),
+    };
+    let result = result.and_then(|()| stdout.flush().map_err(CliError::Stdout));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        // A closed pipe (`snipjit dump m.sg | head`) is the reader's choice, not an error.
+        Err(CliError::Stdout(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {}", one_line(&e.to_string()));
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Joins a possibly multi-line message into one line.
+fn one_line(msg: &str) -> String {
+    msg.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_become_one_line() {
+        assert_eq!(one_line("a\n  b\n\nc"), "a; b; c");
+        assert_eq!(one_line("plain"), "plain");
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,230 @@
+//! The compiler and the compiled model.
+
+use std::collections::HashMap;
+
+use snipjit_ir::{Dim, Graph, Tensor, TensorType};
+
+use crate::error::name_list;
+use crate::{Error, Options, Stats};
+
+/// A named, typed graph input or output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ValueInfo {
+    /// The value's name in the graph.
+    pub name: String,
+    /// Its declared type; dims may be dynamic.
+    pub ty: TensorType,
+}
+
+/// Compiles graphs into [`CompiledModel`]s.
+#[derive(Clone, Debug)]
+pub struct Compiler {
+    options: Options,
+}
+
+impl Compiler {
+    /// A compiler with validated `options` (see [`Options::validate`]).
+    pub fn new(options: Options) -> Result<Compiler, Error> {
+        options.validate()?;
+        Ok(Compiler { options })
+    }
+
+    /// The options this compiler was built with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Verifies `graph` and prepares it to run.
+    ///
+    /// Today the whole graph runs on the reference interpreter; the JIT pipeline
+    /// (tokenize, lower, emit) will replace fused subgraphs with kernels here, and
+    /// [`CompiledModel::stats`] will list them.
+    pub fn compile(&self, graph: Graph) -> Result<CompiledModel, Error> {
+        snipjit_ir::verify(&graph)?;
+        let info = |ids: &[snipjit_ir::NodeId]| -> Vec<ValueInfo> {
+            ids.iter()
+                .map(|&id| {
+                    let out = &graph.node(id).outputs[0];
+                    ValueInfo {
+                        name: out.name.clone(),
+                        ty: out.ty.clone(),
+                    }
+                })
+                .collect()
+        };
+        let inputs = info(&graph.inputs);
+        let outputs = info(&graph.outputs);
+        let stats = Stats::interpreted(&graph);
+        Ok(CompiledModel {
+            graph,
+            options: self.options.clone(),
+            inputs,
+            outputs,
+            stats,
+        })
+    }
+}
+
+/// A model ready to run: immutable, shareable across threads (`Send + Sync`), and
+/// valid for any input shapes its dynamic dims allow.
+#[derive(Clone, Debug)]
+pub struct CompiledModel {
+    graph: Graph,
+    options: Options,
+    inputs: Vec<ValueInfo>,
+    outputs: Vec<ValueInfo>,
+    stats: Stats,
+}
+
+// A compiled model is shared by every thread that runs it.
+const _: fn() = || {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<CompiledModel>();
+    assert_send_sync::<Compiler>();
+};
+
+impl CompiledModel {
+    /// The model's inputs, in the order [`CompiledModel::run`] takes them.
+    pub fn inputs(&self) -> &[ValueInfo] {
+        &self.inputs
+    }
+
+    /// The model's outputs, in the order `run` returns them.
+    pub fn outputs(&self) -> &[ValueInfo] {
+        &self.outputs
+    }
+
+    /// The (verified) graph this model runs.
+    pub fn graph(&self) -> &Graph {
+        &self.graph
+    }
+
+    /// The options the model was compiled with.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// What compilation produced (subgraphs found, kernels compiled).
+    pub fn stats(&self) -> Stats {
+        self.stats.clone()
+    }
+
+    /// Runs the model on `inputs`, given in [`CompiledModel::inputs`] order.
+    ///
+    /// Every input is checked first (count, dtype, rank, static dims, and that each
+    /// symbolic dim has one size across all inputs); errors name the input.
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Error> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::InputCount {
+                expected: self.inputs.len(),
+                got: inputs.len(),
+                names: name_list(self.inputs.iter().map(|i| i.name.as_str())),
+            });
+        }
+        self.check_inputs(inputs)?;
+        Ok(snipjit_interp::run(&self.graph, inputs)?)
+    }
+
+    /// Runs the model on inputs given by name, in any order; outputs come in
+    /// [`CompiledModel::outputs`] order.
+    ///
+    /// Unknown, duplicate and missing names are errors, reported in that order.
+    pub fn run_named<S: AsRef<str>>(
+        &self,
+        inputs: impl IntoIterator<Item = (S, Tensor)>,
+    ) -> Result<Vec<Tensor>, Error> {
+        let mut slots: Vec<Option<Tensor>> = vec![None; self.inputs.len()];
+        for (name, tensor) in inputs {
+            let name = name.as_ref();
+            let Some(i) = self.inputs.iter().position(|v| v.name == name) else {
+                return Err(Error::UnknownInput {
+                    name: name.to_string(),
+                    known: name_list(self.inputs.iter().map(|i| i.name.as_str())),
+                });
+            };
+            if slots[i].replace(tensor).is_some() {
+                return Err(Error::DuplicateInput {
+                    name: name.to_string(),
+                });
+            }
+        }
+        let mut ordered = Vec::with_capacity(slots.len());
+        for (slot, info) in slots.into_iter().zip(&self.inputs) {
+            match slot {
+                Some(t) => ordered.push(t),
+                None => {
+                    return Err(Error::MissingInput {
+                        name: info.name.clone(),
+                        ty: Box::new(info.ty.clone()),
+                    });
+                }
+            }
+        }
+        self.run(&ordered)
+    }
+
+    /// Checks each input against its declared type (the count is already right).
+    fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), Error> {
+        // symbol -> (size, input that bound it)
+        let mut bound: HashMap<&str, (usize, &str)> = HashMap::new();
+        for (info, t) in self.inputs.iter().zip(inputs) {
+            let name = info.name.as_str();
+            let expected = t.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if expected != Some(t.data.len()) {
+                return Err(Error::MalformedTensor {
+                    name: name.to_string(),
+                    shape: t.shape.clone(),
+                    expected: expected.unwrap_or(usize::MAX),
+                    got: t.data.len(),
+                });
+            }
+            if t.dtype() != info.ty.dtype {
+                return Err(Error::InputDType {
+                    name: name.to_string(),
+                    expected: info.ty.dtype,
+                    got: t.dtype(),
+                });
+            }
+            let dims = info.ty.shape.dims();
+            if dims.len() != t.shape.len() {
+                return Err(Error::InputRank {
+                    name: name.to_string(),
+                    expected: Box::new(info.ty.shape.clone()),
+                    got: t.shape.clone(),
+                });
+            }
+            for (axis, (dim, &got)) in dims.iter().zip(&t.shape).enumerate() {
+                match dim {
+                    Dim::Static(n) if *n != got => {
+                        return Err(Error::InputDim {
+                            name: name.to_string(),
+                            axis,
+                            expected: *n,
+                            got,
+                            got_shape: t.shape.clone(),
+                            expected_shape: Box::new(info.ty.shape.clone()),
+                        });
+                    }
+                    Dim::Dynamic(Some(sym)) => match bound.get(sym.as_str()) {
+                        Some(&(size, by)) if size != got => {
+                            return Err(Error::SymbolMismatch {
+                                name: name.to_string(),
+                                axis,
+                                symbol: sym.clone(),
+                                got,
+                                bound: size,
+                                bound_by: by.to_string(),
+                            });
+                        }
+                        Some(_) => {}
+                        None => {
+                            bound.insert(sym, (got, name));
+                        }
+                    },
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+}
