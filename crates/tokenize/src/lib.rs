@@ -19,12 +19,35 @@
 //!   outside and enter as inputs;
 //! - the result is deterministic: the same graph gives the same graph.
 //!
-//! Before and after, in words (`c` is a scalar constant, `w` a tensor constant):
+//! Before and after (`.sg` text; `k` is a scalar constant, `b` a tensor constant):
 //! ```text
-//! before:  y = Relu(Add(x, c));  z = Mul(y, w);  m = MatMul(z, k);  out = Exp(m)
-//! after:   subgraph0(x, w) -> z  { p_x; p_w; c; Add; Relu; Mul; result z }
-//!          m = MatMul(z, k)
-//!          subgraph1(m) -> out'  { p_m; Exp; result }
+//! graph g(x: f32[N, 4], w: f32[4, 4]) {
+//!   k: f32[] = Constant(0.5)
+//!   b: f32[4] = Constant([1, 2, 3, 4])
+//!   a: f32[N, 4] = Mul(x, k)
+//!   r: f32[N, 4] = Add(a, b)
+//!   m: f32[N, 4] = MatMul(r, w)
+//!   y: f32[N, 4] = Exp(m)
+//!   return y
+//! }
+//! ```
+//! becomes
+//! ```text
+//! graph g(x: f32[N, 4], w: f32[4, 4]) {
+//!   b: f32[4] = Constant([1, 2, 3, 4])
+//!   r: f32[N, 4] = Subgraph(x, b, kind=elementwise) @subgraph0 graph subgraph0(x: f32[N, 4], b: f32[4]) {
+//!     k: f32[] = Constant(0.5)
+//!     a: f32[N, 4] = Mul(x, k)
+//!     r: f32[N, 4] = Add(a, b)
+//!     return r
+//!   }
+//!   m: f32[N, 4] = MatMul(r, w)
+//!   y: f32[N, 4] = Subgraph(m, kind=elementwise) @subgraph1 graph subgraph1(m: f32[N, 4]) {
+//!     y: f32[N, 4] = Exp(m)
+//!     return y
+//!   }
+//!   return y
+//! }
 //! ```
 
 pub mod elementwise;
