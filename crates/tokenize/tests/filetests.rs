@@ -14,7 +14,10 @@
 //! The `config:` line is optional (fields of `TokenizeConfig`, defaults otherwise).
 //! On a mismatch the runner prints a line diff; with `SNIPJIT_BLESS=1` it rewrites
 //! the expectation instead. It also checks that the tokenized graph verifies and
-//! that its text parses back to the same graph.
+//! that its text parses back to the same graph, and that the reference interpreter
+//! computes bitwise the same outputs before and after, on random inputs.
+
+mod common;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -70,6 +73,9 @@ fn run_one(input: &str, file: &str) -> Result<String, String> {
         return Err(format!(
             "{file}: printed graph parses back to a different graph\n{printed}"
         ));
+    }
+    for seed in 0..3 {
+        common::same_results(&g, &out, seed).map_err(|e| format!("{file}: {e}"))?;
     }
     Ok(format!("{printed}\n{report}"))
 }

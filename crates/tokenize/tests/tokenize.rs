@@ -4,6 +4,8 @@
 //! ops, never across a non-fusable op that would close a cycle, budget...), and checks
 //! the tokenized graph's structure: subgraph count, body ops, inputs and outputs.
 
+mod common;
+
 use snipjit_ir::{
     BinaryOp, DType, Graph, Node, Op, ReduceKind, Shape, Tensor, TensorData, TensorType, UnaryOp,
     ValueRef, verify,
@@ -36,6 +38,9 @@ fn run_with(g: &Graph, cfg: &TokenizeConfig) -> (Graph, TokenizeReport) {
     verify(g).expect("test graph verifies");
     let (out, report) = tokenize_with_report(g, cfg).unwrap();
     verify(&out).expect("tokenized graph verifies");
+    for seed in 0..3 {
+        assert!(common::assert_same_results(g, &out, seed) > 0);
+    }
     (out, report)
 }
 
