@@ -251,7 +251,9 @@ pub fn infer_op(g: &Graph, op: &Op, inputs: &[ValueRef]) -> Result<Vec<TensorTyp
                 for i in 0..rank {
                     if i == a {
                         dims.0[i] = match (&dims.0[i], &x.shape.0[i]) {
-                            (Dim::Static(p), Dim::Static(q)) => Dim::Static(p + q),
+                            (Dim::Static(p), Dim::Static(q)) => Dim::Static(
+                                p.checked_add(*q).ok_or("Concat output dim overflows")?,
+                            ),
                             _ => Dim::Dynamic(None),
                         };
                     } else if let (Dim::Static(p), Dim::Static(q)) = (&dims.0[i], &x.shape.0[i])

@@ -82,8 +82,17 @@ pub(crate) fn build(ast: &GraphAst) -> PResult<Graph> {
                 inputs[i] = Some(b.param(ast, i));
             }
             Stmt::Output(k) => {
-                let k = k.v as usize;
-                outputs[k] = Some(b.result(&ast.ret[k])?);
+                let item = &ast.ret[k.v as usize];
+                if !b.scope.contains_key(&item.value.v) {
+                    return Err((
+                        k.pos,
+                        format!(
+                            "output {} returns '{}', which is not defined before this line",
+                            k.v, item.value.v
+                        ),
+                    ));
+                }
+                outputs[k.v as usize] = Some(b.result(item)?);
             }
             Stmt::Op(op) => b.op(op)?,
         }

@@ -196,7 +196,14 @@ impl Parser {
         if *self.peek() == Tok::Eof {
             return Err((self.pos(), format!("unterminated {what} opened at {open}")));
         }
-        self.unexpected(&close.describe())
+        Err((
+            self.pos(),
+            format!(
+                "expected {} to close the {what} opened at {open}, found {}",
+                close.describe(),
+                self.peek().describe()
+            ),
+        ))
     }
 
     fn skip_newlines(&mut self) {
