@@ -1,0 +1,368 @@
+//! Code generation: register-allocated linear IR to one shape-agnostic kernel.
+//!
+//! The kernel follows [`crate::abi`]: it reads the work amounts and data pointers from
+//! `CallArgs`, the per-row pointer moves from the runtime argument block, and nothing
+//! else; the shape never appears in the code. Loop structure (see `snipjit_lower`):
+//!
+//! ```text
+//!   hoisted invariants
+//!   r8 = outer_work ; if r8 <= 0 goto done
+//! row:
+//!   rcx = inner_work
+//!   while rcx >= lanes { main body ; advance moving pointers one vector ; rcx -= lanes }
+//!   if rcx != 0 { tail mask from rcx ; masked tail body }
+//!   every moving pointer += rt[port] ; if --r8 != 0 goto row
+//! done:
+//! ```
+
+use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, dynasm};
+use snipjit_lower::lir::{Expr, ExprKind, Lir, Location, LoopKind, Port};
+use snipjit_lower::Target;
+
+use crate::abi::{ARGS_INNER_WORK, ARGS_OUTER_WORK, ARGS_PTRS, ARGS_RT, ARGS_SCRATCH, POINTER_REGS};
+use crate::asm::num_allocatable_vregs;
+use crate::{Gpr, Isa, Kernel, Mem, VReg, VecAsm, X64Error};
+
+const ARGS: Gpr = Gpr::Rdi;
+const RT: Gpr = Gpr::Rsi;
+const CONSTS: Gpr = Gpr::Rdx;
+const INNER: Gpr = Gpr::Rcx;
+const OUTER: Gpr = Gpr::R8;
+const TMP: Gpr = Gpr::Rax;
+const SCRATCH_BASE: Gpr = Gpr::R15;
+const PTR_GPRS: [Gpr; POINTER_REGS] = [
+    Gpr::R9,
+    Gpr::R10,
+    Gpr::R11,
+    Gpr::Rbx,
+    Gpr::Rbp,
+    Gpr::R12,
+    Gpr::R13,
+    Gpr::R14,
+    Gpr::R15,
+];
+
+fn scratch_for(isa: Isa, k: &ExprKind) -> usize {
+    match k {
+        ExprKind::Unary(u) => crate::scratch_needed_unary(*u, isa),
+        ExprKind::Binary(b) => crate::scratch_needed_binary(*b, isa),
+        ExprKind::PowStatic(e) => crate::scratch_needed_pow_static(*e, isa),
+        ExprKind::Select => crate::emit::scratch_needed_select(isa),
+        _ => 0,
+    }
+}
+
+fn scratch_avx512(k: &ExprKind) -> usize {
+    scratch_for(Isa::Avx512, k)
+}
+
+fn scratch_avx2(k: &ExprKind) -> usize {
+    scratch_for(Isa::Avx2, k)
+}
+
+/// The lowering target for `isa`.
+pub fn target(isa: Isa) -> Target {
+    Target {
+        name: isa.name(),
+        lanes: isa.lanes(),
+        vregs: num_allocatable_vregs(isa),
+        scratch: match isa {
+            Isa::Avx512 => scratch_avx512,
+            Isa::Avx2 => scratch_avx2,
+        },
+    }
+}
+
+/// Where a port's pointer lives during the kernel.
+#[derive(Clone, Copy, Debug)]
+enum PtrHome {
+    Reg(Gpr),
+    /// `[rsp + 8 * slot]`.
+    Stack(i32),
+}
+
+struct Gen<'a> {
+    a: VecAsm,
+    lir: &'a Lir,
+    isa: Isa,
+    homes: Vec<PtrHome>,
+    n_inputs: usize,
+    /// Open loops: (kind, dim, top label, end label).
+    open: Vec<(LoopKind, usize, DynamicLabel, DynamicLabel, snipjit_lower::lir::LoopId)>,
+}
+
+/// Emits the kernel for register-allocated linear IR.
+pub fn emit_elementwise(lir: &Lir, isa: Isa) -> Result<Kernel, X64Error> {
+    let n_ports = lir.inputs.len() + lir.outputs.len();
+    let spills = lir.spill_slots > 0;
+    let in_regs = if spills { POINTER_REGS - 1 } else { POINTER_REGS };
+    let homes: Vec<PtrHome> = (0..n_ports)
+        .map(|p| {
+            if p < in_regs {
+                PtrHome::Reg(PTR_GPRS[p])
+            } else {
+                PtrHome::Stack(8 * (p - in_regs) as i32)
+            }
+        })
+        .collect();
+    let mut used: Vec<Gpr> = homes
+        .iter()
+        .filter_map(|h| match h {
+            PtrHome::Reg(r) => Some(*r),
+            PtrHome::Stack(_) => None,
+        })
+        .collect();
+    if spills {
+        used.push(SCRATCH_BASE);
+    }
+    let mut g = Gen {
+        a: VecAsm::new(isa, CONSTS)?,
+        lir,
+        isa,
+        homes,
+        n_inputs: lir.inputs.len(),
+        open: vec![],
+    };
+    let frame = g.a.prologue(&used);
+    let stack_ptrs = n_ports.saturating_sub(in_regs);
+    let frame_bytes = ((stack_ptrs * 8 + 15) / 16 * 16) as i32;
+    let ops = g.a.ops();
+    if frame_bytes > 0 {
+        dynasm!(ops ; .arch x64 ; sub rsp, frame_bytes);
+    }
+    dynasm!(ops
+        ; .arch x64
+        ; mov Rq(RT.num()), [Rq(ARGS.num()) + ARGS_RT]
+        ; mov Rq(TMP.num()), [Rq(ARGS.num()) + ARGS_PTRS]
+    );
+    for (p, h) in g.homes.clone().into_iter().enumerate() {
+        let off = 8 * p as i32;
+        let ops = g.a.ops();
+        match h {
+            PtrHome::Reg(r) => dynasm!(ops ; .arch x64 ; mov Rq(r.num()), [Rq(TMP.num()) + off]),
+            PtrHome::Stack(s) => dynasm!(ops
+                ; .arch x64
+                ; mov Rq(INNER.num()), [Rq(TMP.num()) + off]
+                ; mov [rsp + s], Rq(INNER.num())
+            ),
+        }
+    }
+    if spills {
+        let ops = g.a.ops();
+        dynasm!(ops ; .arch x64 ; mov Rq(SCRATCH_BASE.num()), [Rq(ARGS.num()) + ARGS_SCRATCH]);
+    }
+    for e in &lir.exprs {
+        g.expr(e)?;
+    }
+    if !g.open.is_empty() {
+        return Err(X64Error::Assembler("unbalanced loops in the linear IR".into()));
+    }
+    let ops = g.a.ops();
+    if frame_bytes > 0 {
+        dynasm!(ops ; .arch x64 ; add rsp, frame_bytes);
+    }
+    g.a.epilogue(&frame);
+    g.a.finalize()
+}
+
+impl Gen<'_> {
+    fn in_tail(&self) -> bool {
+        self.open.iter().any(|o| o.0 == LoopKind::Tail)
+    }
+
+    fn port_index(&self, p: Port) -> usize {
+        match p {
+            Port::Input(i) => i,
+            Port::Output(o) => self.n_inputs + o,
+        }
+    }
+
+    /// The memory operand at port `p`'s current pointer (via rax for stack homes).
+    fn port_mem(&mut self, p: Port) -> Mem {
+        match self.homes[self.port_index(p)] {
+            PtrHome::Reg(r) => Mem::new(r, 0),
+            PtrHome::Stack(s) => {
+                let ops = self.a.ops();
+                dynasm!(ops ; .arch x64 ; mov Rq(TMP.num()), [rsp + s]);
+                Mem::new(TMP, 0)
+            }
+        }
+    }
+
+    fn add_imm(&mut self, p: usize, imm: i32) {
+        let ops = self.a.ops();
+        match self.homes[p] {
+            PtrHome::Reg(r) => dynasm!(ops ; .arch x64 ; add Rq(r.num()), imm),
+            PtrHome::Stack(s) => dynasm!(ops ; .arch x64 ; add QWORD [rsp + s], imm),
+        }
+    }
+
+    fn add_rt(&mut self, p: usize) {
+        let off = 8 * p as i32;
+        let ops = self.a.ops();
+        dynasm!(ops ; .arch x64 ; mov Rq(TMP.num()), [Rq(RT.num()) + off]);
+        match self.homes[p] {
+            PtrHome::Reg(r) => dynasm!(ops ; .arch x64 ; add Rq(r.num()), Rq(TMP.num())),
+            PtrHome::Stack(s) => dynasm!(ops ; .arch x64 ; add [rsp + s], Rq(TMP.num())),
+        }
+    }
+
+    fn spill_mem(&self, slot: u32) -> Mem {
+        Mem::new(SCRATCH_BASE, (slot as usize * self.isa.vec_bytes()) as i32)
+    }
+
+    /// The register holding input `k` of an expression (reloading a spilled value).
+    fn use_reg(&mut self, v: snipjit_lower::lir::ValueId, k: usize) -> Result<VReg, X64Error> {
+        match self.location(v)? {
+            Location::Reg(r) => Ok(VReg(r)),
+            Location::Spill(s) => {
+                let t = VReg(self.lir.spill_temps[k]);
+                let m = self.spill_mem(s);
+                self.a.load(t, m)?;
+                Ok(t)
+            }
+        }
+    }
+
+    fn location(&self, v: snipjit_lower::lir::ValueId) -> Result<Location, X64Error> {
+        self.lir
+            .locations
+            .get(v.0 as usize)
+            .copied()
+            .flatten()
+            .ok_or_else(|| X64Error::Assembler(format!("%{} has no register", v.0)))
+    }
+
+    fn expr(&mut self, e: &Expr) -> Result<(), X64Error> {
+        let lanes = self.isa.lanes() as i32;
+        match &e.kind {
+            ExprKind::LoopBegin(l) => {
+                let info = self.lir.loop_info(*l);
+                let (top, end) = (self.a.new_label(), self.a.new_label());
+                let ops = self.a.ops();
+                match (info.dim, info.kind) {
+                    (0, LoopKind::Main) => dynasm!(ops
+                        ; .arch x64
+                        ; mov Rq(INNER.num()), [Rq(ARGS.num()) + ARGS_INNER_WORK]
+                        ; cmp Rq(INNER.num()), lanes
+                        ; jb =>end
+                        ; =>top
+                    ),
+                    (0, LoopKind::Tail) => {
+                        dynasm!(ops ; .arch x64 ; test Rq(INNER.num()), Rq(INNER.num()) ; jz =>end);
+                        self.a.set_tail_mask(INNER)?;
+                    }
+                    (1, _) => dynasm!(ops
+                        ; .arch x64
+                        ; mov Rq(OUTER.num()), [Rq(ARGS.num()) + ARGS_OUTER_WORK]
+                        ; test Rq(OUTER.num()), Rq(OUTER.num())
+                        ; jle =>end
+                        ; =>top
+                    ),
+                    (d, _) => {
+                        return Err(X64Error::Assembler(format!("no code for a loop over dim {d}")));
+                    }
+                }
+                self.open.push((info.kind, info.dim, top, end, *l));
+                Ok(())
+            }
+            ExprKind::LoopEnd(l) => {
+                let (kind, dim, top, end, id) = self
+                    .open
+                    .pop()
+                    .ok_or_else(|| X64Error::Assembler("LoopEnd without LoopBegin".into()))?;
+                if id != *l {
+                    return Err(X64Error::Assembler(format!("LoopEnd L{} closes L{}", l.0, id.0)));
+                }
+                let info = self.lir.loop_info(id).clone();
+                match (dim, kind) {
+                    (0, LoopKind::Main) => {
+                        let step = lanes * 4;
+                        for (p, inc) in &info.ports {
+                            if *inc {
+                                let idx = self.port_index(*p);
+                                self.add_imm(idx, step);
+                            }
+                        }
+                        let ops = self.a.ops();
+                        dynasm!(ops
+                            ; .arch x64
+                            ; sub Rq(INNER.num()), lanes
+                            ; cmp Rq(INNER.num()), lanes
+                            ; jae =>top
+                            ; =>end
+                        );
+                    }
+                    (0, LoopKind::Tail) => self.a.bind(end),
+                    _ => {
+                        for (p, _) in &info.ports {
+                            let idx = self.port_index(*p);
+                            self.add_rt(idx);
+                        }
+                        let ops = self.a.ops();
+                        dynasm!(ops
+                            ; .arch x64
+                            ; dec Rq(OUTER.num())
+                            ; jnz =>top
+                            ; =>end
+                        );
+                    }
+                }
+                Ok(())
+            }
+            ExprKind::Store { output } => {
+                let src = self.use_reg(e.ins[0], 0)?;
+                let m = self.port_mem(Port::Output(*output));
+                if self.in_tail() {
+                    self.a.store_tail(m, src)
+                } else {
+                    self.a.store(m, src)
+                }
+            }
+            ExprKind::Parameter(_) | ExprKind::Result(_) => Err(X64Error::Assembler(
+                "Parameter/Result left in the linear IR: InsertLoadStore did not run".into(),
+            )),
+            _ => self.value_expr(e),
+        }
+    }
+
+    fn value_expr(&mut self, e: &Expr) -> Result<(), X64Error> {
+        let out = e.out.ok_or_else(|| X64Error::Assembler(format!("{} defines no value", e.kind.name())))?;
+        let mut ins = Vec::with_capacity(e.ins.len());
+        for (k, &v) in e.ins.iter().enumerate() {
+            ins.push(self.use_reg(v, k)?);
+        }
+        let out_loc = self.location(out)?;
+        let dst = match out_loc {
+            Location::Reg(r) => VReg(r),
+            Location::Spill(_) => VReg(self.lir.spill_temps[3]),
+        };
+        let scratch: Vec<VReg> = self.lir.scratch_regs.iter().map(|&r| VReg(r)).collect();
+        match &e.kind {
+            ExprKind::Load { input } => {
+                let m = self.port_mem(Port::Input(*input));
+                if self.in_tail() {
+                    self.a.load_tail(dst, m)?;
+                } else {
+                    self.a.load(dst, m)?;
+                }
+            }
+            ExprKind::BroadcastLoad { input } => {
+                let m = self.port_mem(Port::Input(*input));
+                self.a.broadcast_load(dst, m)?;
+            }
+            ExprKind::Scalar(v) => self.a.broadcast_const(dst, *v)?,
+            ExprKind::Unary(u) => self.a.emit_unary(*u, dst, ins[0], &scratch)?,
+            ExprKind::Binary(b) => self.a.emit_binary(*b, dst, ins[0], ins[1], &scratch)?,
+            ExprKind::Select => self.a.emit_select(dst, ins[0], ins[1], ins[2], &scratch)?,
+            ExprKind::Fma => self.a.emit_fma(dst, ins[0], ins[1], ins[2])?,
+            ExprKind::PowStatic(x) => self.a.emit_pow_static(dst, ins[0], *x, &scratch)?,
+            k => return Err(X64Error::Assembler(format!("{} is not a value expression", k.name()))),
+        }
+        if let Location::Spill(s) = out_loc {
+            let m = self.spill_mem(s);
+            self.a.store(m, dst)?;
+        }
+        Ok(())
+    }
+}

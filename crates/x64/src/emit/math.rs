@@ -1,0 +1,488 @@
+//! Polynomial cores of the transcendental emitters (see the accuracy table in the
+//! parent module). Every core takes its scratch registers explicitly; the contract of
+//! each (which inputs may alias what) is on the function.
+
+use crate::asm::{Opnd, Shift, V2, V3, pred, round};
+use crate::emit::{ABS, SIGN};
+use crate::{Isa, VReg, VecAsm, X64Error};
+
+/// Cephes `expf` polynomial: `e^r ~ 1 + r + r^2 P(r)` on [-ln2/2, ln2/2], written as
+/// one Horner chain (the last two coefficients are the `+1`s).
+const EXP_POLY: [f32; 8] = [
+    1.987_569_2e-4,
+    1.398_2e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5.000_000_1e-1,
+    1.0,
+    1.0,
+];
+const LOG2E: f32 = std::f32::consts::LOG2_E;
+/// Cody-Waite split of ln 2: the high part has 9 significant bits, so `n * LN2_HI` is
+/// exact for |n| <= 2^15.
+const LN2_HI: f32 = 0.693_359_4;
+const LN2_LO: f32 = -2.121_944_4e-4;
+/// Clamp range of exp's argument: above, the result overflows to +inf; below, it
+/// rounds to 0. The reduced exponent stays in [-150, 128], which two-step scaling covers.
+const EXP_HI: f32 = 88.8;
+const EXP_LO: f32 = -104.0;
+
+/// Cephes `logf` polynomial on f = m - 1, m in [sqrt(1/2), sqrt(2)).
+const LOG_POLY: [f32; 9] = [
+    7.037_683_6e-2,
+    -1.151_461e-1,
+    1.167_699_9e-1,
+    -1.242_014_1e-1,
+    1.424_932_3e-1,
+    -1.666_805_8e-1,
+    2.000_071_4e-1,
+    -2.499_999_4e-1,
+    3.333_333e-1,
+];
+const SQRT_HALF_BITS: u32 = 0x3f35_04f3;
+
+/// Cephes `tanhf` polynomial for |x| < 0.625: `tanh x ~ x + x^3 P(x^2)`.
+const TANH_POLY: [f32; 5] = [
+    -5.704_988_7e-3,
+    2.063_908_9e-2,
+    -5.373_971_6e-2,
+    1.333_144_2e-1,
+    -3.333_328_2e-1,
+];
+const TANH_SMALL: f32 = 0.625;
+
+/// `erf(z) / z` as a polynomial in `z^2` on [0, 1] (Chebyshev fit, abs error 1.2e-9).
+const ERF_SMALL_POLY: [f32; 7] = [
+    7.875_875e-5,
+    -8.016_864e-4,
+    5.189_087_4e-3,
+    -2.685_421_2e-2,
+    1.128_359_5e-1,
+    -3.761_262_7e-1,
+    1.128_379_2,
+];
+/// `h(t) = erfc(1/t) e^{1/t^2} / t` as a polynomial in `s = 2t - 1`, t in (0, 1]
+/// (Chebyshev fit of degree 11, abs error 1.9e-8), so that
+/// `erfc(z) = e^{-z^2} t h(t)` with `t = 1/z` for z >= 1.
+const ERFC_TAIL_POLY: [f32; 12] = [
+    1.014_698_3e-4,
+    -1.568_35e-4,
+    -1.864_317_5e-4,
+    6.320_370_6e-4,
+    -8.105_723_5e-4,
+    5.603_931_5e-4,
+    1.327_722_1e-3,
+    -6.780_69e-3,
+    1.487_032_2e-2,
+    -9.159_689e-3,
+    -8.360_551e-2,
+    5.107_913_6e-1,
+];
+/// Taylor polynomial of `(expm1(x) - x) / x^2` for |x| < 0.35 (truncation < 1e-9).
+const EXPM1_POLY: [f32; 7] = [
+    1.0 / 40320.0,
+    1.0 / 5040.0,
+    1.0 / 720.0,
+    1.0 / 120.0,
+    1.0 / 24.0,
+    1.0 / 6.0,
+    0.5,
+];
+const EXPM1_SMALL: f32 = 0.35;
+
+impl VecAsm {
+    /// `acc = poly(x)` (Horner, highest degree first, one FMA per step). `acc` must
+    /// differ from `x`.
+    fn horner(&mut self, acc: VReg, x: VReg, coeffs: &[f32]) -> Result<(), X64Error> {
+        self.mov_internal(acc, Opnd::F(coeffs[0]))?;
+        for &c in &coeffs[1..] {
+            self.v3(V3::Fmadd213, acc, x, Opnd::F(c))?;
+        }
+        Ok(())
+    }
+
+    /// `dst = exp(scale * x)`.
+    ///
+    /// Contract: `s` distinct from each other and from `dst`; `x` may equal `dst` or
+    /// `s[0]` (it is read before either is written), never `s[1]` or `s[2]`.
+    pub(crate) fn exp_core(
+        &mut self,
+        dst: VReg,
+        x: VReg,
+        scale: f32,
+        s: [VReg; 3],
+    ) -> Result<(), X64Error> {
+        let [s0, s1, s2] = s;
+        let src = if scale == 1.0 {
+            x
+        } else {
+            self.v3(V3::Mul, s0, x, Opnd::F(scale))?;
+            s0
+        };
+        // Clamp with the constant as first operand: NaN passes through.
+        self.mov_internal(s1, Opnd::F(EXP_LO))?;
+        self.v3(V3::Max, s1, s1, src)?;
+        self.mov_internal(s0, Opnd::F(EXP_HI))?;
+        self.v3(V3::Min, s0, s0, s1)?;
+        // n = round(x log2 e); r = x - n ln2 (two steps).
+        self.v3(V3::Mul, s1, s0, Opnd::F(LOG2E))?;
+        self.vround(s1, s1, round::NEAREST)?;
+        self.v3(V3::Fnmadd231, s0, s1, Opnd::F(LN2_HI))?;
+        self.v3(V3::Fnmadd231, s0, s1, Opnd::F(LN2_LO))?;
+        self.horner(s2, s0, &EXP_POLY)?;
+        self.scale_pow2(dst, s2, s1, s0)
+    }
+
+    /// `dst = p * 2^n` for integral `n` in [-150, 128] (held as f32). Clobbers `n` and
+    /// `tmp`; `p` is clobbered on AVX2.
+    fn scale_pow2(&mut self, dst: VReg, p: VReg, n: VReg, tmp: VReg) -> Result<(), X64Error> {
+        match self.isa() {
+            Isa::Avx512 => self.v3(V3::Scalef, dst, p, n),
+            Isa::Avx2 => {
+                // 2^n = 2^n1 * 2^n2 with n1 = n >> 1, n2 = n - n1, both in [-75, 64], so
+                // each factor is a normal float and denormal results round only once.
+                self.v2(V2::Cvttps2dq, n, n)?;
+                self.vshift(Shift::Sra, tmp, n, 1)?;
+                self.v3(V3::PSubD, n, n, tmp)?;
+                self.v3(V3::PAddD, tmp, tmp, Opnd::B(127))?;
+                self.vshift(Shift::Sll, tmp, tmp, 23)?;
+                self.v3(V3::PAddD, n, n, Opnd::B(127))?;
+                self.vshift(Shift::Sll, n, n, 23)?;
+                self.v3(V3::Mul, p, p, tmp)?;
+                self.v3(V3::Mul, dst, p, n)
+            }
+        }
+    }
+
+    /// `dst = log(x)` for positive normal finite `x` only (no special cases).
+    ///
+    /// Contract: `s` distinct from each other and from `dst`; `x` may equal `dst` or
+    /// `s[0]`.
+    fn log_simple(&mut self, dst: VReg, x: VReg, s: [VReg; 3]) -> Result<(), X64Error> {
+        let [f, e, z] = s;
+        // x = 2^k m with m in [sqrt(1/2), sqrt(2)): subtracting sqrt(1/2)'s bits moves
+        // the exponent boundary there.
+        self.v3(V3::PSubD, f, x, Opnd::B(SQRT_HALF_BITS))?;
+        self.vshift(Shift::Sra, e, f, 23)?;
+        self.v2(V2::Cvtdq2ps, e, e)?;
+        self.v3(V3::And, f, f, Opnd::B(0x007f_ffff))?;
+        self.v3(V3::PAddD, f, f, Opnd::B(SQRT_HALF_BITS))?;
+        self.v3(V3::Sub, f, f, Opnd::F(1.0))?;
+        self.v3(V3::Mul, z, f, f)?;
+        self.horner(dst, f, &LOG_POLY)?;
+        self.v3(V3::Mul, dst, dst, f)?;
+        self.v3(V3::Mul, dst, dst, z)?;
+        self.v3(V3::Fmadd231, dst, e, Opnd::F(LN2_LO))?;
+        self.v3(V3::Fnmadd231, dst, z, Opnd::F(0.5))?;
+        self.v3(V3::Add, dst, dst, f)?;
+        self.v3(V3::Fmadd231, dst, e, Opnd::F(LN2_HI))
+    }
+
+    /// `dst = log(x)` with IEEE special cases and denormal inputs.
+    ///
+    /// Contract: `s` distinct from each other and from `dst` and `x`; `dst` may equal `x`.
+    pub(crate) fn log_full(&mut self, dst: VReg, x: VReg, s: [VReg; 5]) -> Result<(), X64Error> {
+        let [s0, s1, s2, s3, s4] = s;
+        // Denormals: scale by 2^23 and subtract 23 ln2 afterwards.
+        let den = self.cmp(pred::LT_OQ, x, Opnd::F(f32::MIN_POSITIVE), s0)?;
+        self.v3(V3::Mul, s1, x, Opnd::F(8_388_608.0))?;
+        self.blend(s1, den, x, s1)?;
+        self.v3(V3::Xor, s2, s2, s2)?;
+        self.blend(s2, den, s2, Opnd::F(23.0))?;
+        self.log_simple(s1, s1, [s0, s3, s4])?;
+        self.v3(V3::Fnmadd231, s1, s2, Opnd::F(std::f32::consts::LN_2))?;
+        // +inf and NaN give x itself, x < 0 NaN, +-0 -inf.
+        let c = self.cmp(pred::NLT_UQ, x, Opnd::F(f32::INFINITY), s0)?;
+        self.blend(s1, c, s1, x)?;
+        let c = self.cmp(pred::LT_OQ, x, Opnd::F(0.0), s0)?;
+        self.blend(s1, c, s1, Opnd::F(f32::NAN))?;
+        let c = self.cmp(pred::EQ_OQ, x, Opnd::F(0.0), s0)?;
+        self.blend(dst, c, s1, Opnd::F(f32::NEG_INFINITY))
+    }
+
+    /// `dst = tanh(x)`. Contract as for emitters (dst may be x, s distinct).
+    pub(crate) fn tanh(&mut self, dst: VReg, x: VReg, s: [VReg; 5]) -> Result<(), X64Error> {
+        let [s0, s1, s2, s3, s4] = s;
+        self.v3(V3::And, s0, x, Opnd::B(ABS))?;
+        // Large branch: 1 - 2 / (e^{2a} + 1), sign restored.
+        self.exp_core(s1, s0, 2.0, [s2, s3, s4])?;
+        self.v3(V3::Add, s1, s1, Opnd::F(1.0))?;
+        self.mov_internal(s2, Opnd::F(2.0))?;
+        self.v3(V3::Div, s2, s2, s1)?;
+        self.mov_internal(s1, Opnd::F(1.0))?;
+        self.v3(V3::Sub, s1, s1, s2)?;
+        self.v3(V3::And, s4, x, Opnd::B(SIGN))?;
+        self.v3(V3::Or, s1, s1, s4)?;
+        // Small branch: x + x^3 P(x^2).
+        self.v3(V3::Mul, s2, x, x)?;
+        self.horner(s3, s2, &TANH_POLY)?;
+        self.v3(V3::Mul, s3, s3, s2)?;
+        self.v3(V3::Fmadd213, s3, x, x)?;
+        let c = self.cmp(pred::LT_OQ, s0, Opnd::F(TANH_SMALL), s2)?;
+        self.blend(dst, c, s1, s3)
+    }
+
+    /// `dst = erf(x)` (`gelu == false`) or `dst = 0.5 x (1 + erf(x / sqrt 2))`.
+    pub(crate) fn erf_like(
+        &mut self,
+        dst: VReg,
+        x: VReg,
+        gelu: bool,
+        s: [VReg; 6],
+    ) -> Result<(), X64Error> {
+        let [s0, s1, s2, s3, s4, s5] = s;
+        // a = min(|x|, clamp): keeps NaN, keeps the tail finite for +-inf.
+        let clamp = if gelu { 40.0 } else { 20.0 };
+        self.v3(V3::And, s0, x, Opnd::B(ABS))?;
+        self.mov_internal(s1, Opnd::F(clamp))?;
+        self.v3(V3::Min, s0, s1, s0)?;
+        // Tail: erfc(z) = e^{-z^2} t h(2t - 1), t = 1/z; z^2 = a^2 c^2 split in a
+        // rounded part and its exact error (c^2 is 1 or 1/2, so scaling is exact).
+        self.v3(V3::Mul, s1, s0, s0)?;
+        self.mov_internal(s2, Opnd::R(s0))?;
+        self.v3(V3::Fmsub213, s2, s0, s1)?;
+        if gelu {
+            self.v3(V3::Mul, s1, s1, Opnd::F(0.5))?;
+            self.v3(V3::Mul, s2, s2, Opnd::F(0.5))?;
+        }
+        self.exp_core(s3, s1, -1.0, [s1, s4, s5])?;
+        self.v3(V3::Fnmadd231, s3, s3, s2)?;
+        let inv_c = if gelu { std::f32::consts::SQRT_2 } else { 1.0 };
+        self.mov_internal(s1, Opnd::F(inv_c))?;
+        self.v3(V3::Div, s1, s1, s0)?;
+        self.v3(V3::Add, s2, s1, s1)?;
+        self.v3(V3::Sub, s2, s2, Opnd::F(1.0))?;
+        self.horner(s4, s2, &ERFC_TAIL_POLY)?;
+        self.v3(V3::Mul, s3, s3, s1)?;
+        self.v3(V3::Mul, s3, s3, s4)?;
+        // Small: erf(z) = z P(z^2) for z < 1.
+        let z = if gelu {
+            self.v3(V3::Mul, s1, s0, Opnd::F(std::f32::consts::FRAC_1_SQRT_2))?;
+            s1
+        } else {
+            s0
+        };
+        self.v3(V3::Mul, s2, z, z)?;
+        self.horner(s4, s2, &ERF_SMALL_POLY)?;
+        self.v3(V3::Mul, s4, s4, z)?;
+        let small = self.cmp(pred::LT_OQ, z, Opnd::F(1.0), s5)?;
+        if !gelu {
+            // erf(|x|) = small ? S : 1 - erfc, then copy x's sign.
+            self.mov_internal(s2, Opnd::F(1.0))?;
+            self.v3(V3::Sub, s2, s2, s3)?;
+            self.blend(s2, small, s2, s4)?;
+            self.v3(V3::And, s4, x, Opnd::B(SIGN))?;
+            self.v3(V3::Or, dst, s2, s4)
+        } else {
+            // om = erfc(|z|); 1 + erf(z) = x < 0 ? om : 2 - om.
+            self.mov_internal(s2, Opnd::F(1.0))?;
+            self.v3(V3::Sub, s2, s2, s4)?;
+            self.blend(s3, small, s3, s2)?;
+            self.mov_internal(s2, Opnd::F(2.0))?;
+            self.v3(V3::Sub, s2, s2, s3)?;
+            let neg = self.cmp(pred::LT_OQ, x, Opnd::F(0.0), s5)?;
+            self.blend(s2, neg, s2, s3)?;
+            // 0.5 * max(x, -40) * factor: the clamp turns -inf * 0 into -40 * 0.
+            self.mov_internal(s3, Opnd::F(-40.0))?;
+            self.v3(V3::Max, s3, s3, x)?;
+            self.v3(V3::Mul, s3, s3, Opnd::F(0.5))?;
+            self.v3(V3::Mul, dst, s3, s2)
+        }
+    }
+
+    /// `dst = x / (1 + e^{-2u})`, `u = sqrt(2/pi) (x + 0.044715 x^3)`.
+    pub(crate) fn gelu_tanh(&mut self, dst: VReg, x: VReg, s: [VReg; 4]) -> Result<(), X64Error> {
+        let [s0, s1, s2, s3] = s;
+        let k = -2.0 * (2.0 / std::f64::consts::PI).sqrt();
+        self.v3(V3::Mul, s0, x, x)?;
+        self.v3(V3::Mul, s0, s0, Opnd::F(0.044_715))?;
+        self.v3(V3::Add, s0, s0, Opnd::F(1.0))?;
+        self.v3(V3::Mul, s0, s0, x)?;
+        self.v3(V3::Mul, s0, s0, Opnd::F(k as f32))?;
+        self.exp_core(s1, s0, 1.0, [s0, s2, s3])?;
+        self.v3(V3::Add, s1, s1, Opnd::F(1.0))?;
+        self.v3(V3::Div, dst, x, s1)
+    }
+
+    /// `dst = x tanh(softplus(x)) = x n / (n + 2)`, `n = e^x (e^x + 2)`.
+    pub(crate) fn mish(&mut self, dst: VReg, x: VReg, s: [VReg; 4]) -> Result<(), X64Error> {
+        let [s0, s1, s2, s3] = s;
+        self.mov_internal(s0, Opnd::F(20.0))?;
+        self.v3(V3::Min, s0, s0, x)?;
+        self.exp_core(s1, s0, 1.0, [s0, s2, s3])?;
+        self.v3(V3::Add, s2, s1, Opnd::F(2.0))?;
+        self.v3(V3::Mul, s1, s1, s2)?;
+        self.v3(V3::Add, s2, s1, Opnd::F(2.0))?;
+        self.v3(V3::Div, s1, s1, s2)?;
+        self.mov_internal(s2, Opnd::F(-200.0))?;
+        self.v3(V3::Max, s2, s2, x)?;
+        self.v3(V3::Mul, dst, s1, s2)
+    }
+
+    /// `dst = x > 0 ? x : alpha expm1(x)`.
+    pub(crate) fn elu(
+        &mut self,
+        dst: VReg,
+        x: VReg,
+        alpha: f32,
+        s: [VReg; 5],
+    ) -> Result<(), X64Error> {
+        let [s0, s1, s2, s3, s4] = s;
+        self.exp_core(s0, x, 1.0, [s1, s2, s3])?;
+        self.v3(V3::Sub, s0, s0, Opnd::F(1.0))?;
+        self.v3(V3::Mul, s2, x, x)?;
+        self.horner(s1, x, &EXPM1_POLY)?;
+        self.v3(V3::Fmadd213, s1, s2, x)?;
+        self.v3(V3::And, s3, x, Opnd::B(ABS))?;
+        let small = self.cmp(pred::LT_OQ, s3, Opnd::F(EXPM1_SMALL), s4)?;
+        self.blend(s0, small, s0, s1)?;
+        self.v3(V3::Mul, s0, s0, Opnd::F(alpha))?;
+        let pos = self.cmp(pred::GT_OQ, x, Opnd::F(0.0), s4)?;
+        self.blend(dst, pos, s0, x)
+    }
+
+    /// `dst = max(x, 0) + log1p(e^{-|x|})`, log1p compensated as
+    /// `log(w) + (u - (w - 1)) / w` with `w = 1 + u`.
+    pub(crate) fn softplus(&mut self, dst: VReg, x: VReg, s: [VReg; 5]) -> Result<(), X64Error> {
+        let [s0, s1, s2, s3, s4] = s;
+        self.v3(V3::And, s0, x, Opnd::B(ABS))?;
+        self.exp_core(s1, s0, -1.0, [s0, s2, s3])?;
+        self.v3(V3::Add, s2, s1, Opnd::F(1.0))?;
+        self.v3(V3::Sub, s3, s2, Opnd::F(1.0))?;
+        self.v3(V3::Sub, s1, s1, s3)?;
+        self.v3(V3::Div, s1, s1, s2)?;
+        self.log_simple(s3, s2, [s2, s0, s4])?;
+        self.v3(V3::Add, s3, s3, s1)?;
+        self.v3(V3::Xor, s4, s4, s4)?;
+        self.v3(V3::Max, s4, s4, x)?;
+        self.v3(V3::Add, dst, s4, s3)
+    }
+
+    /// `dst = fmod(a, b)` (C semantics: sign of a, |r| < |b|).
+    pub(crate) fn fmod(
+        &mut self,
+        dst: VReg,
+        a: VReg,
+        b: VReg,
+        s: [VReg; 4],
+    ) -> Result<(), X64Error> {
+        let [s0, s1, s2, s3] = s;
+        self.v3(V3::Div, s0, a, b)?;
+        self.vround(s0, s0, round::TRUNC)?;
+        self.mov_internal(s1, Opnd::R(a))?;
+        self.v3(V3::Fnmadd231, s1, s0, b)?;
+        // If a/b rounded up to the next integer, r has the wrong sign: add
+        // copysign(|b|, a).
+        self.v3(V3::And, s2, a, Opnd::B(SIGN))?;
+        self.v3(V3::And, s0, s1, Opnd::B(ABS))?;
+        self.v3(V3::Or, s0, s0, s2)?;
+        let wrong = self.cmp(pred::NEQ_OQ, s0, s1, s3)?;
+        self.v3(V3::And, s0, b, Opnd::B(ABS))?;
+        self.v3(V3::Or, s0, s0, s2)?;
+        self.v3(V3::Add, s0, s1, s0)?;
+        self.blend(s1, wrong, s1, s0)?;
+        // Zero results take a's sign.
+        self.v3(V3::And, s1, s1, Opnd::B(ABS))?;
+        self.v3(V3::Or, s1, s1, s2)?;
+        // |a| < |b| (including b = inf): the result is a.
+        self.v3(V3::And, s0, a, Opnd::B(ABS))?;
+        self.v3(V3::And, s2, b, Opnd::B(ABS))?;
+        let lt = self.cmp(pred::LT_OQ, s0, s2, s3)?;
+        self.blend(dst, lt, s1, a)
+    }
+
+    /// `dst = a ^ b` for run-time exponents, IEEE special cases.
+    pub(crate) fn pow_dynamic(
+        &mut self,
+        dst: VReg,
+        a: VReg,
+        b: VReg,
+        s: [VReg; 6],
+    ) -> Result<(), X64Error> {
+        let [s0, s1, s2, s3, s4, s5] = s;
+        self.v3(V3::And, s0, a, Opnd::B(ABS))?;
+        self.log_full(s0, s0, [s1, s2, s3, s4, s5])?;
+        self.v3(V3::Mul, s0, s0, b)?;
+        self.exp_core(s1, s0, 1.0, [s0, s2, s3])?;
+        // int = round(b) == b; odd = int && round(b/2) != b/2.
+        self.vround(s0, b, round::NEAREST)?;
+        let int = self.cmp(pred::EQ_OQ, s0, b, s2)?;
+        self.v3(V3::Mul, s3, b, Opnd::F(0.5))?;
+        self.vround(s0, s3, round::NEAREST)?;
+        let half_frac = self.cmp(pred::NEQ_OQ, s0, s3, s4)?;
+        let odd = self.cond_and(half_frac, int)?;
+        // Odd integer exponent: the result takes a's sign.
+        self.v3(V3::And, s0, a, Opnd::B(SIGN))?;
+        self.v3(V3::Xor, s3, s3, s3)?;
+        self.blend(s3, odd, s3, s0)?;
+        self.v3(V3::Xor, s1, s1, s3)?;
+        // a < 0 with a non-integer exponent: NaN.
+        let neg = self.cmp(pred::LT_OQ, a, Opnd::F(0.0), s4)?;
+        let bad = self.cond_andn(int, neg)?;
+        self.blend(s1, bad, s1, Opnd::F(f32::NAN))?;
+        self.pow_ones_fixup(dst, s1, a, Some(b), [s0, s2, s3])
+    }
+
+    /// `dst = r`, except 1 where `b == 0`, `a == 1`, or `a == -1` and `|b| == inf`.
+    fn pow_ones_fixup(
+        &mut self,
+        dst: VReg,
+        r: VReg,
+        a: VReg,
+        b: Option<VReg>,
+        s: [VReg; 3],
+    ) -> Result<(), X64Error> {
+        let [s0, s1, s2] = s;
+        if let Some(b) = b {
+            let c = self.cmp(pred::EQ_OQ, b, Opnd::F(0.0), s1)?;
+            self.blend(r, c, r, Opnd::F(1.0))?;
+            self.v3(V3::And, s0, b, Opnd::B(ABS))?;
+            let inf = self.cmp(pred::EQ_OQ, s0, Opnd::F(f32::INFINITY), s1)?;
+            let m1 = self.cmp(pred::EQ_OQ, a, Opnd::F(-1.0), s2)?;
+            let both = self.cond_and(inf, m1)?;
+            self.blend(r, both, r, Opnd::F(1.0))?;
+        }
+        let c = self.cmp(pred::EQ_OQ, a, Opnd::F(1.0), s1)?;
+        self.blend(dst, c, r, Opnd::F(1.0))
+    }
+
+    /// `dst = x ^ e` for a finite compile-time `e` without a fast path.
+    pub(crate) fn pow_static_general(
+        &mut self,
+        dst: VReg,
+        x: VReg,
+        e: f32,
+        s: [VReg; 6],
+    ) -> Result<(), X64Error> {
+        let [s0, s1, s2, s3, s4, s5] = s;
+        self.v3(V3::And, s0, x, Opnd::B(ABS))?;
+        self.log_full(s0, s0, [s1, s2, s3, s4, s5])?;
+        self.v3(V3::Mul, s0, s0, Opnd::F(e))?;
+        self.exp_core(s1, s0, 1.0, [s0, s2, s3])?;
+        let is_int = e.fract() == 0.0;
+        let is_odd = is_int && (e * 0.5).fract() != 0.0;
+        if is_odd {
+            self.v3(V3::And, s0, x, Opnd::B(SIGN))?;
+            self.v3(V3::Xor, s1, s1, s0)?;
+        }
+        if !is_int {
+            let neg = self.cmp(pred::LT_OQ, x, Opnd::F(0.0), s2)?;
+            self.blend(s1, neg, s1, Opnd::F(f32::NAN))?;
+        }
+        self.pow_ones_fixup(dst, s1, x, None, [s0, s2, s3])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ln2_split_is_accurate_and_short() {
+        let sum = f64::from(LN2_HI) + f64::from(LN2_LO);
+        assert!((sum - std::f64::consts::LN_2).abs() < 1e-11);
+        // 9 significant bits: n * LN2_HI is exact for |n| <= 2^15.
+        assert_eq!(LN2_HI.to_bits() & 0x7fff, 0);
+    }
+}

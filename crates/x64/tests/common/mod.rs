@@ -1,0 +1,97 @@
+//! Shared helpers of the x64 integration tests.
+#![allow(dead_code)]
+
+use snipjit_x64::Isa;
+
+/// The ISAs this machine can run, announcing on stderr every ISA it skips.
+pub fn isas(test: &str) -> Vec<Isa> {
+    Isa::ALL
+        .into_iter()
+        .filter(|&isa| {
+            let ok = isa.is_supported();
+            if !ok {
+                eprintln!("SKIPPED: {test} on {isa}: this CPU does not support it");
+            }
+            ok
+        })
+        .collect()
+}
+
+/// Error of `got` against the exact `want`, in units of the last place of the f32
+/// nearest `want`. Results whose exact value is below `f32::MIN_POSITIVE` in magnitude
+/// use an absolute tolerance of `f32::MIN_POSITIVE` (0 if within it, else infinity).
+/// NaN must match NaN; infinities must match exactly (after rounding `want` to f32).
+pub fn ulp_err(got: f32, want: f64) -> f64 {
+    if want.is_nan() {
+        return if got.is_nan() { 0.0 } else { f64::INFINITY };
+    }
+    if got.is_nan() {
+        return f64::INFINITY;
+    }
+    let want32 = want as f32;
+    if want32.is_infinite() || got.is_infinite() {
+        return if want32 == got { 0.0 } else { f64::INFINITY };
+    }
+    if want.abs() < f64::from(f32::MIN_POSITIVE) {
+        return if (f64::from(got) - want).abs() <= f64::from(f32::MIN_POSITIVE) {
+            0.0
+        } else {
+            f64::INFINITY
+        };
+    }
+    let exp = ((want32.abs().to_bits() >> 23) as i32) - 127;
+    let ulp = 2f64.powi(exp - 23);
+    (f64::from(got) - want).abs() / ulp
+}
+
+/// Inputs: every 2^12-th f32 bit pattern (all magnitudes, both signs, NaNs and
+/// infinities), a dense uniform grid over `[lo, hi]`, and special values.
+pub fn sweep(lo: f32, hi: f32, dense: usize) -> Vec<f32> {
+    let mut v: Vec<f32> = (0..=u32::MAX)
+        .step_by(1 << 12)
+        .map(f32::from_bits)
+        .collect();
+    let step = (f64::from(hi) - f64::from(lo)) / dense as f64;
+    v.extend((0..=dense).map(|i| (f64::from(lo) + step * i as f64) as f32));
+    v.extend(specials());
+    v
+}
+
+/// Special values: NaN, infinities, zeros, denormals, extremes, overflow and underflow
+/// thresholds of exp, small integers and halves.
+pub fn specials() -> Vec<f32> {
+    let mut v = vec![
+        f32::NAN,
+        -f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        f32::MIN_POSITIVE,
+        -f32::MIN_POSITIVE,
+        f32::from_bits(1),
+        f32::from_bits(0x8000_0001),
+        f32::from_bits(0x007f_ffff),
+        f32::MAX,
+        f32::MIN,
+        f32::EPSILON,
+        88.722_83,
+        88.722_84,
+        88.8,
+        89.0,
+        -87.336_55,
+        -103.972_08,
+        -103.98,
+        -104.0,
+        -110.0,
+        1e-30,
+        -1e-30,
+        1e30,
+        -1e30,
+    ];
+    for i in -20..=20 {
+        v.push(i as f32);
+        v.push(i as f32 + 0.5);
+    }
+    v
+}
