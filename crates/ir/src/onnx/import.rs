@@ -703,6 +703,7 @@ impl Importer {
             "LeakyRelu" => unary(UnaryOp::LeakyRelu {
                 alpha: c.float_or("alpha", 0.01)?,
             }),
+            // Gelu joined the default domain in opset 20; it is accepted at any opset.
             "Gelu" => {
                 let approx = match c.string("approximate")?.as_deref() {
                     None | Some("none") => GeluApprox::Erf,
