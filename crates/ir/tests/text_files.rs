@@ -1,5 +1,8 @@
 //! Every `.sg` file in the repository (examples/**, tests/**) parses, verifies, and
-//! prints back to exactly its own text.
+//! prints back to exactly its own text (less full-line comments and blank lines,
+//! which filetests use for headers and expectations). `SG_EXTRA_DIR=<dir>` adds
+//! another directory, e.g. a crate's filetests. The graphs in docs/ir-format.md
+//! parse too.
 
 use std::path::{Path, PathBuf};
 
@@ -31,7 +34,40 @@ fn repo_sg_files() -> Vec<PathBuf> {
     let mut files = Vec::new();
     sg_files(&root.join("examples"), &mut files);
     sg_files(&root.join("tests"), &mut files);
+    if let Ok(extra) = std::env::var("SG_EXTRA_DIR") {
+        sg_files(Path::new(&extra), &mut files);
+    }
     files
+}
+
+/// The text without full-line comments and blank lines: what a graph keeps.
+///
+/// Filetests carry a header and expectations in comments; a file without them
+/// (every example) must print back byte for byte.
+fn strip_comments(text: &str) -> String {
+    text.lines()
+        .filter(|l| {
+            let t = l.trim_start();
+            !t.is_empty() && !t.starts_with('#')
+        })
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[test]
+fn examples_have_no_comments() {
+    let root = workspace_root();
+    let mut files = Vec::new();
+    sg_files(&root.join("examples"), &mut files);
+    for path in files {
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            strip_comments(&text),
+            text,
+            "{} is not canonical",
+            path.display()
+        );
+    }
 }
 
 #[test]
@@ -59,7 +95,11 @@ fn every_sg_file_round_trips_exactly() {
         let g = parse(&text, &file).unwrap_or_else(|e| panic!("{e}"));
         verify(&g).unwrap_or_else(|e| panic!("{file}: {e}"));
         let printed = print(&g);
-        assert_eq!(printed, text, "{file} does not print back identically");
+        assert_eq!(
+            printed,
+            strip_comments(&text),
+            "{file} does not print back identically"
+        );
         assert_eq!(
             parse(&printed, &file).unwrap(),
             g,
@@ -154,4 +194,55 @@ fn fused_example_has_a_nested_body() {
     assert_eq!(sg.body.name, "body");
     assert_eq!(sg.body.nodes.len(), 4);
     assert_eq!(node.outputs[0].name, "y");
+}
+
+/// The fenced code blocks of docs/ir-format.md.
+fn doc_blocks() -> Vec<String> {
+    let doc = std::fs::read_to_string(workspace_root().join("docs/ir-format.md")).unwrap();
+    let mut blocks = Vec::new();
+    let mut cur: Option<String> = None;
+    for line in doc.lines() {
+        if line.starts_with("```") {
+            match cur.take() {
+                Some(b) => blocks.push(b),
+                None => cur = Some(String::new()),
+            }
+        } else if let Some(b) = &mut cur {
+            b.push_str(line);
+            b.push('\n');
+        }
+    }
+    blocks
+}
+
+#[test]
+fn graphs_in_the_format_doc_parse() {
+    let graphs: Vec<String> = doc_blocks()
+        .into_iter()
+        .filter(|b| {
+            b.lines()
+                .find(|l| !l.starts_with('#'))
+                .is_some_and(|l| l.starts_with("graph ") && !l.contains("NAME("))
+        })
+        .collect();
+    assert!(graphs.len() >= 4, "found {} graph blocks", graphs.len());
+    for b in &graphs {
+        let g = parse(b, "docs/ir-format.md").unwrap_or_else(|e| panic!("{e}\n{b}"));
+        verify(&g).unwrap();
+        // Canonical blocks (no comments) print back identically.
+        if !b.contains('#') {
+            assert_eq!(print(&g), *b);
+        }
+    }
+}
+
+#[test]
+fn constants_in_the_format_doc_parse() {
+    let block = doc_blocks()
+        .into_iter()
+        .find(|b| b.starts_with("half: f32[] = Constant(0.5)"))
+        .expect("the constants block");
+    let src = format!("graph c() {{\n{block}  return\n}}\n");
+    let g = parse(&src, "docs").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(g.nodes.len(), 5);
 }
