@@ -100,7 +100,7 @@ impl Gen {
 
     fn tensor_constant(&mut self) -> ValueRef {
         const SHAPES: [&[usize]; 3] = [&[4], &[3, 1], &[2, 3, 4]];
-        let shape: &[usize] = self.rng.pick(&SHAPES);
+        let shape = SHAPES[self.rng.below(SHAPES.len())];
         let n = shape.iter().product();
         let data = (0..n).map(|_| self.rng.f32_in(-2.0, 2.0)).collect();
         self.constant(Tensor::from_f32(shape, data).expect("sizes match"))
