@@ -178,3 +178,61 @@ fn pathological_inputs() {
         check(&src);
     }
 }
+
+#[test]
+fn byte_order_mark_and_crlf_are_accepted() {
+    let g = parse(
+        "\u{feff}graph g(x: f32[4]) {\r\n  y = Relu(x)\r\n  return y\r\n}\r\n",
+        "crlf.sg",
+    )
+    .unwrap();
+    assert_eq!(
+        print(&g),
+        "graph g(x: f32[4]) {\n  y: f32[4] = Relu(x)\n  return y\n}\n"
+    );
+}
+
+#[test]
+fn printing_malformed_graphs_does_not_panic() {
+    use snipjit_ir::{DType, Graph, Node, NodeId, Op, Output, Shape, TensorType, ValueRef};
+    let t = TensorType::new(DType::F32, Shape::fixed(&[2]));
+    let out = |name: &str| Output {
+        name: name.into(),
+        ty: t.clone(),
+    };
+    let mut g = Graph::new("broken");
+    let x = g.add_input("x", t.clone());
+    // Reads a missing node and a missing port.
+    g.add_node(Node {
+        name: "dangling".into(),
+        op: Op::Binary(snipjit_ir::BinaryOp::Add),
+        inputs: vec![ValueRef::new(NodeId(99), 0), ValueRef::new(x.node, 7)],
+        outputs: vec![out("d")],
+    });
+    // A Parameter that is not a graph input, a Result that is not an output.
+    g.add_node(Node {
+        name: "p".into(),
+        op: Op::Parameter,
+        inputs: vec![],
+        outputs: vec![out("p")],
+    });
+    g.add_node(Node {
+        name: "r".into(),
+        op: Op::Result,
+        inputs: vec![],
+        outputs: vec![],
+    });
+    g.inputs.push(NodeId(1234));
+    g.outputs.push(NodeId(2));
+    g.outputs.push(NodeId(4321));
+    let text = print(&g);
+    assert!(
+        text.starts_with("graph broken(x: f32[2], \"<bad input n1234>\") {\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Add(\"<missing n99:0>\", \"<missing n0:7>\")"),
+        "{text}"
+    );
+    assert!(parse(&text, "broken.sg").is_err());
+}

@@ -123,6 +123,7 @@ pub fn parse(src: &str, file: &str) -> Result<Graph, ParseError> {
         col: pos.col,
         message,
     };
+    let src = src.strip_prefix('\u{feff}').unwrap_or(src);
     let toks = lex(src).map_err(|(pos, m)| err(pos, m))?;
     let mut p = Parser { toks, i: 0 };
     let ast = p.file().map_err(|(pos, m)| err(pos, m))?;
