@@ -18,7 +18,9 @@ fn reduce(kind: ReduceKind, axes: &[i64], keep_dims: bool) -> Op {
 #[test]
 fn reduce_2d_hand_values() {
     let x = f32t(&[2, 3], &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
-    let cases: &[(ReduceKind, &[i64], bool, &[usize], &[f32])] = &[
+    // (kind, axes, keep_dims, output shape, output values)
+    type Case<'a> = (ReduceKind, &'a [i64], bool, &'a [usize], &'a [f32]);
+    let cases: &[Case] = &[
         (ReduceKind::Sum, &[1], false, &[2], &[6.0, 15.0]),
         (ReduceKind::Sum, &[0], false, &[3], &[5.0, 7.0, 9.0]),
         (ReduceKind::Sum, &[-1], true, &[2, 1], &[6.0, 15.0]),
