@@ -10,13 +10,13 @@
 //!
 //! One op a line; every value is named and typed; attributes are written in the op
 //! call (`Softmax(x, axis=-1)`); a `Subgraph` node carries its body as a nested
-//! `graph` block. [`print`] writes the canonical form and [`parse`] reads it (and
+//! `graph` block. [`print()`] writes the canonical form and [`parse`] reads it (and
 //! a laxer hand-written form: types may be left out, attributes with a default may
 //! be left out, comments and blank lines are allowed).
 //!
 //! Round trips:
 //! - `print(&parse(text)?) == text` for text in canonical form (what `print` writes);
-//! - `parse(&print(g))? == g` for every graph that passes [`crate::verify`] and
+//! - `parse(&print(g))? == g` for every graph that passes [`crate::verify()`] and
 //!   whose arena order is topological (every node comes after the nodes it reads),
 //!   which holds for graphs built with `add_input` / `add_op` / `add_output`.
 //!   Floats round-trip bit-exactly, NaN payloads included.
