@@ -688,3 +688,112 @@ fn empty_graph() {
     g.add_output("x", x);
     assert_eq!(round_trip(&g), "graph scalar(x: i32[]) {\n  return x\n}\n");
 }
+
+/// xorshift64*: deterministic, so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// A random value name, sometimes one that needs quoting.
+fn random_name(rng: &mut Rng, i: usize) -> String {
+    match rng.below(6) {
+        0 => format!("v{i}"),
+        1 => format!("/blk.{i}/out-0"),
+        2 => format!("t {i}:\"q\""),
+        3 => format!("é{i}\\"),
+        4 => format!("input{i}"),
+        _ => format!("_{i}"),
+    }
+}
+
+/// Random elementwise DAGs over f32/bf16/f16: random inputs added at random arena
+/// positions, scalar and broadcast constants with arbitrary bit patterns, unary and
+/// binary ops, outputs added anywhere, random node names.
+#[test]
+fn random_graphs_round_trip() {
+    let mut rng = Rng(0x5eed_1234_abcd_ef01);
+    let dim_pool = [
+        Dim::sym("N"),
+        Dim::Dynamic(None),
+        Dim::Static(1),
+        Dim::Static(7),
+        Dim::sym("batch size"),
+    ];
+    for case in 0..300 {
+        let dtype = [DType::F32, DType::BF16, DType::F16][rng.below(3)];
+        let rank = rng.below(4);
+        let dims: Vec<Dim> = (0..rank)
+            .map(|_| dim_pool[rng.below(dim_pool.len())].clone())
+            .collect();
+        let full = ty(dtype, &dims);
+        let mut g = Graph::new(format!("case{case}"));
+        let mut values = vec![g.add_input("in0", full.clone())];
+        let mut k = 0;
+        for _ in 0..rng.below(12) + 1 {
+            k += 1;
+            let name = random_name(&mut rng, k);
+            match rng.below(6) {
+                0 => values.push(g.add_input(name, full.clone())),
+                1 => {
+                    let bits = rng.next();
+                    let data = match dtype {
+                        DType::F32 => TensorData::F32(vec![f32::from_bits(bits as u32)]),
+                        DType::BF16 => TensorData::BF16(vec![bf16::from_bits(bits as u16)]),
+                        _ => TensorData::F16(vec![f16::from_bits(bits as u16)]),
+                    };
+                    values.push(constant(&mut g, &name, &[], data));
+                }
+                2 => {
+                    let a = values[rng.below(values.len())];
+                    let us = [
+                        UnaryOp::Relu,
+                        UnaryOp::Exp,
+                        UnaryOp::Gelu(GeluApprox::Erf),
+                        UnaryOp::Clamp {
+                            min: f32::from_bits(rng.next() as u32),
+                            max: f32::from_bits(rng.next() as u32),
+                        },
+                        UnaryOp::Swish {
+                            beta: f32::from_bits(rng.next() as u32),
+                        },
+                    ];
+                    values.push(op(&mut g, &name, Op::Unary(us[rng.below(us.len())]), &[a]));
+                }
+                3 => {
+                    let v = values[rng.below(values.len())];
+                    let r = g.add_output(name, v);
+                    if rng.below(3) == 0 {
+                        g.node_mut(r).name = format!("res{k}");
+                    }
+                }
+                _ => {
+                    let a = values[rng.below(values.len())];
+                    let b = values[rng.below(values.len())];
+                    let bop = BinaryOp::ALL[rng.below(10)];
+                    let v = op(&mut g, &name, Op::Binary(bop), &[a, b]);
+                    if rng.below(4) == 0 {
+                        g.node_mut(v.node).name = format!("node {k}");
+                    }
+                    values.push(v);
+                }
+            }
+        }
+        let last = *values.last().unwrap();
+        g.add_output("final", last);
+        if rng.below(4) == 0 {
+            g.inputs.reverse();
+        }
+        round_trip(&g);
+    }
+}
