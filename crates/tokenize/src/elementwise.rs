@@ -85,6 +85,8 @@ enum Refusal {
 struct Grower<'g> {
     g: &'g Graph,
     cfg: &'g TokenizeConfig,
+    /// Position of each node in the topological order.
+    pos: Vec<usize>,
     /// (port, consumer) for each node.
     users: Vec<Vec<(u32, NodeId)>>,
     region_of: Vec<Option<usize>>,
@@ -157,23 +159,31 @@ impl Grower<'_> {
         inputs.len() + outputs.len()
     }
 
-    /// True if some path leaves the candidate and comes back into it. The search walks
-    /// backwards from the candidate's outside producers; an existing region counts as
-    /// one node (it will be contracted), so reaching any member means reaching all.
+    /// True if some path leaves the candidate and comes back into it.
+    ///
+    /// The search walks forwards from the candidate through the users of its values;
+    /// an existing region counts as one node (it will be contracted), so reaching any
+    /// member means reaching all. Only nodes before the candidate's newest node `n` in
+    /// topological order can lead back: every region member comes before `n`, and a
+    /// plain node on the way back is an ancestor of a member. So the walk stays
+    /// within the window between the regions and `n`, not the whole graph.
     fn creates_cycle(&mut self, c: Candidate<'_>) -> bool {
         self.epoch += 1;
         let epoch = self.epoch;
+        let limit = self.pos[c.node.index()];
         let mut stack: Vec<NodeId> = Vec::new();
-        for m in self.members(c) {
+        let users = |m: NodeId, stack: &mut Vec<NodeId>| {
             stack.extend(
-                self.g
-                    .node(m)
-                    .inputs
+                self.users[m.index()]
                     .iter()
-                    .map(|v| v.node)
-                    .filter(|&p| !c.contains(&self.region_of, p)),
+                    .map(|&(_, u)| u)
+                    .filter(|u| self.pos[u.index()] <= limit),
             );
+        };
+        for m in self.members(c) {
+            users(m, &mut stack);
         }
+        stack.retain(|&u| !c.contains(&self.region_of, u));
         while let Some(p) = stack.pop() {
             if c.contains(&self.region_of, p) {
                 return true;
@@ -185,20 +195,20 @@ impl Grower<'_> {
                 Some(r) => {
                     for &m in &self.regions[r] {
                         self.seen[m.index()] = epoch;
-                        stack.extend(self.g.node(m).inputs.iter().map(|v| v.node));
+                        users(m, &mut stack);
                     }
                 }
                 None => {
                     self.seen[p.index()] = epoch;
-                    stack.extend(self.g.node(p).inputs.iter().map(|v| v.node));
+                    users(p, &mut stack);
                 }
             }
         }
         false
     }
 
-    /// Makes the candidate a region; `pos` orders the merged members.
-    fn commit(&mut self, c: Candidate<'_>, pos: &[usize]) {
+    /// Makes the candidate a region.
+    fn commit(&mut self, c: Candidate<'_>) {
         let target = match c.merged.first() {
             Some(&r) => r,
             None => {
@@ -215,6 +225,7 @@ impl Grower<'_> {
         }
         self.regions[target].push(c.node);
         self.region_of[c.node.index()] = Some(target);
+        let pos = &self.pos;
         self.regions[target].sort_by_key(|n| pos[n.index()]);
     }
 
@@ -250,6 +261,7 @@ pub fn find_regions(g: &Graph, cfg: &TokenizeConfig) -> Result<ElementwiseRegion
     let mut grower = Grower {
         g,
         cfg,
+        pos: pos.clone(),
         users,
         region_of: vec![None; g.nodes.len()],
         regions: Vec::new(),
@@ -288,7 +300,7 @@ pub fn find_regions(g: &Graph, cfg: &TokenizeConfig) -> Result<ElementwiseRegion
             let c = Candidate { node: n, merged };
             match grower.check(c) {
                 Ok(()) => {
-                    grower.commit(c, &pos);
+                    grower.commit(c);
                     refusal = None;
                     break;
                 }

@@ -642,3 +642,43 @@ fn report_prints_subgraphs_and_left_out_nodes() {
          1 elementwise node(s) left out\n  p (Pow): Pow exponent is not a scalar constant\n"
     );
 }
+
+#[test]
+fn deep_residual_stack_gets_one_subgraph_per_layer() {
+    // x_{i+1} = relu(x_i @ w + b) + x_i. Each layer's Add, Relu and residual Add
+    // form one subgraph; the residual Add may not merge with the previous layer's
+    // subgraph, which feeds this layer's MatMul. Big enough that a cycle check
+    // walking the whole graph per node would be slow.
+    let layers = 300;
+    let mut g = Graph::new("residual");
+    let mut x = g.add_input("x", f32t(&[2, 8]));
+    let w = g.add_input("w", f32t(&[8, 8]));
+    let b = g.add_input("b", f32t(&[8]));
+    for i in 0..layers {
+        let mm = Op::MatMul {
+            transpose_a: false,
+            transpose_b: false,
+        };
+        let m = g.add_op(format!("m{i}"), mm, &[x, w]).unwrap();
+        let a = bin(&mut g, &format!("a{i}"), BinaryOp::Add, m, b);
+        let r = un(&mut g, &format!("r{i}"), UnaryOp::Relu, a);
+        x = bin(&mut g, &format!("s{i}"), BinaryOp::Add, r, x);
+    }
+    g.add_output("out", x);
+
+    let (out, report) = run(&g);
+    let sg = subgraphs(&out);
+    assert_eq!(sg.len(), layers);
+    assert_eq!(out.nodes.len(), 3 + 2 * layers + 1);
+    for (i, n) in sg.iter().enumerate() {
+        let ops = [format!("a{i}"), format!("r{i}"), format!("s{i}")];
+        assert_eq!(body_ops(n), ops);
+        let prev = if i == 0 {
+            "x".to_string()
+        } else {
+            format!("s{}", i - 1)
+        };
+        assert_eq!(input_names(&out, n), [format!("m{i}"), "b".into(), prev]);
+    }
+    assert!(report.left_out.is_empty());
+}
