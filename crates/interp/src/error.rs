@@ -55,16 +55,20 @@ pub enum OpError {
 /// Why a graph input was rejected by [`crate::run`].
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InputError {
+    /// The tensor's dtype is not the Parameter's.
     #[error("dtype is {got}, the parameter is {expected}")]
     DType { expected: DType, got: DType },
+    /// The tensor's rank is not the Parameter's.
     #[error("rank is {got}, the parameter has rank {expected}")]
     Rank { expected: usize, got: usize },
+    /// A static dim of the Parameter differs.
     #[error("dim {dim} is {got}, the parameter's dim is {expected}")]
     StaticDim {
         dim: usize,
         expected: usize,
         got: usize,
     },
+    /// A symbolic dim differs from the size an earlier input bound the symbol to.
     #[error("dim {dim} ('{symbol}') is {got}, but input '{bound_by}' bound '{symbol}' to {bound}")]
     Symbol {
         dim: usize,

@@ -902,3 +902,56 @@ fn convert_between_floats_rounds_to_nearest_even() {
     );
     assert_eq!(hb.data, TensorData::BF16(vec![bf16::from_bits(0x3F81)]));
 }
+
+/// Random shapes of rank 0..=4 where each operand's dim is the full size, 1, or missing
+/// (lower rank), checked against an unravel/ravel index formula.
+#[test]
+fn random_broadcasts_match_index_formula() {
+    let mut rng = Rng(99);
+    for case in 0..200 {
+        let rank = rng.below(5);
+        let full: Vec<usize> = (0..rank).map(|_| rng.below(4)).collect();
+        let mut pick = |rng: &mut Rng| -> Vec<usize> {
+            let mut s: Vec<usize> = full
+                .iter()
+                .map(|&d| if rng.below(3) == 0 { 1 } else { d })
+                .collect();
+            let drop = rng.below(s.len() + 1);
+            s.drain(..drop);
+            s
+        };
+        let (sa, sb) = (pick(&mut rng), pick(&mut rng));
+        let rank = sa.len().max(sb.len());
+        let va = rng.vec(sa.iter().product());
+        let vb = rng.vec(sb.iter().product());
+        let r = binary(BinaryOp::Sub, &f32t(&sa, &va), &f32t(&sb, &vb));
+        // Output dim: the max over operands (a 0 wins over 1: numpy).
+        let out: Vec<usize> = (0..rank)
+            .map(|d| {
+                let get = |s: &[usize]| (d + s.len()).checked_sub(rank).map_or(1, |j| s[j]);
+                let (x, y) = (get(&sa), get(&sb));
+                if x == 1 { y } else { x }
+            })
+            .collect();
+        assert_eq!(r.shape, out, "case {case}: {sa:?} - {sb:?}");
+        let ravel = |s: &[usize], idx: &[usize]| {
+            let lead = rank - s.len();
+            s.iter().enumerate().fold(0, |acc, (j, &d)| {
+                acc * d + if d == 1 { 0 } else { idx[lead + j] }
+            })
+        };
+        let total: usize = out.iter().product();
+        let want: Vec<f32> = (0..total)
+            .map(|flat| {
+                let mut idx = vec![0; rank];
+                let mut rest = flat;
+                for d in (0..rank).rev() {
+                    idx[d] = rest % out[d];
+                    rest /= out[d];
+                }
+                va[ravel(&sa, &idx)] - vb[ravel(&sb, &idx)]
+            })
+            .collect();
+        assert_f32_bits(f32s(&r), &want);
+    }
+}
