@@ -1,7 +1,7 @@
 //! The reference interpreter: the oracle of every snipjit test.
 //!
-//! [`run`] evaluates a whole [`Graph`] on concrete tensors; [`eval_op`] evaluates one
-//! [`Op`]. The code favours being obviously correct over being fast:
+//! [`run`] evaluates a whole [`Graph`](snipjit_ir::Graph) on concrete tensors; [`eval_op`] evaluates one
+//! [`Op`](snipjit_ir::Op). The code favours being obviously correct over being fast:
 //!
 //! - every float op is computed in `f64` and rounded once to the tensor's dtype
 //!   (round to nearest even, also for bf16/f16: see [`round`]);
@@ -10,7 +10,7 @@
 //! - reductions, softmax and matmul accumulate in `f64` (floats) or wrapping `i64` (ints);
 //! - broadcasting is numpy's, walked with a plain strided index (no per-element allocation).
 //!
-//! Semantics are those documented on [`Op`] in `snipjit-ir`, ONNX otherwise.
+//! Semantics are those documented on [`Op`](snipjit_ir::Op) in `snipjit-ir`, ONNX otherwise.
 
 mod elementwise;
 mod error;

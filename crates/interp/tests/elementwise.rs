@@ -911,7 +911,7 @@ fn random_broadcasts_match_index_formula() {
     for case in 0..200 {
         let rank = rng.below(5);
         let full: Vec<usize> = (0..rank).map(|_| rng.below(4)).collect();
-        let mut pick = |rng: &mut Rng| -> Vec<usize> {
+        let pick = |rng: &mut Rng| -> Vec<usize> {
             let mut s: Vec<usize> = full
                 .iter()
                 .map(|&d| if rng.below(3) == 0 { 1 } else { d })
