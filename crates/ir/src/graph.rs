@@ -138,13 +138,12 @@ impl Graph {
         inputs: &[ValueRef],
     ) -> Result<ValueRef, crate::IrError> {
         let name = name.into();
-        let ty = crate::infer::infer_op(self, &op, inputs).map_err(|reason| {
-            crate::IrError::Node {
+        let ty =
+            crate::infer::infer_op(self, &op, inputs).map_err(|reason| crate::IrError::Node {
                 node: name.clone(),
                 op: op.name().to_string(),
                 reason,
-            }
-        })?;
+            })?;
         let mut tys = ty.into_iter();
         let ty = tys.next().ok_or_else(|| crate::IrError::Node {
             node: name.clone(),

@@ -69,7 +69,11 @@ pub fn infer_op(g: &Graph, op: &Op, inputs: &[ValueRef]) -> Result<Vec<TensorTyp
         Op::Binary(b) => {
             same_dtype(t[0], t[1])?;
             if b.is_logical() && t[0].dtype != DType::Bool {
-                return Err(format!("{} needs bool inputs, got {}", b.name(), t[0].dtype));
+                return Err(format!(
+                    "{} needs bool inputs, got {}",
+                    b.name(),
+                    t[0].dtype
+                ));
             }
             let shape = broadcast(&t[0].shape, &t[1].shape)?;
             one(TensorType::new(b.result_dtype(t[0].dtype), shape))
@@ -156,7 +160,10 @@ pub fn infer_op(g: &Graph, op: &Op, inputs: &[ValueRef]) -> Result<Vec<TensorTyp
             let rank = t[0].shape.rank();
             let mut seen = vec![false; rank];
             if perm.len() != rank {
-                return Err(format!("perm {perm:?} has length {} for rank {rank}", perm.len()));
+                return Err(format!(
+                    "perm {perm:?} has length {} for rank {rank}",
+                    perm.len()
+                ));
             }
             for &p in perm {
                 if p >= rank || std::mem::replace(&mut seen[p], true) {
@@ -224,7 +231,10 @@ pub fn infer_op(g: &Graph, op: &Op, inputs: &[ValueRef]) -> Result<Vec<TensorTyp
             for &a in axes {
                 let a = norm_axis(a, rank)?;
                 if matches!(t[0].shape.0[a], Dim::Static(n) if n != 1) {
-                    return Err(format!("cannot squeeze axis {a} of size {}", t[0].shape.0[a]));
+                    return Err(format!(
+                        "cannot squeeze axis {a} of size {}",
+                        t[0].shape.0[a]
+                    ));
                 }
                 drop[a] = true;
             }
@@ -246,14 +256,17 @@ pub fn infer_op(g: &Graph, op: &Op, inputs: &[ValueRef]) -> Result<Vec<TensorTyp
             for x in &t[1..] {
                 same_dtype(first, x)?;
                 if x.shape.rank() != rank {
-                    return Err(format!("Concat inputs differ in rank: {} and {}", first.shape, x.shape));
+                    return Err(format!(
+                        "Concat inputs differ in rank: {} and {}",
+                        first.shape, x.shape
+                    ));
                 }
                 for i in 0..rank {
                     if i == a {
                         dims.0[i] = match (&dims.0[i], &x.shape.0[i]) {
-                            (Dim::Static(p), Dim::Static(q)) => Dim::Static(
-                                p.checked_add(*q).ok_or("Concat output dim overflows")?,
-                            ),
+                            (Dim::Static(p), Dim::Static(q)) => {
+                                Dim::Static(p.checked_add(*q).ok_or("Concat output dim overflows")?)
+                            }
                             _ => Dim::Dynamic(None),
                         };
                     } else if let (Dim::Static(p), Dim::Static(q)) = (&dims.0[i], &x.shape.0[i])
@@ -272,7 +285,10 @@ pub fn infer_op(g: &Graph, op: &Op, inputs: &[ValueRef]) -> Result<Vec<TensorTyp
         Op::Gather { axis } => {
             let a = norm_axis(*axis, t[0].shape.rank())?;
             if !matches!(t[1].dtype, DType::I32 | DType::I64) {
-                return Err(format!("Gather indices must be i32 or i64, got {}", t[1].dtype));
+                return Err(format!(
+                    "Gather indices must be i32 or i64, got {}",
+                    t[1].dtype
+                ));
             }
             let d = t[0].shape.dims();
             let dims = d[..a]
@@ -368,11 +384,9 @@ pub fn reshape_shape(input: &Shape, target: &[i64], allow_zero: bool) -> Result<
                 }
                 Dim::Static(1)
             }
-            0 if !allow_zero => input
-                .0
-                .get(i)
-                .cloned()
-                .ok_or_else(|| format!("Reshape copies dim {i} of a rank-{} input", input.rank()))?,
+            0 if !allow_zero => input.0.get(i).cloned().ok_or_else(|| {
+                format!("Reshape copies dim {i} of a rank-{} input", input.rank())
+            })?,
             v if v < 0 => return Err(format!("invalid dim {v} in Reshape shape")),
             v => Dim::Static(v as usize),
         };
@@ -393,10 +407,13 @@ pub fn reshape_shape(input: &Shape, target: &[i64], allow_zero: bool) -> Result<
             }
             _ => Dim::Dynamic(None),
         };
-    } else if let (Some(total), Some(out)) = (input.static_numel(), Shape(dims.clone()).static_numel())
+    } else if let (Some(total), Some(out)) =
+        (input.static_numel(), Shape(dims.clone()).static_numel())
         && total != out
     {
-        return Err(format!("cannot reshape {input} ({total} elements) to {target:?}"));
+        return Err(format!(
+            "cannot reshape {input} ({total} elements) to {target:?}"
+        ));
     }
     Ok(Shape(dims))
 }
@@ -419,7 +436,11 @@ impl Graph {
                 return Err(IrError::Node {
                     node: node.name.clone(),
                     op: node.op.name().to_string(),
-                    reason: format!("op has {} outputs, node names {}", tys.len(), node.outputs.len()),
+                    reason: format!(
+                        "op has {} outputs, node names {}",
+                        tys.len(),
+                        node.outputs.len()
+                    ),
                 });
             }
             for (o, ty) in node.outputs.iter_mut().zip(tys) {

@@ -133,7 +133,10 @@ pub enum UnaryOp {
     Neg,
     Relu,
     /// `min(max(x, min), max)`.
-    Clamp { min: f32, max: f32 },
+    Clamp {
+        min: f32,
+        max: f32,
+    },
     Exp,
     /// Natural logarithm.
     Log,
@@ -145,7 +148,9 @@ pub enum UnaryOp {
     Sigmoid,
     Gelu(GeluApprox),
     /// `x * sigmoid(beta * x)`; beta = 1 is SiLU.
-    Swish { beta: f32 },
+    Swish {
+        beta: f32,
+    },
     /// `x * relu6(x + 3) / 6`.
     HSwish,
     /// `relu6(x + 3) / 6`.
@@ -153,9 +158,13 @@ pub enum UnaryOp {
     /// `x * tanh(softplus(x))`.
     Mish,
     /// `x >= 0 ? x : alpha (exp(x) - 1)`.
-    Elu { alpha: f32 },
+    Elu {
+        alpha: f32,
+    },
     /// `x >= 0 ? x : alpha x`.
-    LeakyRelu { alpha: f32 },
+    LeakyRelu {
+        alpha: f32,
+    },
     /// `ln(1 + exp(x))`.
     Softplus,
     Floor,
@@ -205,7 +214,10 @@ impl UnaryOp {
         UnaryOp::Abs,
         UnaryOp::Neg,
         UnaryOp::Relu,
-        UnaryOp::Clamp { min: -1.0, max: 1.0 },
+        UnaryOp::Clamp {
+            min: -1.0,
+            max: 1.0,
+        },
         UnaryOp::Exp,
         UnaryOp::Log,
         UnaryOp::Sqrt,
@@ -299,12 +311,19 @@ pub enum Op {
     /// with saturation; to bool is `x != 0`.
     Convert { to: DType },
     /// `(x)`: reduce over `axes` (empty: all axes).
-    Reduce { kind: ReduceKind, axes: Vec<i64>, keep_dims: bool },
+    Reduce {
+        kind: ReduceKind,
+        axes: Vec<i64>,
+        keep_dims: bool,
+    },
     /// `(x)`: softmax over one axis.
     Softmax { axis: i64 },
     /// `(a, b)`: numpy matmul (batched, broadcast batch dims); the flags transpose the
     /// last two dims of an input first.
-    MatMul { transpose_a: bool, transpose_b: bool },
+    MatMul {
+        transpose_a: bool,
+        transpose_b: bool,
+    },
     /// `(x)`: output dim `i` is input dim `perm[i]`.
     Transpose { perm: Vec<usize> },
     /// `(x, shape: i64[r])`: ONNX Reshape (0 copies a dim unless `allow_zero`, -1 infers).

@@ -205,7 +205,10 @@ mod tests {
         let a = Shape::fixed(&[8, 1, 6, 1]);
         let b = Shape::fixed(&[7, 1, 5]);
         assert_eq!(broadcast_shapes(&a, &b), Some(Shape::fixed(&[8, 7, 6, 5])));
-        assert_eq!(broadcast_shapes(&Shape::fixed(&[3]), &Shape::fixed(&[4])), None);
+        assert_eq!(
+            broadcast_shapes(&Shape::fixed(&[3]), &Shape::fixed(&[4])),
+            None
+        );
         let n = Shape(smallvec::smallvec![Dim::sym("N"), Dim::Static(1)]);
         let m = Shape(smallvec::smallvec![Dim::Static(1), Dim::Static(5)]);
         assert_eq!(

@@ -29,7 +29,9 @@ pub fn verify(g: &Graph) -> Result<(), IrError> {
     let params: HashSet<_> = g.inputs.iter().copied().collect();
     let results: HashSet<_> = g.outputs.iter().copied().collect();
     if params.len() != g.inputs.len() || results.len() != g.outputs.len() {
-        return Err(IrError::Graph("a node is listed twice as graph input or output".into()));
+        return Err(IrError::Graph(
+            "a node is listed twice as graph input or output".into(),
+        ));
     }
     let mut names = HashSet::new();
     for id in order {
@@ -46,13 +48,19 @@ pub fn verify(g: &Graph) -> Result<(), IrError> {
         if !matches!(node.op, Op::Result) {
             for o in &node.outputs {
                 if !names.insert(o.name.as_str()) {
-                    return Err(err(node, format!("value name '{}' is defined twice", o.name)));
+                    return Err(err(
+                        node,
+                        format!("value name '{}' is defined twice", o.name),
+                    ));
                 }
             }
         }
         if matches!(node.op, Op::Parameter) {
             if !node.inputs.is_empty() || node.outputs.len() != 1 {
-                return Err(err(node, "Parameter must have no inputs and one output".into()));
+                return Err(err(
+                    node,
+                    "Parameter must have no inputs and one output".into(),
+                ));
             }
             continue;
         }
@@ -61,7 +69,10 @@ pub fn verify(g: &Graph) -> Result<(), IrError> {
         if tys.iter().collect::<Vec<_>>() != got {
             let want: Vec<String> = tys.iter().map(|t| t.to_string()).collect();
             let got: Vec<String> = got.iter().map(|t| t.to_string()).collect();
-            return Err(err(node, format!("output types {got:?} differ from inferred {want:?}")));
+            return Err(err(
+                node,
+                format!("output types {got:?} differ from inferred {want:?}"),
+            ));
         }
         if let Op::Subgraph(sg) = &node.op {
             verify(&sg.body).map_err(|e| err(node, format!("in body: {e}")))?;
@@ -69,7 +80,9 @@ pub fn verify(g: &Graph) -> Result<(), IrError> {
     }
     for &p in &g.inputs {
         if !matches!(g.nodes.get(p.index()).map(|n| &n.op), Some(Op::Parameter)) {
-            return Err(IrError::Graph(format!("graph input {p} is not a Parameter")));
+            return Err(IrError::Graph(format!(
+                "graph input {p} is not a Parameter"
+            )));
         }
     }
     for &r in &g.outputs {

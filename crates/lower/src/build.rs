@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use snipjit_ir::{DType, Graph, Op, ValueRef};
 
-use crate::lir::{Expr, ExprKind, Lir, PortInfo};
 use crate::LowerError;
+use crate::lir::{Expr, ExprKind, Lir, PortInfo};
 
 /// Builds the linear IR of `body`, one expression per node in topological order.
 ///
@@ -47,6 +47,7 @@ pub fn build(body: &Graph, bcast_inner: &[bool]) -> Result<Lir, LowerError> {
         locations: vec![],
         scratch_regs: vec![],
         spill_slots: 0,
+        spill_temps: vec![],
     };
     for p in lir.inputs.iter().chain(&lir.outputs) {
         if p.dtype != DType::F32 {
@@ -56,8 +57,18 @@ pub fn build(body: &Graph, bcast_inner: &[bool]) -> Result<Lir, LowerError> {
             )));
         }
     }
-    let param_index: HashMap<_, _> = body.inputs.iter().enumerate().map(|(i, &n)| (n, i)).collect();
-    let result_index: HashMap<_, _> = body.outputs.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let param_index: HashMap<_, _> = body
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (n, i))
+        .collect();
+    let result_index: HashMap<_, _> = body
+        .outputs
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| (n, i))
+        .collect();
     let mut value_of = HashMap::new();
     for id in body.topo_order()? {
         let node = body.node(id);
@@ -65,16 +76,19 @@ pub fn build(body: &Graph, bcast_inner: &[bool]) -> Result<Lir, LowerError> {
             .inputs
             .iter()
             .map(|v| {
-                value_of
-                    .get(v)
-                    .copied()
-                    .ok_or_else(|| LowerError::Unsupported(format!("node '{}' reads an unlowered value", node.name)))
+                value_of.get(v).copied().ok_or_else(|| {
+                    LowerError::Unsupported(format!(
+                        "node '{}' reads an unlowered value",
+                        node.name
+                    ))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let kind = match &node.op {
             Op::Parameter => ExprKind::Parameter(param_index[&id]),
             Op::Result => {
-                lir.exprs.push(Expr::new(ExprKind::Result(result_index[&id]), &ins, None));
+                lir.exprs
+                    .push(Expr::new(ExprKind::Result(result_index[&id]), &ins, None));
                 continue;
             }
             Op::Constant(t) => match (t.dtype(), t.scalar_value()) {

@@ -33,11 +33,17 @@ pub enum ExprKind {
     /// A subgraph output (data-flow stage; replaced by stores).
     Result(usize),
     /// Loads one vector of `input` at its current pointer (masked in a tail loop).
-    Load { input: usize },
+    Load {
+        input: usize,
+    },
     /// Loads one element of `input` and broadcasts it to every lane.
-    BroadcastLoad { input: usize },
+    BroadcastLoad {
+        input: usize,
+    },
     /// Stores a vector to `output` (masked in a tail loop).
-    Store { output: usize },
+    Store {
+        output: usize,
+    },
     /// A constant in every lane.
     Scalar(f32),
     Unary(UnaryOp),
@@ -183,6 +189,8 @@ pub struct Lir {
     pub scratch_regs: Vec<PhysReg>,
     /// Number of spill slots the kernel frame needs.
     pub spill_slots: u32,
+    /// Registers kept free to reload spilled values (empty when nothing is spilled).
+    pub spill_temps: Vec<PhysReg>,
 }
 
 impl Lir {
@@ -243,7 +251,13 @@ impl Lir {
             let _ = writeln!(s, "  scratch [{}]", r.join(", "));
         }
         if self.spill_slots > 0 {
-            let _ = writeln!(s, "  spill_slots {}", self.spill_slots);
+            let t: Vec<String> = self.spill_temps.iter().map(|r| format!("r{r}")).collect();
+            let _ = writeln!(
+                s,
+                "  spill_slots {} temps [{}]",
+                self.spill_slots,
+                t.join(", ")
+            );
         }
         let mut depth = 1;
         for e in &self.exprs {
@@ -258,7 +272,11 @@ impl Lir {
             let _ = write!(s, "{}", e.kind.name());
             let ins: Vec<String> = e.ins.iter().map(|&v| self.value_text(v)).collect();
             if !ins.is_empty() {
-                let sep = if matches!(e.kind, ExprKind::Store { .. }) { ", " } else { " " };
+                let sep = if matches!(e.kind, ExprKind::Store { .. }) {
+                    ", "
+                } else {
+                    " "
+                };
                 let _ = write!(s, "{sep}{}", ins.join(", "));
             }
             if !e.loops.is_empty() && !e.kind.is_loop_marker() {

@@ -45,14 +45,31 @@ pub fn verify(lir: &Lir) -> Result<(), LowerError> {
             ExprKind::Select | ExprKind::Fma => 3,
         };
         if e.ins.len() != arity {
-            return Err(err(i, format!("{} takes {arity} inputs, has {}", e.kind.name(), e.ins.len())));
+            return Err(err(
+                i,
+                format!(
+                    "{} takes {arity} inputs, has {}",
+                    e.kind.name(),
+                    e.ins.len()
+                ),
+            ));
         }
         let defines = !matches!(
             e.kind,
-            ExprKind::Result(_) | ExprKind::Store { .. } | ExprKind::LoopBegin(_) | ExprKind::LoopEnd(_)
+            ExprKind::Result(_)
+                | ExprKind::Store { .. }
+                | ExprKind::LoopBegin(_)
+                | ExprKind::LoopEnd(_)
         );
         if defines != e.out.is_some() {
-            return Err(err(i, format!("{} must {}define a value", e.kind.name(), if defines { "" } else { "not " })));
+            return Err(err(
+                i,
+                format!(
+                    "{} must {}define a value",
+                    e.kind.name(),
+                    if defines { "" } else { "not " }
+                ),
+            ));
         }
         for l in &e.loops {
             if l.0 as usize >= lir.loops.len() {
@@ -69,19 +86,25 @@ pub fn verify(lir: &Lir) -> Result<(), LowerError> {
             }
             ExprKind::LoopEnd(l) => {
                 if open.pop() != Some(l) {
-                    return Err(err(i, format!("LoopEnd L{} does not close the innermost open loop", l.0)));
+                    return Err(err(
+                        i,
+                        format!("LoopEnd L{} does not close the innermost open loop", l.0),
+                    ));
                 }
             }
             _ => {
                 if bracketed && e.loops.as_slice() != open.as_slice() {
-                    return Err(err(i, format!("expression is marked {:?} but sits in {:?}", e.loops, open)));
+                    return Err(err(
+                        i,
+                        format!("expression is marked {:?} but sits in {:?}", e.loops, open),
+                    ));
                 }
             }
         }
         for &input in match &e.kind {
-            ExprKind::Load { input } | ExprKind::BroadcastLoad { input } | ExprKind::Parameter(input) => {
-                std::slice::from_ref(input)
-            }
+            ExprKind::Load { input }
+            | ExprKind::BroadcastLoad { input }
+            | ExprKind::Parameter(input) => std::slice::from_ref(input),
             _ => &[],
         } {
             if input >= lir.inputs.len() {
@@ -95,7 +118,10 @@ pub fn verify(lir: &Lir) -> Result<(), LowerError> {
         }
     }
     if let Some(l) = open.last() {
-        return Err(err(lir.exprs.len(), format!("loop L{} is never closed", l.0)));
+        return Err(err(
+            lir.exprs.len(),
+            format!("loop L{} is never closed", l.0),
+        ));
     }
     if !lir.locations.is_empty() {
         check_allocation(lir, &def)?;
@@ -112,21 +138,30 @@ fn check_allocation(lir: &Lir, def: &[Option<usize>]) -> Result<(), LowerError> 
     let mut begins: Vec<usize> = vec![];
     for (i, e) in lir.exprs.iter().enumerate() {
         for v in &e.ins {
-            let loc = lir.locations.get(v.0 as usize).copied().flatten().ok_or_else(|| {
-                err(i, format!("%{} has no location", v.0))
-            })?;
+            let loc = lir
+                .locations
+                .get(v.0 as usize)
+                .copied()
+                .flatten()
+                .ok_or_else(|| err(i, format!("%{} has no location", v.0)))?;
             if holds.get(&loc) != Some(&v.0) {
                 return Err(err(i, format!("%{} is not in {loc:?} when read", v.0)));
             }
         }
         if let Some(o) = e.out {
-            let loc = lir.locations.get(o.0 as usize).copied().flatten().ok_or_else(|| {
-                err(i, format!("%{} has no location", o.0))
-            })?;
+            let loc = lir
+                .locations
+                .get(o.0 as usize)
+                .copied()
+                .flatten()
+                .ok_or_else(|| err(i, format!("%{} has no location", o.0)))?;
             if let Location::Reg(r) = loc
                 && lir.scratch_regs.contains(&r)
             {
-                return Err(err(i, format!("%{} is assigned scratch register r{r}", o.0)));
+                return Err(err(
+                    i,
+                    format!("%{} is assigned scratch register r{r}", o.0),
+                ));
             }
             holds.insert(loc, o.0);
         }
@@ -140,7 +175,13 @@ fn check_allocation(lir: &Lir, def: &[Option<usize>]) -> Result<(), LowerError> 
                         if def[v.0 as usize].is_some_and(|d| d < b) {
                             let loc = lir.locations[v.0 as usize].expect("checked above");
                             if holds.get(&loc) != Some(&v.0) {
-                                return Err(err(i, format!("%{} is overwritten inside the loop that reads it", v.0)));
+                                return Err(err(
+                                    i,
+                                    format!(
+                                        "%{} is overwritten inside the loop that reads it",
+                                        v.0
+                                    ),
+                                ));
                             }
                         }
                     }

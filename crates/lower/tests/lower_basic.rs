@@ -14,7 +14,12 @@ fn scratch(k: &ExprKind) -> usize {
 }
 
 fn target(vregs: usize) -> Target {
-    Target { name: "test", lanes: 16, vregs, scratch }
+    Target {
+        name: "test",
+        lanes: 16,
+        vregs,
+        scratch,
+    }
 }
 
 fn nd(d: &[Dim]) -> Shape {
@@ -24,11 +29,19 @@ fn nd(d: &[Dim]) -> Shape {
 /// y = relu(x + b) * 0.5 + x ; x: [N, C], b: [1, C]
 fn relu_bias() -> Graph {
     let mut g = Graph::new("relu_bias");
-    let x = g.add_input("x", TensorType::new(DType::F32, nd(&[Dim::sym("N"), Dim::sym("C")])));
-    let b = g.add_input("b", TensorType::new(DType::F32, nd(&[Dim::Static(1), Dim::sym("C")])));
+    let x = g.add_input(
+        "x",
+        TensorType::new(DType::F32, nd(&[Dim::sym("N"), Dim::sym("C")])),
+    );
+    let b = g.add_input(
+        "b",
+        TensorType::new(DType::F32, nd(&[Dim::Static(1), Dim::sym("C")])),
+    );
     let s = g.add_op("s", Op::Binary(BinaryOp::Add), &[x, b]).unwrap();
     let r = g.add_op("r", Op::Unary(UnaryOp::Relu), &[s]).unwrap();
-    let h = g.add_op("h", Op::Constant(Tensor::scalar_f32(0.5)), &[]).unwrap();
+    let h = g
+        .add_op("h", Op::Constant(Tensor::scalar_f32(0.5)), &[])
+        .unwrap();
     let m = g.add_op("m", Op::Binary(BinaryOp::Mul), &[r, h]).unwrap();
     let y = g.add_op("y", Op::Binary(BinaryOp::Add), &[m, x]).unwrap();
     g.add_output("y", y);
@@ -38,15 +51,28 @@ fn relu_bias() -> Graph {
 #[test]
 fn pipeline_runs_and_verifies() {
     let mut seen = vec![];
-    let lir = lower(&relu_bias(), &[false, false], &target(32), &mut |name, _| seen.push(name.to_string())).unwrap();
+    let lir = lower(
+        &relu_bias(),
+        &[false, false],
+        &target(32),
+        &mut |name, _| seen.push(name.to_string()),
+    )
+    .unwrap();
     assert_eq!(seen, snipjit_lower::pipeline::pass_names());
     let text = lir.to_text();
     // Mul + Add fused, scalar hoisted, a tail copy of the inner loop.
     assert!(text.contains("Fma"), "{text}");
     assert!(!text.contains("= Mul"), "{text}");
     let first = lir.exprs.first().unwrap();
-    assert!(matches!(first.kind, ExprKind::Scalar(v) if v == 0.5), "{text}");
-    let tails = lir.loops.iter().filter(|l| l.kind == snipjit_lower::lir::LoopKind::Tail).count();
+    assert!(
+        matches!(first.kind, ExprKind::Scalar(v) if v == 0.5),
+        "{text}"
+    );
+    let tails = lir
+        .loops
+        .iter()
+        .filter(|l| l.kind == snipjit_lower::lir::LoopKind::Tail)
+        .count();
     assert_eq!(tails, 1, "{text}");
     assert_eq!(lir.spill_slots, 0);
     // Every value has a register, none is a scratch register.
@@ -63,20 +89,36 @@ fn pipeline_runs_and_verifies() {
 #[test]
 fn inner_broadcast_becomes_broadcast_load() {
     let lir = lower(&relu_bias(), &[false, true], &target(32), &mut |_, _| {}).unwrap();
-    let n = lir.exprs.iter().filter(|e| matches!(e.kind, ExprKind::BroadcastLoad { input: 1 })).count();
-    assert_eq!(n, 2, "main and tail body each broadcast b:\n{}", lir.to_text());
+    let n = lir
+        .exprs
+        .iter()
+        .filter(|e| matches!(e.kind, ExprKind::BroadcastLoad { input: 1 }))
+        .count();
+    assert_eq!(
+        n,
+        2,
+        "main and tail body each broadcast b:\n{}",
+        lir.to_text()
+    );
 }
 
 #[test]
 fn pow_with_scalar_exponent_becomes_static() {
     let mut g = Graph::new("pow");
     let x = g.add_input("x", TensorType::new(DType::F32, Shape::fixed(&[4, 40])));
-    let e = g.add_op("e", Op::Constant(Tensor::scalar_f32(3.0)), &[]).unwrap();
+    let e = g
+        .add_op("e", Op::Constant(Tensor::scalar_f32(3.0)), &[])
+        .unwrap();
     let p = g.add_op("p", Op::Binary(BinaryOp::Pow), &[x, e]).unwrap();
     g.add_output("p", p);
     let lir = lower(&g, &[false], &target(32), &mut |_, _| {}).unwrap();
     assert!(lir.exprs.iter().any(|e| e.kind == ExprKind::PowStatic(3.0)));
-    assert!(!lir.exprs.iter().any(|e| matches!(e.kind, ExprKind::Scalar(_))), "dead exponent removed");
+    assert!(
+        !lir.exprs
+            .iter()
+            .any(|e| matches!(e.kind, ExprKind::Scalar(_))),
+        "dead exponent removed"
+    );
 }
 
 /// Many values live at once on a tiny register file: the allocator spills, and the
@@ -85,17 +127,27 @@ fn pow_with_scalar_exponent_becomes_static() {
 fn spills_when_registers_run_out() {
     let mut g = Graph::new("wide");
     let xs: Vec<_> = (0..12)
-        .map(|i| g.add_input(format!("x{i}"), TensorType::new(DType::F32, Shape::fixed(&[64]))))
+        .map(|i| {
+            g.add_input(
+                format!("x{i}"),
+                TensorType::new(DType::F32, Shape::fixed(&[64])),
+            )
+        })
         .collect();
     // exp of every input first (all live), then sum them.
     let es: Vec<_> = xs
         .iter()
         .enumerate()
-        .map(|(i, &x)| g.add_op(format!("e{i}"), Op::Unary(UnaryOp::Exp), &[x]).unwrap())
+        .map(|(i, &x)| {
+            g.add_op(format!("e{i}"), Op::Unary(UnaryOp::Exp), &[x])
+                .unwrap()
+        })
         .collect();
     let mut acc = es[0];
     for (i, &e) in es.iter().enumerate().skip(1) {
-        acc = g.add_op(format!("s{i}"), Op::Binary(BinaryOp::Add), &[acc, e]).unwrap();
+        acc = g
+            .add_op(format!("s{i}"), Op::Binary(BinaryOp::Add), &[acc, e])
+            .unwrap();
     }
     g.add_output("y", acc);
     let lir = lower(&g, &[false; 12], &target(8), &mut |_, _| {}).unwrap();

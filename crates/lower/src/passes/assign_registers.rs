@@ -47,6 +47,12 @@ impl Pass for AssignRegisters {
                 lir.locations = locs;
                 lir.spill_slots = slots;
                 lir.scratch_regs = (usable..usable + scratch).map(|r| r as PhysReg).collect();
+                lir.spill_temps = if slots > 0 {
+                    let t = usable + scratch;
+                    (t..t + spill_temps).map(|r| r as PhysReg).collect()
+                } else {
+                    vec![]
+                };
                 return Ok(());
             }
         }

@@ -34,7 +34,11 @@ impl Pass for InsertLoops {
             }
         };
         for e in std::mem::take(&mut lir.exprs) {
-            let common = open.iter().zip(&e.loops).take_while(|(a, b)| a == b).count();
+            let common = open
+                .iter()
+                .zip(&e.loops)
+                .take_while(|(a, b)| a == b)
+                .count();
             close(&mut out, &mut open, common);
             for &l in &e.loops[common..] {
                 open.push(l);
