@@ -1,7 +1,8 @@
 //! The reference interpreter: the oracle of every snipjit test.
 //!
-//! [`run`] evaluates a whole [`Graph`](snipjit_ir::Graph) on concrete tensors; [`eval_op`] evaluates one
-//! [`Op`](snipjit_ir::Op). The code favours being obviously correct over being fast:
+//! [`run`] evaluates a whole [`Graph`](snipjit_ir::Graph) on concrete tensors;
+//! [`eval_op`] evaluates one [`Op`](snipjit_ir::Op). The code favours being obviously
+//! correct over being fast:
 //!
 //! - every float op is computed in `f64` and rounded once to the tensor's dtype
 //!   (round to nearest even, also for bf16/f16: see [`round`]);
