@@ -524,10 +524,38 @@ def attention_cases():
     ]
 
 
+EDGE = np.array(
+    [-100.0, -88.0, -20.0, -5.5, -2.5, -1.5, -0.5, -0.0, 0.0, 0.5, 1.5, 2.5, 3.5, 0.49999997, 5.0, 20.0, 88.0, 100.0,
+     1e-30, -1e-30, 3.4e38, -3.4e38],
+    np.float32,
+)
+
+
+def edge_cases():
+    """Extreme and tie inputs: saturation, overflow to inf, round-half-even, signed zeros."""
+    cases = []
+    for op in ["Round", "Floor", "Ceil", "Sign", "Abs", "Neg", "Relu", "Exp", "Sigmoid", "Tanh", "Erf", "Softplus",
+               "Mish", "HardSwish", "Elu"]:
+        m = model([node(op, ["x"], ["y"])], [("x", F32, ["N"])], [("y", F32, None)])
+        cases.append(Case(f"edge_{op}", m, {"x": EDGE.copy()}))
+    for approx in ["none", "tanh"]:
+        m = model([node("Gelu", ["x"], ["y"], approximate=approx)], [("x", F32, ["N"])], [("y", F32, None)], opset=20)
+        cases.append(Case(f"edge_Gelu_{approx}", m, {"x": EDGE.copy()}))
+    m = model([node("Div", ["a", "b"], ["y"])], [("a", F32, [4]), ("b", F32, [4])], [("y", F32, None)])
+    cases.append(Case("edge_div_by_zero", m, {"a": np.array([1, -1, 0, 2], np.float32), "b": np.array([0, 0, 0, -0.0], np.float32)}))
+    m = model(
+        [node("Softmax", ["x"], ["y"], axis=-1)], [("x", F32, [3, 4])], [("y", F32, None)]
+    )
+    x = np.array([[1e4, 0, -1e4, 5], [-1e9, -1e9, -1e9, -1e9], [0, 0, 0, 0]], np.float32)
+    cases.append(Case("edge_softmax_large_and_equal", m, {"x": x}))
+    return cases
+
+
 def all_cases():
     return (
         unary_cases() + clip_cases() + binary_cases() + compare_logic_cases() + variadic_cases() + cast_cases()
         + reduce_cases() + softmax_matmul_gemm_cases() + shape_cases() + misc_cases() + attention_cases()
+        + edge_cases()
     )
 
 
@@ -546,14 +574,14 @@ def compare(name, want, got, rtol, atol):
         if bad.any():
             i = np.unravel_index(np.argmax(np.where(bad, np.abs(g - w), -1.0)), want.shape)
             return (f"{name}: {int(bad.sum())}/{want.size} elements differ; worst at {tuple(int(x) for x in i)}: "
-                    f"snipjit {g[i]!r} vs onnxruntime {w[i]!r}")
+                    f"snipjit {float(g[i])!r} vs onnxruntime {float(w[i])!r}")
         return None
     if got.dtype != want.dtype:
         return f"{name}: dtype {got.dtype} != onnxruntime {want.dtype}"
     bad = got != want
     if bad.any():
         i = tuple(int(x) for x in np.argwhere(bad)[0])
-        return f"{name}: {int(bad.sum())}/{want.size} elements differ; first at {i}: snipjit {got[i]!r} vs onnxruntime {want[i]!r}"
+        return f"{name}: {int(bad.sum())}/{want.size} elements differ; first at {i}: snipjit {got[i].item()!r} vs onnxruntime {want[i].item()!r}"
     return None
 
 
