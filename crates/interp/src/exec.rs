@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use snipjit_ir::{Dim, Graph, NodeId, Op, Tensor, TensorType};
 
-use crate::{InputError, InterpError, OpError, elementwise, layout, matmul, reduce};
+use crate::{InputError, InterpError, OpError, elementwise, index, layout, matmul, reduce};
 
 /// Evaluates `graph` on `inputs` (in `graph.inputs` order) and returns the values of
 /// `graph.outputs`, in order.
@@ -47,6 +47,9 @@ fn eval_simple(op: &Op, x: &[&Tensor]) -> Result<Tensor, OpError> {
             expected: n,
             got: x.len(),
         });
+    }
+    for t in x {
+        index::check_tensor(t)?;
     }
     match op {
         Op::Parameter => Err(OpError::Unsupported(

@@ -1,22 +1,42 @@
 //! Shape arithmetic and the strided index walk behind broadcasting and transposes.
 
-use snipjit_ir::DType;
+use snipjit_ir::{DType, Tensor};
 
 use crate::{MAX_TENSOR_BYTES, OpError};
 
 /// The element count of `shape`, checking that a `dtype` tensor of it may be allocated.
+///
+/// The product of the nonzero dims must fit in `usize` even when a zero dim makes the
+/// tensor empty, so that every partial product taken by the ops is safe too.
 pub(crate) fn checked_numel(shape: &[usize], dtype: DType) -> Result<usize, OpError> {
     let too_large = || OpError::TooLarge {
         dtype,
         shape: shape.to_vec(),
     };
-    let n = shape
+    shape
         .iter()
+        .filter(|&&d| d != 0)
         .try_fold(1usize, |a, &d| a.checked_mul(d))
         .ok_or_else(too_large)?;
+    let n: usize = shape.iter().product();
     match n.checked_mul(dtype.size()) {
         Some(bytes) if bytes <= MAX_TENSOR_BYTES => Ok(n),
         _ => Err(too_large()),
+    }
+}
+
+/// Checks that an input tensor is well formed: its shape's element count (see
+/// [`checked_numel`]) is the number of elements it holds.
+pub(crate) fn check_tensor(t: &Tensor) -> Result<(), OpError> {
+    let n = checked_numel(&t.shape, t.dtype())?;
+    if n == t.numel() {
+        Ok(())
+    } else {
+        Err(OpError::Shape(format!(
+            "a tensor of shape {:?} holds {} elements",
+            t.shape,
+            t.numel()
+        )))
     }
 }
 
@@ -142,6 +162,8 @@ mod tests {
         assert_eq!(checked_numel(&[2, 3], DType::F32), Ok(6));
         assert_eq!(checked_numel(&[], DType::F32), Ok(1));
         assert_eq!(checked_numel(&[0, usize::MAX], DType::F32), Ok(0));
+        assert!(checked_numel(&[1 << 40, 0, 1 << 40], DType::F32).is_err());
+        assert_eq!(checked_numel(&[1 << 20, 0, 1 << 20], DType::F32), Ok(0));
         assert!(checked_numel(&[usize::MAX, 2], DType::U8).is_err());
         assert!(checked_numel(&[1 << 20, 1 << 20, 1 << 20], DType::U8).is_err());
         assert!(checked_numel(&[1 << 33], DType::F32).is_err());

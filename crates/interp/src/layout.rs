@@ -228,6 +228,9 @@ pub(crate) fn concat(xs: &[&Tensor], axis: i64) -> Result<Tensor, OpError> {
             })?;
     }
     let n = checked_numel(&shape, first.dtype())?;
+    if n == 0 {
+        return Ok(Tensor::zeros(first.dtype(), &shape));
+    }
     let outer: usize = shape[..axis].iter().product();
     let inner: usize = shape[axis + 1..].iter().product();
     let mut data = with_capacity(first.dtype(), n);
@@ -292,7 +295,9 @@ pub(crate) fn gather(data: &Tensor, indices: &Tensor, axis: i64) -> Result<Tenso
         .chain(&data.shape[axis + 1..])
         .copied()
         .collect();
-    checked_numel(&shape, data.dtype())?;
+    if checked_numel(&shape, data.dtype())? == 0 {
+        return Ok(Tensor::zeros(data.dtype(), &shape));
+    }
     let outer: usize = data.shape[..axis].iter().product();
     let inner: usize = data.shape[axis + 1..].iter().product();
     let offsets = (0..outer).flat_map(|o| {

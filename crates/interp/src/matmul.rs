@@ -97,7 +97,9 @@ pub(crate) fn matmul(a: &Tensor, b: &Tensor, ta: bool, tb: bool) -> Result<Tenso
     if b.shape.len() > 1 {
         shape.push(n);
     }
-    checked_numel(&shape, dtype)?;
+    if checked_numel(&shape, dtype)? == 0 {
+        return Ok(Tensor::zeros(dtype, &shape));
+    }
     // Offsets of each batch's matrix: batch strides of the dense input are scaled by
     // the matrix size, and broadcast (0) where the batch dim is 1 or missing.
     let matrix_a = a.shape.iter().rev().take(2).product::<usize>();

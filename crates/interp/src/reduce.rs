@@ -108,6 +108,9 @@ pub(crate) fn softmax(axis: i64, x: &Tensor) -> Result<Tensor, OpError> {
             what: "Softmax",
         });
     };
+    if x.numel() == 0 {
+        return Ok(x.clone());
+    }
     let len = x.shape[axis];
     let inner: usize = x.shape[axis + 1..].iter().product();
     let outer: usize = x.shape[..axis].iter().product();

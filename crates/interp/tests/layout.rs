@@ -348,3 +348,39 @@ fn gather_errors() {
         }
     );
 }
+
+#[test]
+fn malformed_and_absurd_inputs_are_errors() {
+    // The fields are public, so a tensor can disagree with its own shape.
+    let bad = snipjit_ir::Tensor {
+        shape: vec![3],
+        data: TensorData::F32(vec![1.0]),
+    };
+    assert!(matches!(eval_err(Op::Identity, &[&bad]), OpError::Shape(_)));
+    // Empty, but with dims whose product overflows: rejected before any loop runs.
+    let absurd = snipjit_ir::Tensor {
+        shape: vec![1 << 40, 0, 1 << 40],
+        data: TensorData::F32(vec![]),
+    };
+    assert!(matches!(
+        eval_err(Op::Softmax { axis: 1 }, &[&absurd]),
+        OpError::TooLarge { .. }
+    ));
+    // Empty outputs with huge outer dims return at once.
+    let wide = f32t(&[1 << 20, 0, 1 << 20], &[]);
+    let r = eval1(Op::Softmax { axis: 2 }, &[&wide]);
+    assert_eq!(r.shape, vec![1 << 20, 0, 1 << 20]);
+    let r = eval1(Op::Gather { axis: 1 }, &[&wide, &i64t(&[0], &[])]);
+    assert_eq!(r.shape, vec![1 << 20, 0, 1 << 20]);
+    let r = eval1(Op::Concat { axis: 0 }, &[&wide, &wide]);
+    assert_eq!(r.shape, vec![2 << 20, 0, 1 << 20]);
+    let m = f32t(&[1 << 20, 1 << 20, 0, 2], &[]);
+    let r = eval1(
+        Op::MatMul {
+            transpose_a: false,
+            transpose_b: false,
+        },
+        &[&m, &f32t(&[2, 3], &[0.0; 6])],
+    );
+    assert_eq!(r.shape, vec![1 << 20, 1 << 20, 0, 3]);
+}
