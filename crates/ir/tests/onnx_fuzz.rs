@@ -24,6 +24,10 @@ impl Rng {
 
 /// Valid models exercising many code paths (attributes, initializers, decompositions).
 fn seeds() -> Vec<Vec<u8>> {
+    seed_models().iter().map(ModelBuilder::bytes).collect()
+}
+
+fn seed_models() -> Vec<ModelBuilder> {
     let mut a = ModelBuilder::new(18);
     a.input("q", FLOAT, &["B", "S", "8"])
         .input("k", FLOAT, &["B", "S", "8"])
@@ -90,7 +94,40 @@ fn seeds() -> Vec<Vec<u8>> {
         .node("Sum", "sum", &["yp", "y", "y"], &["out"], vec![])
         .output("out")
         .output("ysf");
-    vec![a.bytes(), b.bytes()]
+    let mut c = ModelBuilder::new(18);
+    c.input("x", FLOAT, &["N", "1", "3"])
+        .initializer(t_i64("ax", &[1], &[1]))
+        .initializer(t_i64("ax0", &[2], &[0, -1]))
+        .initializer(t_i64("idx", &[2], &[0, 2]))
+        .initializer(t_i64("big", &[3], &[2, 1, 1]))
+        .node("Squeeze", "sq", &["x", "ax"], &["s"], vec![])
+        .node("Unsqueeze", "us", &["s", "ax0"], &["u"], vec![])
+        .node("Concat", "cat", &["u", "u"], &["c"], vec![a_int("axis", 2)])
+        .node(
+            "Gather",
+            "g",
+            &["c", "idx"],
+            &["gt"],
+            vec![a_int("axis", -2)],
+        )
+        .node(
+            "Transpose",
+            "t",
+            &["gt"],
+            &["t"],
+            vec![a_ints("perm", &[3, 2, 1, 0])],
+        )
+        .node("Expand", "e", &["t", "big"], &["e"], vec![])
+        .node(
+            "ReduceMax",
+            "rm",
+            &["e", "ax"],
+            &["rm"],
+            vec![a_int("keepdims", 0)],
+        )
+        .node("Softmax", "sm", &["rm"], &["y"], vec![a_int("axis", 1)])
+        .output("y");
+    vec![a, b, c]
 }
 
 #[test]
@@ -164,6 +201,99 @@ fn random_splices_never_panic() {
         }
         let _ = import_bytes(&m);
     }
+}
+
+/// Values that break naive size and axis arithmetic.
+const NASTY: [i64; 12] = [
+    i64::MIN,
+    i64::MIN + 1,
+    -(1 << 32),
+    -3,
+    -1,
+    0,
+    1,
+    2,
+    7,
+    1 << 31,
+    1 << 40,
+    i64::MAX,
+];
+
+#[test]
+fn structured_mutations_never_panic() {
+    // Well-formed protobuf with hostile values: attribute ints, dims, shape and axes
+    // tensors, element types.
+    let mut rng = Rng(0x1234_5678_9ABC_DEF1);
+    let seeds = seed_models();
+    let (mut oks, mut errs) = (0, 0);
+    for _ in 0..20_000 {
+        let mut b = seeds[rng.below(seeds.len())].clone();
+        let g = b.graph();
+        for _ in 0..1 + rng.below(3) {
+            let v = NASTY[rng.below(NASTY.len())];
+            match rng.below(6) {
+                0 if !g.node.is_empty() => {
+                    let n = rng.below(g.node.len());
+                    if let Some(a) = g.node[n].attribute.first_mut() {
+                        a.i = v;
+                        if let Some(x) = a.ints.first_mut() {
+                            *x = v;
+                        }
+                    }
+                }
+                1 if !g.initializer.is_empty() => {
+                    let n = rng.below(g.initializer.len());
+                    let t = &mut g.initializer[n];
+                    if let Some(x) = t.int64_data.first_mut() {
+                        *x = v;
+                    }
+                }
+                2 if !g.initializer.is_empty() => {
+                    let n = rng.below(g.initializer.len());
+                    let t = &mut g.initializer[n];
+                    if let Some(d) = t.dims.first_mut() {
+                        *d = v;
+                    }
+                }
+                3 if !g.input.is_empty() => {
+                    use snipjit_ir::onnx::proto::{tensor_shape_proto::dimension, type_proto};
+                    let n = rng.below(g.input.len());
+                    if let Some(type_proto::Value::TensorType(tt)) =
+                        g.input[n].r#type.as_mut().and_then(|t| t.value.as_mut())
+                        && let Some(s) = tt.shape.as_mut()
+                        && !s.dim.is_empty()
+                    {
+                        let k = rng.below(s.dim.len());
+                        s.dim[k].value = Some(dimension::Value::DimValue(v));
+                    }
+                }
+                4 if !g.initializer.is_empty() => {
+                    let n = rng.below(g.initializer.len());
+                    g.initializer[n].data_type = rng.below(24) as i32;
+                }
+                _ if !g.node.is_empty() => {
+                    // Rewire an input to another value name.
+                    let n = rng.below(g.node.len());
+                    let m = rng.below(g.node.len());
+                    if let (Some(src), false) = (
+                        g.node[m].output.first().cloned(),
+                        g.node[n].input.is_empty(),
+                    ) {
+                        let k = rng.below(g.node[n].input.len());
+                        g.node[n].input[k] = src;
+                    }
+                }
+                _ => {}
+            }
+        }
+        match b.import() {
+            Ok(_) => oks += 1,
+            Err(_) => errs += 1,
+        }
+    }
+    // Both outcomes are common, so the mutations reach deep into the importer.
+    println!("{oks} imported, {errs} refused");
+    assert!(oks > 1000 && errs > 1000, "{oks} imported, {errs} refused");
 }
 
 #[test]
