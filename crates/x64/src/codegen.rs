@@ -16,10 +16,12 @@
 //! ```
 
 use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, dynasm};
-use snipjit_lower::lir::{Expr, ExprKind, Lir, Location, LoopKind, Port};
 use snipjit_lower::Target;
+use snipjit_lower::lir::{Expr, ExprKind, Lir, Location, LoopKind, Port};
 
-use crate::abi::{ARGS_INNER_WORK, ARGS_OUTER_WORK, ARGS_PTRS, ARGS_RT, ARGS_SCRATCH, POINTER_REGS};
+use crate::abi::{
+    ARGS_INNER_WORK, ARGS_OUTER_WORK, ARGS_PTRS, ARGS_RT, ARGS_SCRATCH, POINTER_REGS,
+};
 use crate::asm::num_allocatable_vregs;
 use crate::{Gpr, Isa, Kernel, Mem, VReg, VecAsm, X64Error};
 
@@ -47,7 +49,6 @@ fn scratch_for(isa: Isa, k: &ExprKind) -> usize {
         ExprKind::Unary(u) => crate::scratch_needed_unary(*u, isa),
         ExprKind::Binary(b) => crate::scratch_needed_binary(*b, isa),
         ExprKind::PowStatic(e) => crate::scratch_needed_pow_static(*e, isa),
-        ExprKind::Select => crate::emit::scratch_needed_select(isa),
         _ => 0,
     }
 }
@@ -88,14 +89,24 @@ struct Gen<'a> {
     homes: Vec<PtrHome>,
     n_inputs: usize,
     /// Open loops: (kind, dim, top label, end label).
-    open: Vec<(LoopKind, usize, DynamicLabel, DynamicLabel, snipjit_lower::lir::LoopId)>,
+    open: Vec<(
+        LoopKind,
+        usize,
+        DynamicLabel,
+        DynamicLabel,
+        snipjit_lower::lir::LoopId,
+    )>,
 }
 
 /// Emits the kernel for register-allocated linear IR.
 pub fn emit_elementwise(lir: &Lir, isa: Isa) -> Result<Kernel, X64Error> {
     let n_ports = lir.inputs.len() + lir.outputs.len();
     let spills = lir.spill_slots > 0;
-    let in_regs = if spills { POINTER_REGS - 1 } else { POINTER_REGS };
+    let in_regs = if spills {
+        POINTER_REGS - 1
+    } else {
+        POINTER_REGS
+    };
     let homes: Vec<PtrHome> = (0..n_ports)
         .map(|p| {
             if p < in_regs {
@@ -155,7 +166,9 @@ pub fn emit_elementwise(lir: &Lir, isa: Isa) -> Result<Kernel, X64Error> {
         g.expr(e)?;
     }
     if !g.open.is_empty() {
-        return Err(X64Error::Assembler("unbalanced loops in the linear IR".into()));
+        return Err(X64Error::Assembler(
+            "unbalanced loops in the linear IR".into(),
+        ));
     }
     let ops = g.a.ops();
     if frame_bytes > 0 {
@@ -260,7 +273,9 @@ impl Gen<'_> {
                         ; =>top
                     ),
                     (d, _) => {
-                        return Err(X64Error::Assembler(format!("no code for a loop over dim {d}")));
+                        return Err(X64Error::Assembler(format!(
+                            "no code for a loop over dim {d}"
+                        )));
                     }
                 }
                 self.open.push((info.kind, info.dim, top, end, *l));
@@ -272,7 +287,10 @@ impl Gen<'_> {
                     .pop()
                     .ok_or_else(|| X64Error::Assembler("LoopEnd without LoopBegin".into()))?;
                 if id != *l {
-                    return Err(X64Error::Assembler(format!("LoopEnd L{} closes L{}", l.0, id.0)));
+                    return Err(X64Error::Assembler(format!(
+                        "LoopEnd L{} closes L{}",
+                        l.0, id.0
+                    )));
                 }
                 let info = self.lir.loop_info(id).clone();
                 match (dim, kind) {
@@ -327,7 +345,9 @@ impl Gen<'_> {
     }
 
     fn value_expr(&mut self, e: &Expr) -> Result<(), X64Error> {
-        let out = e.out.ok_or_else(|| X64Error::Assembler(format!("{} defines no value", e.kind.name())))?;
+        let out = e
+            .out
+            .ok_or_else(|| X64Error::Assembler(format!("{} defines no value", e.kind.name())))?;
         let mut ins = Vec::with_capacity(e.ins.len());
         for (k, &v) in e.ins.iter().enumerate() {
             ins.push(self.use_reg(v, k)?);
@@ -355,9 +375,14 @@ impl Gen<'_> {
             ExprKind::Unary(u) => self.a.emit_unary(*u, dst, ins[0], &scratch)?,
             ExprKind::Binary(b) => self.a.emit_binary(*b, dst, ins[0], ins[1], &scratch)?,
             ExprKind::Select => self.a.emit_select(dst, ins[0], ins[1], ins[2], &scratch)?,
-            ExprKind::Fma => self.a.emit_fma(dst, ins[0], ins[1], ins[2])?,
+            ExprKind::Fma => self.a.emit_fma(dst, ins[0], ins[1], ins[2], &scratch)?,
             ExprKind::PowStatic(x) => self.a.emit_pow_static(dst, ins[0], *x, &scratch)?,
-            k => return Err(X64Error::Assembler(format!("{} is not a value expression", k.name()))),
+            k => {
+                return Err(X64Error::Assembler(format!(
+                    "{} is not a value expression",
+                    k.name()
+                )));
+            }
         }
         if let Location::Spill(s) = out_loc {
             let m = self.spill_mem(s);

@@ -27,7 +27,9 @@
 //! See [`emit`] for the stated maximum error of every approximated op; the tests in
 //! `tests/numerics.rs` check each bound against libm evaluated in f64.
 
+pub mod abi;
 pub mod asm;
+pub mod codegen;
 pub mod emit;
 pub mod harness;
 pub mod isa;

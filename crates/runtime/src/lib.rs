@@ -1,0 +1,33 @@
+//! snipjit runtime: compiles elementwise subgraphs per broadcast pattern, configures
+//! the argument block for concrete shapes, and runs kernels over threads.
+//!
+//! - [`config`]: the runtime configurator (shapes to domain, strides, increments).
+//! - [`JitSubgraph`]: one fused subgraph with its kernel cache; `run` takes tensors.
+//! - the executor splits the domain over a thread pool, each call with its own
+//!   `CallArgs` and scratchpad.
+
+pub mod config;
+mod exec;
+mod subgraph;
+
+pub use exec::Executor;
+pub use subgraph::{CompiledKernel, JitSubgraph, compile_kernel};
+
+/// Errors of the runtime.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("shape: {0}")]
+    Shape(String),
+    #[error("input {index} ('{name}'): {reason}")]
+    Input {
+        index: usize,
+        name: String,
+        reason: String,
+    },
+    #[error(transparent)]
+    Lower(#[from] snipjit_lower::LowerError),
+    #[error(transparent)]
+    X64(#[from] snipjit_x64::X64Error),
+    #[error("threads: {0}")]
+    Threads(String),
+}

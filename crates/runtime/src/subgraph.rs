@@ -1,0 +1,187 @@
+//! A fused subgraph with its kernel cache.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use snipjit_ir::{DType, Graph, Tensor, TensorData};
+use snipjit_lower::Lir;
+use snipjit_x64::abi::KernelFn;
+use snipjit_x64::{Isa, Kernel};
+
+use crate::config::configure;
+use crate::{Executor, RuntimeError};
+
+/// A compiled kernel with what the executor needs to call it.
+#[derive(Debug)]
+pub struct CompiledKernel {
+    pub kernel: Kernel,
+    pub(crate) entry: KernelFn,
+    pub lanes: usize,
+    /// Bytes of per-thread scratchpad (spilled values).
+    pub scratch_bytes: usize,
+    /// The final linear IR (for dumps).
+    pub lir: Lir,
+    /// Microseconds spent lowering and emitting.
+    pub compile_us: f64,
+}
+
+/// Lowers and emits the kernel of an elementwise `body` for one broadcast pattern.
+pub fn compile_kernel(
+    body: &Graph,
+    bcast_inner: &[bool],
+    isa: Isa,
+    after_pass: &mut dyn FnMut(&str, &Lir),
+) -> Result<CompiledKernel, RuntimeError> {
+    let t0 = Instant::now();
+    let target = snipjit_x64::codegen::target(isa);
+    let lir = snipjit_lower::lower(body, bcast_inner, &target, after_pass)?;
+    let kernel = snipjit_x64::codegen::emit_elementwise(&lir, isa)?;
+    // SAFETY: the entry point is the start of code emitted for the `KernelFn` ABI
+    // (snipjit_x64::abi), and lives as long as `kernel`, which the struct owns.
+    let entry: KernelFn = unsafe { std::mem::transmute::<*const u8, KernelFn>(kernel.entry_ptr()) };
+    Ok(CompiledKernel {
+        entry,
+        lanes: isa.lanes(),
+        scratch_bytes: lir.spill_slots as usize * isa.vec_bytes(),
+        lir,
+        kernel,
+        compile_us: t0.elapsed().as_secs_f64() * 1e6,
+    })
+}
+
+/// One elementwise subgraph compiled for one ISA: a kernel per broadcast pattern,
+/// compiled on first use and shared by every shape with that pattern.
+#[derive(Debug)]
+pub struct JitSubgraph {
+    body: Graph,
+    isa: Isa,
+    kernels: Mutex<HashMap<Vec<bool>, Arc<CompiledKernel>>>,
+    compilations: AtomicUsize,
+}
+
+impl JitSubgraph {
+    /// Checks that the body can be lowered (by compiling its no-broadcast kernel).
+    pub fn new(body: Graph, isa: Isa) -> Result<JitSubgraph, RuntimeError> {
+        if !isa.is_supported() {
+            return Err(snipjit_x64::X64Error::IsaUnsupported { isa }.into());
+        }
+        let sg = JitSubgraph {
+            body,
+            isa,
+            kernels: Mutex::new(HashMap::new()),
+            compilations: AtomicUsize::new(0),
+        };
+        sg.kernel(&vec![false; sg.body.inputs.len()])?;
+        Ok(sg)
+    }
+
+    pub fn body(&self) -> &Graph {
+        &self.body
+    }
+
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// Kernels compiled so far.
+    pub fn compilations(&self) -> usize {
+        self.compilations.load(Ordering::Relaxed)
+    }
+
+    /// Every compiled kernel, by broadcast pattern (sorted).
+    pub fn kernels(&self) -> Vec<(Vec<bool>, Arc<CompiledKernel>)> {
+        let map = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<_> = map.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    /// The kernel for a broadcast pattern, compiling it on first use.
+    pub fn kernel(&self, pattern: &[bool]) -> Result<Arc<CompiledKernel>, RuntimeError> {
+        let mut map = self.kernels.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(k) = map.get(pattern) {
+            return Ok(k.clone());
+        }
+        let k = Arc::new(compile_kernel(
+            &self.body,
+            pattern,
+            self.isa,
+            &mut |_, _| {},
+        )?);
+        self.compilations.fetch_add(1, Ordering::Relaxed);
+        map.insert(pattern.to_vec(), k.clone());
+        Ok(k)
+    }
+
+    /// Runs the subgraph on concrete inputs (f32, shapes matching the body's
+    /// parameters); returns the outputs.
+    pub fn run(&self, inputs: &[&Tensor], exec: &Executor) -> Result<Vec<Tensor>, RuntimeError> {
+        let body = &self.body;
+        if inputs.len() != body.inputs.len() {
+            return Err(RuntimeError::Shape(format!(
+                "subgraph takes {} inputs, got {}",
+                body.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let mut ins = Vec::with_capacity(inputs.len());
+        for (i, (t, &p)) in inputs.iter().zip(&body.inputs).enumerate() {
+            let decl = &body.node(p).outputs[0];
+            let err = |reason: String| RuntimeError::Input {
+                index: i,
+                name: decl.name.clone(),
+                reason,
+            };
+            let data = t
+                .as_f32()
+                .ok_or_else(|| err(format!("dtype {} where f32 is expected", t.dtype())))?;
+            if !decl.ty.shape.matches(&t.shape) {
+                return Err(err(format!(
+                    "shape {:?} does not match {}",
+                    t.shape, decl.ty.shape
+                )));
+            }
+            ins.push(data.as_ptr());
+        }
+        let in_shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
+        let mut full: Vec<usize> = vec![];
+        for s in &in_shapes {
+            full = snipjit_ir::broadcast_concrete(&full, s).ok_or_else(|| {
+                RuntimeError::Shape(format!("inputs {in_shapes:?} do not broadcast"))
+            })?;
+        }
+        // Every output has the full shape (checked by `configure`).
+        let out_shapes: Vec<Vec<usize>> = body.outputs.iter().map(|_| full.clone()).collect();
+        for (&r, s) in body.outputs.iter().zip(&out_shapes) {
+            let ty = &body.node(r).outputs[0].ty;
+            if ty.dtype != DType::F32 || !ty.shape.matches(s) {
+                return Err(RuntimeError::Shape(format!(
+                    "output '{}' of type {ty} cannot take the domain shape {s:?}",
+                    body.node(r).name
+                )));
+            }
+        }
+        let outs_ref: Vec<&[usize]> = out_shapes.iter().map(|s| s.as_slice()).collect();
+        let domain = configure(&in_shapes, &outs_ref)?;
+        let numel = domain.numel();
+        let mut outs: Vec<Vec<f32>> = out_shapes.iter().map(|_| vec![0f32; numel]).collect();
+        if numel > 0 {
+            let k = self.kernel(&domain.bcast_inner)?;
+            let out_ptrs: Vec<*mut f32> = outs.iter_mut().map(|o| o.as_mut_ptr()).collect();
+            // SAFETY: inputs were checked to broadcast to the domain (so the strides
+            // stay inside each input's buffer); outputs were just allocated with the
+            // domain's element count and alias nothing.
+            unsafe { exec.run(&k, &domain, &ins, &out_ptrs) };
+        }
+        Ok(outs
+            .into_iter()
+            .zip(out_shapes)
+            .map(|(d, s)| Tensor {
+                shape: s,
+                data: TensorData::F32(d),
+            })
+            .collect())
+    }
+}
