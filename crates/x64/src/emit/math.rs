@@ -256,17 +256,26 @@ impl VecAsm {
         self.horner(s4, s2, &ERFC_TAIL_POLY)?;
         self.v3(V3::Mul, s3, s3, s1)?;
         self.v3(V3::Mul, s3, s3, s4)?;
-        // Small: erf(z) = z P(z^2) for z < 1.
-        let z = if gelu {
-            self.v3(V3::Mul, s1, s0, Opnd::F(std::f32::consts::FRAC_1_SQRT_2))?;
-            s1
+        // Small: erf(z) = z P(z^2) for z < 1. For gelu, z = a / sqrt 2 is folded into
+        // the coefficients (erf(a/sqrt2) = a P'(a^2)), so no rounded z enters.
+        let small_poly: Vec<f32> = if gelu {
+            let deg = ERF_SMALL_POLY.len() - 1;
+            ERF_SMALL_POLY
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| {
+                    (f64::from(c) * 0.5f64.powi((deg - i) as i32) * std::f64::consts::FRAC_1_SQRT_2)
+                        as f32
+                })
+                .collect()
         } else {
-            s0
+            ERF_SMALL_POLY.to_vec()
         };
-        self.v3(V3::Mul, s2, z, z)?;
-        self.horner(s4, s2, &ERF_SMALL_POLY)?;
-        self.v3(V3::Mul, s4, s4, z)?;
-        let small = self.cmp(pred::LT_OQ, z, Opnd::F(1.0), s5)?;
+        self.v3(V3::Mul, s2, s0, s0)?;
+        self.horner(s4, s2, &small_poly)?;
+        self.v3(V3::Mul, s4, s4, s0)?;
+        let limit = if gelu { std::f32::consts::SQRT_2 } else { 1.0 };
+        let small = self.cmp(pred::LT_OQ, s0, Opnd::F(limit), s5)?;
         if !gelu {
             // erf(|x|) = small ? S : 1 - erfc, then copy x's sign.
             self.mov_internal(s2, Opnd::F(1.0))?;
@@ -291,18 +300,51 @@ impl VecAsm {
         }
     }
 
-    /// `dst = x / (1 + e^{-2u})`, `u = sqrt(2/pi) (x + 0.044715 x^3)`.
+    /// `dst = x * sigmoid(2u)` (= `0.5 x (1 + tanh u)`), `u = sqrt(2/pi) (x + 0.044715 x^3)`.
     pub(crate) fn gelu_tanh(&mut self, dst: VReg, x: VReg, s: [VReg; 4]) -> Result<(), X64Error> {
         let [s0, s1, s2, s3] = s;
-        let k = -2.0 * (2.0 / std::f64::consts::PI).sqrt();
+        let k = 2.0 * (2.0 / std::f64::consts::PI).sqrt();
         self.v3(V3::Mul, s0, x, x)?;
         self.v3(V3::Mul, s0, s0, Opnd::F(0.044_715))?;
-        self.v3(V3::Add, s0, s0, Opnd::F(1.0))?;
-        self.v3(V3::Mul, s0, s0, x)?;
+        self.v3(V3::Fmadd213, s0, x, x)?;
         self.v3(V3::Mul, s0, s0, Opnd::F(k as f32))?;
-        self.exp_core(s1, s0, 1.0, [s0, s2, s3])?;
-        self.v3(V3::Add, s1, s1, Opnd::F(1.0))?;
-        self.v3(V3::Div, dst, x, s1)
+        self.v3(V3::And, s0, s0, Opnd::B(ABS))?;
+        // 2u has the sign of x.
+        self.sigmoid_from_abs(dst, x, true, 1.0, pred::LT_OQ, [s0, s1, s2, s3])
+    }
+
+    /// Sigmoid of an argument `v` given as `a = |v|` in `s[0]`, optionally times `x`:
+    /// `dst = [x *] (v >= 0 ? 1 : e) / (1 + e)` with `e = exp(-scale * a)`, so neither
+    /// branch overflows. `v < 0` is decided by `x neg_pred 0` (the callers' arguments
+    /// have the sign of x, or the opposite sign for a negative swish beta).
+    pub(crate) fn sigmoid_from_abs(
+        &mut self,
+        dst: VReg,
+        x: VReg,
+        mul_x: bool,
+        scale: f32,
+        neg_pred: u8,
+        s: [VReg; 4],
+    ) -> Result<(), X64Error> {
+        let [s0, s1, s2, s3] = s;
+        self.exp_core(s1, s0, -scale, [s0, s2, s3])?;
+        self.v3(V3::Add, s2, s1, Opnd::F(1.0))?;
+        if mul_x {
+            // max(x, -FLT_MAX) * e: -inf * 0 would be NaN.
+            // clamp(x, -FLT_MAX, FLT_MAX) * e: +-inf * 0 would be NaN.
+            self.mov_internal(s3, Opnd::F(f32::MIN))?;
+            self.v3(V3::Max, s3, s3, x)?;
+            self.mov_internal(s0, Opnd::F(f32::MAX))?;
+            self.v3(V3::Min, s3, s0, s3)?;
+            self.v3(V3::Mul, s3, s3, s1)?;
+            let neg = self.cmp(neg_pred, x, Opnd::F(0.0), s1)?;
+            self.blend(s0, neg, x, s3)?;
+        } else {
+            self.mov_internal(s0, Opnd::F(1.0))?;
+            let neg = self.cmp(neg_pred, x, Opnd::F(0.0), s3)?;
+            self.blend(s0, neg, s0, s1)?;
+        }
+        self.v3(V3::Div, dst, s0, s2)
     }
 
     /// `dst = x tanh(softplus(x)) = x n / (n + 2)`, `n = e^x (e^x + 2)`.

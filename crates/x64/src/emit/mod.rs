@@ -245,10 +245,11 @@ impl VecAsm {
                 }
             }
             UnaryOp::HSwish => {
+                // hsigmoid(x) * x: dividing first keeps x * 6 from overflowing.
                 self.v3(V3::Add, s[0], x, Opnd::F(3.0))?;
                 self.clamp_keep_nan(s[0], s[0], 0.0, 6.0, s[1])?;
-                self.v3(V3::Mul, s[0], s[0], x)?;
-                self.v3(V3::Div, dst, s[0], Opnd::F(6.0))
+                self.v3(V3::Div, s[0], s[0], Opnd::F(6.0))?;
+                self.v3(V3::Mul, dst, s[0], x)
             }
             UnaryOp::HSigmoid => {
                 self.v3(V3::Add, s[0], x, Opnd::F(3.0))?;
@@ -258,15 +259,14 @@ impl VecAsm {
             UnaryOp::Exp => self.exp_core(dst, x, 1.0, [s[0], s[1], s[2]]),
             UnaryOp::Log => self.log_full(dst, x, [s[0], s[1], s[2], s[3], s[4]]),
             UnaryOp::Sigmoid => {
-                self.exp_core(s[0], x, -1.0, [s[1], s[2], s[3]])?;
-                self.v3(V3::Add, s[0], s[0], Opnd::F(1.0))?;
-                self.mov_internal(s[1], Opnd::F(1.0))?;
-                self.v3(V3::Div, dst, s[1], s[0])
+                self.v3(V3::And, s[0], x, Opnd::B(ABS))?;
+                self.sigmoid_from_abs(dst, x, false, 1.0, pred::LT_OQ, [s[0], s[1], s[2], s[3]])
             }
             UnaryOp::Swish { beta } => {
-                self.exp_core(s[0], x, -beta, [s[1], s[2], s[3]])?;
-                self.v3(V3::Add, s[0], s[0], Opnd::F(1.0))?;
-                self.v3(V3::Div, dst, x, s[0])
+                self.v3(V3::And, s[0], x, Opnd::B(ABS))?;
+                let neg = if beta < 0.0 { pred::GT_OQ } else { pred::LT_OQ };
+                let sc = [s[0], s[1], s[2], s[3]];
+                self.sigmoid_from_abs(dst, x, true, beta.abs(), neg, sc)
             }
             UnaryOp::Tanh => self.tanh(dst, x, [s[0], s[1], s[2], s[3], s[4]]),
             UnaryOp::Erf => self.erf_like(dst, x, false, [s[0], s[1], s[2], s[3], s[4], s[5]]),
