@@ -50,6 +50,9 @@ pub enum OpError {
     /// The op cannot be evaluated on its own (a Parameter outside a graph).
     #[error("{0}")]
     Unsupported(String),
+    /// A [`crate::SubgraphHook`] (the JIT) failed to run a subgraph.
+    #[error("compiled kernel: {0}")]
+    Hook(String),
 }
 
 /// Why a graph input was rejected by [`crate::run`].

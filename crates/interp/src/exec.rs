@@ -17,14 +17,29 @@ use crate::{InputError, InterpError, OpError, elementwise, index, layout, matmul
 /// declares for it, so a run-time shape fault names the node where it happens.
 pub fn run(graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>, InterpError> {
     let refs: Vec<&Tensor> = inputs.iter().collect();
-    run_refs(graph, &refs)
+    run_refs(graph, &refs, None)
+}
+
+/// Runs a top-level Subgraph node some other way (a compiled kernel): given the node
+/// and its input values, returns its outputs, or `None` to let the interpreter run the
+/// body. An `Err` becomes [`OpError::Hook`] naming the node.
+pub type SubgraphHook<'h> = &'h dyn Fn(NodeId, &[&Tensor]) -> Option<Result<Vec<Tensor>, String>>;
+
+/// [`run`], with top-level Subgraph nodes offered to `hook` first. Everything the
+/// hook returns is checked against the node's declared types like any other value.
+pub fn run_with(
+    graph: &Graph,
+    inputs: &[&Tensor],
+    hook: SubgraphHook<'_>,
+) -> Result<Vec<Tensor>, InterpError> {
+    run_refs(graph, inputs, Some(hook))
 }
 
 /// Evaluates one op on concrete tensors. Reshape and Broadcast take their `i64` shape
 /// tensor as the second input; a Subgraph runs its body on the inputs.
 pub fn eval_op(op: &Op, inputs: &[&Tensor]) -> Result<Vec<Tensor>, InterpError> {
     match op {
-        Op::Subgraph(sg) => run_refs(&sg.body, inputs).map_err(|e| InterpError::Subgraph {
+        Op::Subgraph(sg) => run_refs(&sg.body, inputs, None).map_err(|e| InterpError::Subgraph {
             node: None,
             error: Box::new(e),
         }),
@@ -194,7 +209,11 @@ fn check_output(
     }
 }
 
-fn run_refs<'a>(graph: &'a Graph, inputs: &[&'a Tensor]) -> Result<Vec<Tensor>, InterpError> {
+fn run_refs<'a>(
+    graph: &'a Graph,
+    inputs: &[&'a Tensor],
+    hook: Option<SubgraphHook<'_>>,
+) -> Result<Vec<Tensor>, InterpError> {
     let bindings = check_inputs(graph, inputs)?;
     let graph_err = |error| InterpError::Graph {
         graph: graph.name.clone(),
@@ -309,8 +328,18 @@ fn run_refs<'a>(graph: &'a Graph, inputs: &[&'a Tensor]) -> Result<Vec<Tensor>, 
                             .expect("inputs are evaluated before their readers")
                     })
                     .collect();
+                let hooked = match (op, hook) {
+                    (Op::Subgraph(_), Some(h)) => h(id, &args),
+                    _ => None,
+                };
                 match op {
-                    Op::Subgraph(sg) => run_refs(&sg.body, &args)
+                    _ if hooked.is_some() => hooked
+                        .expect("checked")
+                        .map_err(|e| op_err(OpError::Hook(e)))?
+                        .into_iter()
+                        .map(Cow::Owned)
+                        .collect(),
+                    Op::Subgraph(sg) => run_refs(&sg.body, &args, None)
                         .map_err(|e| InterpError::Subgraph {
                             node: Some(node.name.clone()),
                             error: Box::new(e),

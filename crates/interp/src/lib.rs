@@ -24,7 +24,7 @@ mod reduce;
 pub mod round;
 
 pub use error::{InputError, InterpError, OpError};
-pub use exec::{eval_op, run};
+pub use exec::{SubgraphHook, eval_op, run, run_with};
 
 /// The largest tensor, in bytes, that the interpreter allocates (16 GiB). Larger
 /// outputs are an [`OpError::TooLarge`] error instead of an allocation failure.

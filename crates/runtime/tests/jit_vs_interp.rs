@@ -5,7 +5,10 @@ use snipjit_runtime::{Executor, JitSubgraph};
 use snipjit_x64::Isa;
 
 fn isas() -> Vec<Isa> {
-    let v: Vec<Isa> = [Isa::Avx512, Isa::Avx2].into_iter().filter(|i| i.is_supported()).collect();
+    let v: Vec<Isa> = [Isa::Avx512, Isa::Avx2]
+        .into_iter()
+        .filter(|i| i.is_supported())
+        .collect();
     if !Isa::Avx512.is_supported() {
         eprintln!("SKIPPED: AVX-512 tests (this CPU has no AVX-512)");
     }
@@ -56,14 +59,24 @@ fn check(g: &Graph, inputs: &[Tensor], isa: Isa, threads: usize) {
     let want = snipjit_interp::run(g, inputs).unwrap();
     for (o, (a, b)) in got.iter().zip(&want).enumerate() {
         let shapes: Vec<_> = inputs.iter().map(|t| t.shape.clone()).collect();
-        assert_close(a, b, &format!("{} {isa:?} x{threads} inputs {shapes:?} output {o}", g.name));
+        assert_close(
+            a,
+            b,
+            &format!("{} {isa:?} x{threads} inputs {shapes:?} output {o}", g.name),
+        );
     }
 }
 
 fn relu_bias() -> Graph {
     let mut g = Graph::new("relu_bias");
-    let x = g.add_input("x", TensorType::new(DType::F32, shape(&[Dim::sym("N"), Dim::sym("C")])));
-    let b = g.add_input("b", TensorType::new(DType::F32, shape(&[Dim::Static(1), Dim::sym("C")])));
+    let x = g.add_input(
+        "x",
+        TensorType::new(DType::F32, shape(&[Dim::sym("N"), Dim::sym("C")])),
+    );
+    let b = g.add_input(
+        "b",
+        TensorType::new(DType::F32, shape(&[Dim::Static(1), Dim::sym("C")])),
+    );
     let s = g.add_op("s", Op::Binary(BinaryOp::Add), &[x, b]).unwrap();
     let r = g.add_op("r", Op::Unary(UnaryOp::Relu), &[s]).unwrap();
     g.add_output("y", r);
@@ -72,14 +85,22 @@ fn relu_bias() -> Graph {
 
 fn gelu_chain() -> Graph {
     let mut g = Graph::new("gelu_chain");
-    let x = g.add_input("x", TensorType::new(DType::F32, shape(&[Dim::sym("N"), Dim::Static(1024)])));
-    let c = |g: &mut Graph, n: &str, v: f32| g.add_op(n, Op::Constant(Tensor::scalar_f32(v)), &[]).unwrap();
+    let x = g.add_input(
+        "x",
+        TensorType::new(DType::F32, shape(&[Dim::sym("N"), Dim::Static(1024)])),
+    );
+    let c = |g: &mut Graph, n: &str, v: f32| {
+        g.add_op(n, Op::Constant(Tensor::scalar_f32(v)), &[])
+            .unwrap()
+    };
     let a = c(&mut g, "a", 0.5);
     let b = c(&mut g, "b", 1.25);
     let cc = c(&mut g, "c", 0.75);
     let s = g.add_op("s", Op::Binary(BinaryOp::Add), &[x, a]).unwrap();
     let m = g.add_op("m", Op::Binary(BinaryOp::Mul), &[s, b]).unwrap();
-    let ge = g.add_op("ge", Op::Unary(UnaryOp::Gelu(GeluApprox::Tanh)), &[m]).unwrap();
+    let ge = g
+        .add_op("ge", Op::Unary(UnaryOp::Gelu(GeluApprox::Tanh)), &[m])
+        .unwrap();
     let y = g.add_op("y", Op::Binary(BinaryOp::Mul), &[ge, cc]).unwrap();
     g.add_output("y", y);
     g
@@ -151,11 +172,22 @@ fn every_binary_op_with_broadcasts() {
                 continue;
             }
             let mut g = Graph::new(format!("b_{}", op.name()));
-            let a = g.add_input("a", TensorType::new(DType::F32, shape(&[Dim::sym("N"), Dim::sym("C")])));
-            let b = g.add_input("b", TensorType::new(DType::F32, shape(&[Dim::sym("M"), Dim::sym("D")])));
+            let a = g.add_input(
+                "a",
+                TensorType::new(DType::F32, shape(&[Dim::sym("N"), Dim::sym("C")])),
+            );
+            let b = g.add_input(
+                "b",
+                TensorType::new(DType::F32, shape(&[Dim::sym("M"), Dim::sym("D")])),
+            );
             let y = g.add_op("y", Op::Binary(op), &[a, b]).unwrap();
             g.add_output("y", y);
-            for (sa, sb) in [([3, 17], [3, 17]), ([3, 17], [1, 17]), ([3, 17], [3, 1]), ([4, 33], [1, 1])] {
+            for (sa, sb) in [
+                ([3, 17], [3, 17]),
+                ([3, 17], [1, 17]),
+                ([3, 17], [3, 1]),
+                ([4, 33], [1, 1]),
+            ] {
                 let a = random_tensor(&mut rng, &sa);
                 let mut b = random_tensor(&mut rng, &sb);
                 if matches!(op, BinaryOp::Div | BinaryOp::Mod) {
@@ -203,9 +235,18 @@ fn random_dags() {
         UnaryOp::Neg,
         UnaryOp::Gelu(GeluApprox::Erf),
         UnaryOp::Swish { beta: 1.0 },
-        UnaryOp::Clamp { min: -1.5, max: 2.0 },
+        UnaryOp::Clamp {
+            min: -1.5,
+            max: 2.0,
+        },
     ];
-    let binary = [BinaryOp::Add, BinaryOp::Sub, BinaryOp::Mul, BinaryOp::Max, BinaryOp::Min];
+    let binary = [
+        BinaryOp::Add,
+        BinaryOp::Sub,
+        BinaryOp::Mul,
+        BinaryOp::Max,
+        BinaryOp::Min,
+    ];
     let mut rng = Rng(12345);
     for case in 0..120 {
         for isa in isas() {
@@ -225,27 +266,49 @@ fn random_dags() {
                 };
                 let dims = if i == 0 { (n, c) } else { (dn, dc) };
                 in_shapes.push([dims.0, dims.1]);
-                vals.push(g.add_input(format!("x{i}"), TensorType::new(DType::F32, Shape::fixed(&[dims.0, dims.1]))));
+                vals.push(g.add_input(
+                    format!("x{i}"),
+                    TensorType::new(DType::F32, Shape::fixed(&[dims.0, dims.1])),
+                ));
             }
             let ops = 1 + rng.below(20);
             for k in 0..ops {
                 let v = if rng.below(3) == 0 {
                     let a = vals[rng.below(vals.len())];
-                    g.add_op(format!("v{k}"), Op::Unary(unary[rng.below(unary.len())]), &[a]).unwrap()
+                    g.add_op(
+                        format!("v{k}"),
+                        Op::Unary(unary[rng.below(unary.len())]),
+                        &[a],
+                    )
+                    .unwrap()
                 } else {
                     let a = vals[rng.below(vals.len())];
                     let b = vals[rng.below(vals.len())];
-                    g.add_op(format!("v{k}"), Op::Binary(binary[rng.below(binary.len())]), &[a, b]).unwrap()
+                    g.add_op(
+                        format!("v{k}"),
+                        Op::Binary(binary[rng.below(binary.len())]),
+                        &[a, b],
+                    )
+                    .unwrap()
                 };
                 vals.push(v);
             }
             // Outputs: the last value, broadcast to the full shape by adding x0*0.
             let last = *vals.last().unwrap();
-            let zero = g.add_op("zero", Op::Constant(Tensor::scalar_f32(0.0)), &[]).unwrap();
-            let z = g.add_op("z", Op::Binary(BinaryOp::Mul), &[vals[0], zero]).unwrap();
-            let y = g.add_op("y", Op::Binary(BinaryOp::Add), &[last, z]).unwrap();
+            let zero = g
+                .add_op("zero", Op::Constant(Tensor::scalar_f32(0.0)), &[])
+                .unwrap();
+            let z = g
+                .add_op("z", Op::Binary(BinaryOp::Mul), &[vals[0], zero])
+                .unwrap();
+            let y = g
+                .add_op("y", Op::Binary(BinaryOp::Add), &[last, z])
+                .unwrap();
             g.add_output("y", y);
-            let inputs: Vec<Tensor> = in_shapes.iter().map(|s| random_tensor(&mut rng, s)).collect();
+            let inputs: Vec<Tensor> = in_shapes
+                .iter()
+                .map(|s| random_tensor(&mut rng, s))
+                .collect();
             check(&g, &inputs, isa, 1 + case % 2);
         }
     }
@@ -258,11 +321,18 @@ fn thirty_inputs_spill_pointers() {
     for isa in isas() {
         let mut g = Graph::new("sum30");
         let xs: Vec<_> = (0..30)
-            .map(|i| g.add_input(format!("x{i}"), TensorType::new(DType::F32, shape(&[Dim::sym("N")]))))
+            .map(|i| {
+                g.add_input(
+                    format!("x{i}"),
+                    TensorType::new(DType::F32, shape(&[Dim::sym("N")])),
+                )
+            })
             .collect();
         let mut acc = xs[0];
         for (i, &x) in xs.iter().enumerate().skip(1) {
-            acc = g.add_op(format!("s{i}"), Op::Binary(BinaryOp::Add), &[acc, x]).unwrap();
+            acc = g
+                .add_op(format!("s{i}"), Op::Binary(BinaryOp::Add), &[acc, x])
+                .unwrap();
         }
         g.add_output("y", acc);
         let inputs: Vec<Tensor> = (0..30).map(|_| random_tensor(&mut rng, &[100])).collect();
@@ -279,18 +349,32 @@ fn register_spills() {
         let x = g.add_input("x", TensorType::new(DType::F32, shape(&[Dim::sym("N")])));
         let mut es = vec![];
         for i in 0..40 {
-            let c = g.add_op(format!("c{i}"), Op::Constant(Tensor::scalar_f32(i as f32 * 0.01)), &[]).unwrap();
-            es.push(g.add_op(format!("e{i}"), Op::Binary(BinaryOp::Add), &[x, c]).unwrap());
+            let c = g
+                .add_op(
+                    format!("c{i}"),
+                    Op::Constant(Tensor::scalar_f32(i as f32 * 0.01)),
+                    &[],
+                )
+                .unwrap();
+            es.push(
+                g.add_op(format!("e{i}"), Op::Binary(BinaryOp::Add), &[x, c])
+                    .unwrap(),
+            );
         }
         let mut acc = es[0];
         for (i, &e) in es.iter().enumerate().skip(1) {
-            acc = g.add_op(format!("s{i}"), Op::Binary(BinaryOp::Mul), &[acc, e]).unwrap();
+            acc = g
+                .add_op(format!("s{i}"), Op::Binary(BinaryOp::Mul), &[acc, e])
+                .unwrap();
         }
         g.add_output("y", acc);
         let x = Tensor::from_f32(&[77], (0..77).map(|_| rng.f32(0.9, 1.1)).collect()).unwrap();
         check(&g, &[x], isa, 1);
         let sg = JitSubgraph::new(g, isa).unwrap();
-        assert!(sg.kernels()[0].1.lir.spill_slots > 0, "expected spills on {isa:?}");
+        assert!(
+            sg.kernels()[0].1.lir.spill_slots > 0,
+            "expected spills on {isa:?}"
+        );
     }
 }
 

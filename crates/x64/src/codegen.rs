@@ -15,6 +15,9 @@
 //! done:
 //! ```
 
+// dynasm! expands register operands with `.into()`.
+#![allow(clippy::useless_conversion)]
+
 use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, dynasm};
 use snipjit_lower::Target;
 use snipjit_lower::lir::{Expr, ExprKind, Lir, Location, LoopKind, Port};
@@ -136,7 +139,7 @@ pub fn emit_elementwise(lir: &Lir, isa: Isa) -> Result<Kernel, X64Error> {
     };
     let frame = g.a.prologue(&used);
     let stack_ptrs = n_ports.saturating_sub(in_regs);
-    let frame_bytes = ((stack_ptrs * 8 + 15) / 16 * 16) as i32;
+    let frame_bytes = ((stack_ptrs * 8).div_ceil(16) * 16) as i32;
     let ops = g.a.ops();
     if frame_bytes > 0 {
         dynasm!(ops ; .arch x64 ; sub rsp, frame_bytes);
