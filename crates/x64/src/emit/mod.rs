@@ -42,7 +42,7 @@
 //! | HSwish / HSigmoid | clamp, multiply, divide by 6 | 1 ULP |
 //! | Reciprocal | `vdivps` | correctly rounded |
 //! | Mod | `r = fma(-trunc(a/b), b, a)`, sign/zero fix-ups | exact while \|a/b\| < 2^23; larger quotients are approximate |
-//! | Pow (general) | `e^{b log\|a\|}` with IEEE sign/special cases | (2 + \|b log\|a\|\| / 2) ULP |
+//! | Pow (general) | `e^{b log\|a\|}` with IEEE sign/special cases | (2 + 2 \|b ln\|a\|\|) ULP (the f32 argument of exp bounds it) |
 //! | Pow static | fast paths for 0, ±0.5, 1, 2, 3, -1 and integers \|e\| <= 16 (repeated squaring) | integers: 1 ULP per multiply; else as Pow |
 
 mod math;
