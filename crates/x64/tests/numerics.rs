@@ -30,35 +30,158 @@ fn unary_cases() -> Vec<(UnaryOp, Bound, Box<dyn Fn(f64) -> f64>)> {
         (U::Abs, fixed(0.0), Box::new(f64::abs)),
         (U::Neg, fixed(0.0), Box::new(|x: f64| -x)),
         (U::Relu, fixed(0.0), Box::new(move |x| nan_max(x, 0.0))),
-        (U::Clamp { min: -1.5, max: 2.25 }, fixed(0.0), Box::new(move |x: f64| if x.is_nan() { x } else { x.clamp(-1.5, 2.25) })),
+        (
+            U::Clamp {
+                min: -1.5,
+                max: 2.25,
+            },
+            fixed(0.0),
+            Box::new(move |x: f64| if x.is_nan() { x } else { x.clamp(-1.5, 2.25) }),
+        ),
         (U::Sqrt, fixed(0.5), Box::new(f64::sqrt)),
         (U::Reciprocal, fixed(0.5), Box::new(|x| 1.0 / x)),
         (U::Floor, fixed(0.0), Box::new(f64::floor)),
         (U::Ceil, fixed(0.0), Box::new(f64::ceil)),
         (U::Round, fixed(0.0), Box::new(libm::rint)),
-        (U::Sign, fixed(0.0), Box::new(|x: f64| if x > 0.0 { 1.0 } else if x < 0.0 { -1.0 } else { x })),
+        (
+            U::Sign,
+            fixed(0.0),
+            Box::new(|x: f64| {
+                if x > 0.0 {
+                    1.0
+                } else if x < 0.0 {
+                    -1.0
+                } else {
+                    x
+                }
+            }),
+        ),
         (U::Exp, fixed(1.0), Box::new(libm::exp)),
         (U::Log, fixed(1.0), Box::new(libm::log)),
         (U::Tanh, fixed(2.0), Box::new(libm::tanh)),
         (U::Sigmoid, fixed(3.0), Box::new(sigmoid)),
         (U::Erf, fixed(3.0), Box::new(libm::erf)),
-        (U::Gelu(GeluApprox::Erf), fixed(12.0), Box::new(|x: f64| if x == f64::NEG_INFINITY { -0.0 } else if x < 0.0 { 0.5 * x * libm::erfc(-x / std::f64::consts::SQRT_2) } else { 0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2)) })),
-        (U::Gelu(GeluApprox::Tanh), Box::new(|x| 4.0 + 3.0 * gelu_tanh_2u(x).abs()), Box::new(|x: f64| {
-            let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
-            if x == f64::NEG_INFINITY { -0.0 } else { x * sigmoid(2.0 * u) }
-        })),
-        (U::Swish { beta: 1.0 }, fixed(3.0), Box::new(|x| if x == f64::NEG_INFINITY { -0.0 } else { x * sigmoid(x) })),
-        (U::Swish { beta: 1.7 }, Box::new(|x: f64| 4.0 + (1.7 * x).abs()), Box::new(|x| if x == f64::NEG_INFINITY { -0.0 } else { x * sigmoid(f64::from(1.7f32) * x) })),
-        (U::Swish { beta: -0.5 }, Box::new(|x: f64| 4.0 + (-0.5 * x).abs()), Box::new(|x| if x == f64::INFINITY { -0.0 } else { x * sigmoid(-0.5 * x) })),
-        (U::HSwish, fixed(2.0), Box::new(|x: f64| if x.is_nan() { x } else { x * (x + 3.0).clamp(0.0, 6.0) / 6.0 })),
-        (U::HSigmoid, fixed(1.0), Box::new(|x: f64| if x.is_nan() { x } else { (x + 3.0).clamp(0.0, 6.0) / 6.0 })),
-        (U::Mish, fixed(5.0), Box::new(|x: f64| if x == f64::NEG_INFINITY { -0.0 } else { x * libm::tanh(libm::log1p(libm::exp(x))) })),
-        (U::Elu { alpha: 1.0 }, fixed(2.0), Box::new(|x| if x > 0.0 { x } else { libm::expm1(x) })),
-        (U::Elu { alpha: 0.5 }, fixed(2.0), Box::new(|x| if x > 0.0 { x } else { 0.5 * libm::expm1(x) })),
-        (U::LeakyRelu { alpha: 0.01 }, fixed(0.5), Box::new(|x| if x < 0.0 { x * f64::from(0.01f32) } else { x })),
-        (U::LeakyRelu { alpha: 2.5 }, fixed(0.5), Box::new(|x| if x < 0.0 { x * 2.5 } else { x })),
-        (U::LeakyRelu { alpha: -0.25 }, fixed(0.5), Box::new(|x| if x < 0.0 { x * -0.25 } else { x })),
-        (U::Softplus, fixed(2.0), Box::new(|x: f64| x.max(0.0) + libm::log1p(libm::exp(-x.abs())))),
+        (
+            U::Gelu(GeluApprox::Erf),
+            fixed(12.0),
+            Box::new(|x: f64| {
+                if x == f64::NEG_INFINITY {
+                    -0.0
+                } else if x < 0.0 {
+                    0.5 * x * libm::erfc(-x / std::f64::consts::SQRT_2)
+                } else {
+                    0.5 * x * (1.0 + libm::erf(x / std::f64::consts::SQRT_2))
+                }
+            }),
+        ),
+        (
+            U::Gelu(GeluApprox::Tanh),
+            Box::new(|x| 4.0 + 3.0 * gelu_tanh_2u(x).abs()),
+            Box::new(|x: f64| {
+                let u = (2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x);
+                if x == f64::NEG_INFINITY {
+                    -0.0
+                } else {
+                    x * sigmoid(2.0 * u)
+                }
+            }),
+        ),
+        (
+            U::Swish { beta: 1.0 },
+            fixed(3.0),
+            Box::new(|x| {
+                if x == f64::NEG_INFINITY {
+                    -0.0
+                } else {
+                    x * sigmoid(x)
+                }
+            }),
+        ),
+        (
+            U::Swish { beta: 1.7 },
+            Box::new(|x: f64| 4.0 + (1.7 * x).abs()),
+            Box::new(|x| {
+                if x == f64::NEG_INFINITY {
+                    -0.0
+                } else {
+                    x * sigmoid(f64::from(1.7f32) * x)
+                }
+            }),
+        ),
+        (
+            U::Swish { beta: -0.5 },
+            Box::new(|x: f64| 4.0 + (-0.5 * x).abs()),
+            Box::new(|x| {
+                if x == f64::INFINITY {
+                    -0.0
+                } else {
+                    x * sigmoid(-0.5 * x)
+                }
+            }),
+        ),
+        (
+            U::HSwish,
+            fixed(2.0),
+            Box::new(|x: f64| {
+                if x.is_nan() {
+                    x
+                } else {
+                    x * (x + 3.0).clamp(0.0, 6.0) / 6.0
+                }
+            }),
+        ),
+        (
+            U::HSigmoid,
+            fixed(1.0),
+            Box::new(|x: f64| {
+                if x.is_nan() {
+                    x
+                } else {
+                    (x + 3.0).clamp(0.0, 6.0) / 6.0
+                }
+            }),
+        ),
+        (
+            U::Mish,
+            fixed(5.0),
+            Box::new(|x: f64| {
+                if x == f64::NEG_INFINITY {
+                    -0.0
+                } else {
+                    x * libm::tanh(libm::log1p(libm::exp(x)))
+                }
+            }),
+        ),
+        (
+            U::Elu { alpha: 1.0 },
+            fixed(2.0),
+            Box::new(|x| if x > 0.0 { x } else { libm::expm1(x) }),
+        ),
+        (
+            U::Elu { alpha: 0.5 },
+            fixed(2.0),
+            Box::new(|x| if x > 0.0 { x } else { 0.5 * libm::expm1(x) }),
+        ),
+        (
+            U::LeakyRelu { alpha: 0.01 },
+            fixed(0.5),
+            Box::new(|x| if x < 0.0 { x * f64::from(0.01f32) } else { x }),
+        ),
+        (
+            U::LeakyRelu { alpha: 2.5 },
+            fixed(0.5),
+            Box::new(|x| if x < 0.0 { x * 2.5 } else { x }),
+        ),
+        (
+            U::LeakyRelu { alpha: -0.25 },
+            fixed(0.5),
+            Box::new(|x| if x < 0.0 { x * -0.25 } else { x }),
+        ),
+        (
+            U::Softplus,
+            fixed(2.0),
+            Box::new(|x: f64| x.max(0.0) + libm::log1p(libm::exp(-x.abs()))),
+        ),
     ]
 }
 
@@ -79,9 +202,16 @@ fn check_tails(isa: Isa, k: &MapKernel, src: &[f32], full: &[f32], what: &str) {
             let mut dst = vec![f32::from_bits(0xdead_beef); n + lanes];
             k.run1(s, &mut dst[..n]).unwrap();
             for i in 0..n {
-                assert_eq!(dst[i].to_bits(), full[start + i].to_bits(), "{what} on {isa}: tail n={n} lane {i}");
+                assert_eq!(
+                    dst[i].to_bits(),
+                    full[start + i].to_bits(),
+                    "{what} on {isa}: tail n={n} lane {i}"
+                );
             }
-            assert!(dst[n..].iter().all(|v| v.to_bits() == 0xdead_beef), "{what} on {isa}: wrote past n={n}");
+            assert!(
+                dst[n..].iter().all(|v| v.to_bits() == 0xdead_beef),
+                "{what} on {isa}: wrote past n={n}"
+            );
         }
     }
 }
@@ -104,11 +234,17 @@ fn unary_ops_match_libm_within_stated_ulp() {
                 let got = run1(&k, inputs);
                 let got_in_place = run1(&in_place, inputs);
                 for ((&x, &y), &y2) in inputs.iter().zip(&got).zip(&got_in_place) {
-                    assert_eq!(y.to_bits(), y2.to_bits(), "{op:?} on {isa}: in-place differs at x={x:e}");
+                    assert_eq!(
+                        y.to_bits(),
+                        y2.to_bits(),
+                        "{op:?} on {isa}: in-place differs at x={x:e}"
+                    );
                     let b = bound(f64::from(x));
                     let e = ulp_err(y, reference(f64::from(x)));
                     if e > b {
-                        failures.push(format!("{op:?} on {isa}: {e:.3} ULP > {b:.3} at x={x:e} (got {y:e})"));
+                        failures.push(format!(
+                            "{op:?} on {isa}: {e:.3} ULP > {b:.3} at x={x:e} (got {y:e})"
+                        ));
                     }
                     if e > worst.0 || e.is_nan() {
                         worst = (e, x, y);
@@ -116,8 +252,10 @@ fn unary_ops_match_libm_within_stated_ulp() {
                 }
                 check_tails(isa, &k, inputs, &got, op.name());
             }
-            report.push_str(&format!("{isa} {op:?}: max {:.3} ulp at x={:e} (got {:e})\n", worst.0, worst.1, worst.2));
-
+            report.push_str(&format!(
+                "{isa} {op:?}: max {:.3} ulp at x={:e} (got {:e})\n",
+                worst.0, worst.1, worst.2
+            ));
         }
     }
     eprintln!("{report}");
@@ -127,7 +265,10 @@ fn unary_ops_match_libm_within_stated_ulp() {
 
 /// Operand values for binary ops: every 2^22-th bit pattern, specials, and a grid.
 fn binary_operands() -> Vec<f32> {
-    let mut v: Vec<f32> = (0..=u32::MAX).step_by(1 << 22).map(f32::from_bits).collect();
+    let mut v: Vec<f32> = (0..=u32::MAX)
+        .step_by(1 << 22)
+        .map(f32::from_bits)
+        .collect();
     v.extend(common::specials());
     v.extend((0..200).map(|i| (i as f32 - 100.0) * 0.173));
     v
@@ -152,25 +293,47 @@ type Bound2 = Box<dyn Fn(f64, f64) -> Option<f64>>;
 fn binary_cases() -> Vec<(BinaryOp, Bound2, Box<dyn Fn(f64, f64) -> f64>)> {
     use BinaryOp as B;
     let fixed = |b: f64| -> Bound2 { Box::new(move |_, _| Some(b)) };
-    let nan2 = |a: f64, b: f64, r: f64| if a.is_nan() || b.is_nan() { f64::NAN } else { r };
+    let nan2 = |a: f64, b: f64, r: f64| {
+        if a.is_nan() || b.is_nan() {
+            f64::NAN
+        } else {
+            r
+        }
+    };
     vec![
         (B::Add, fixed(0.5), Box::new(|a, b| a + b)),
         (B::Sub, fixed(0.5), Box::new(|a, b| a - b)),
         (B::Mul, fixed(0.5), Box::new(|a, b| a * b)),
         (B::Div, fixed(0.5), Box::new(|a, b| a / b)),
-        (B::Max, fixed(0.0), Box::new(move |a, b| nan2(a, b, a.max(b)))),
-        (B::Min, fixed(0.0), Box::new(move |a, b| nan2(a, b, a.min(b)))),
+        (
+            B::Max,
+            fixed(0.0),
+            Box::new(move |a, b| nan2(a, b, a.max(b))),
+        ),
+        (
+            B::Min,
+            fixed(0.0),
+            Box::new(move |a, b| nan2(a, b, a.min(b))),
+        ),
         (
             B::SquaredDifference,
             // Just below FLT_MAX, the rounded difference may square to +inf.
-            Box::new(|a: f64, b: f64| ((a - b) * (a - b) < 3.0e38 || !(a - b).is_finite()).then_some(2.0)),
+            Box::new(|a: f64, b: f64| {
+                ((a - b) * (a - b) < 3.0e38 || !(a - b).is_finite()).then_some(2.0)
+            }),
             Box::new(|a, b| (a - b) * (a - b)),
         ),
-        (B::PRelu, fixed(0.5), Box::new(|a, b| if a < 0.0 { a * b } else { a })),
+        (
+            B::PRelu,
+            fixed(0.5),
+            Box::new(|a, b| if a < 0.0 { a * b } else { a }),
+        ),
         (
             B::Mod,
             // Exact while the quotient is below 2^23.
-            Box::new(|a: f64, b: f64| ((a / b).abs() < 8_388_608.0 || !(a / b).is_finite()).then_some(0.0)),
+            Box::new(|a: f64, b: f64| {
+                ((a / b).abs() < 8_388_608.0 || !(a / b).is_finite()).then_some(0.0)
+            }),
             Box::new(libm::fmod),
         ),
         (
@@ -206,7 +369,10 @@ fn binary_ops_match_libm_within_stated_ulp() {
                 worst = worst.max(e);
                 if e > limit && op_failures < 6 {
                     op_failures += 1;
-                    failures.push(format!("{op:?} on {isa}: {e:.3} ULP > {limit:.3} at ({x:e}, {y:e}): got {:e}", got[i]));
+                    failures.push(format!(
+                        "{op:?} on {isa}: {e:.3} ULP > {limit:.3} at ({x:e}, {y:e}): got {:e}",
+                        got[i]
+                    ));
                 }
             }
             report.push_str(&format!("{isa} {op:?}: max {worst:.3} ulp\n"));
@@ -214,9 +380,14 @@ fn binary_ops_match_libm_within_stated_ulp() {
             let lanes = isa.lanes();
             for n in 0..=2 * lanes + 1 {
                 let mut dst = vec![f32::from_bits(0xdead_beef); n + 4];
-                k.run2(&a[77..77 + n], &b[77..77 + n], &mut dst[..n]).unwrap();
+                k.run2(&a[77..77 + n], &b[77..77 + n], &mut dst[..n])
+                    .unwrap();
                 for i in 0..n {
-                    assert_eq!(dst[i].to_bits(), got[77 + i].to_bits(), "{op:?} on {isa}: tail n={n}");
+                    assert_eq!(
+                        dst[i].to_bits(),
+                        got[77 + i].to_bits(),
+                        "{op:?} on {isa}: tail n={n}"
+                    );
                 }
                 assert!(dst[n..].iter().all(|v| v.to_bits() == 0xdead_beef));
             }
@@ -247,7 +418,13 @@ fn comparisons_and_logic_produce_exact_masks() {
             k.run2(&a, &b, &mut got).unwrap();
             for i in 0..a.len() {
                 let want = mask(f(f64::from(a[i]), f64::from(b[i])));
-                assert_eq!(got[i].to_bits(), want, "{op:?} on {isa} at ({:e}, {:e})", a[i], b[i]);
+                assert_eq!(
+                    got[i].to_bits(),
+                    want,
+                    "{op:?} on {isa} at ({:e}, {:e})",
+                    a[i],
+                    b[i]
+                );
             }
         }
         // Logic on bool masks: all four input combinations, repeated to fill tails.
@@ -264,7 +441,11 @@ fn comparisons_and_logic_produce_exact_masks() {
             let mut got = vec![0.0; 64];
             k.run2(&pa, &pb, &mut got).unwrap();
             for i in 0..64 {
-                assert_eq!(got[i].to_bits(), mask(f(i & 1 == 1, i & 2 == 2)), "{op:?} on {isa}");
+                assert_eq!(
+                    got[i].to_bits(),
+                    mask(f(i & 1 == 1, i & 2 == 2)),
+                    "{op:?} on {isa}"
+                );
             }
         }
         let k = jit_unary_map(isa, UnaryOp::Not).unwrap();
