@@ -30,6 +30,9 @@
 //! ([`VecAsm::store_tail`]) never touch memory past the count: both ISAs suppress
 //! faults on masked-out lanes.
 
+// dynasm!'s dynamic register arguments expand to `.into()` calls.
+#![allow(clippy::useless_conversion)]
+
 use std::collections::HashMap;
 
 use dynasmrt::x64::Assembler;

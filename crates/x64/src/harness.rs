@@ -6,6 +6,9 @@
 //! `VReg(0..arity)`, the result in `VReg(arity)` (or `VReg(0)` in place), scratch
 //! after them; `r11` holds the constant-pool base.
 
+// dynasm!'s dynamic register arguments expand to `.into()` calls.
+#![allow(clippy::useless_conversion)]
+
 use dynasmrt::dynasm;
 use dynasmrt::{DynasmApi, DynasmLabelApi};
 use snipjit_ir::{BinaryOp, UnaryOp};

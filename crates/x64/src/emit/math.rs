@@ -14,7 +14,7 @@ const EXP_POLY: [f32; 8] = [
     8.333_452e-3,
     4.166_579_6e-2,
     1.666_666_5e-1,
-    5.000_000_1e-1,
+    0.5,
     1.0,
     1.0,
 ];
@@ -45,10 +45,10 @@ const SQRT_HALF_BITS: u32 = 0x3f35_04f3;
 /// Cephes `tanhf` polynomial for |x| < 0.625: `tanh x ~ x + x^3 P(x^2)`.
 const TANH_POLY: [f32; 5] = [
     -5.704_988_7e-3,
-    2.063_908_9e-2,
+    2.063_909e-2,
     -5.373_971_6e-2,
     1.333_144_2e-1,
-    -3.333_328_2e-1,
+    -3.333_328e-1,
 ];
 const TANH_SMALL: f32 = 0.625;
 
@@ -60,7 +60,7 @@ const ERF_SMALL_POLY: [f32; 7] = [
     -2.685_421_2e-2,
     1.128_359_5e-1,
     -3.761_262_7e-1,
-    1.128_379_2,
+    std::f32::consts::FRAC_2_SQRT_PI,
 ];
 /// `h(t) = erfc(1/t) e^{1/t^2} / t` as a polynomial in `s = 2t - 1`, t in (0, 1]
 /// (Chebyshev fit of degree 11, abs error 1.9e-8), so that
