@@ -35,7 +35,7 @@ pub mod harness;
 pub mod isa;
 pub mod kernel;
 
-pub use asm::{Gpr, Mem, VReg, VecAsm};
+pub use asm::{Frame, Gpr, Mem, VReg, VecAsm};
 pub use asm::{num_allocatable_vregs, tail_mask_vreg};
 pub use emit::{
     scratch_needed_binary, scratch_needed_convert, scratch_needed_pow_static, scratch_needed_unary,
