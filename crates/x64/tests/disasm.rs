@@ -16,7 +16,7 @@ fn disasm_shows_labels_branches_and_pool_as_data() {
             lines[0].contains("lea r11,") && lines[0].ends_with("; -> pool"),
             "{text}"
         );
-        assert!(lines.iter().any(|l| *l == "L0:"), "{text}");
+        assert!(lines.contains(&"L0:"), "{text}");
         assert!(
             lines
                 .iter()
