@@ -39,6 +39,9 @@ pub enum Error {
     /// A `.npy` file could not be read or written.
     #[error(transparent)]
     Npy(#[from] crate::npy::NpyError),
+    /// The JIT failed (tokenizer, lowering, code generation or a kernel run).
+    #[error("jit: {0}")]
+    Jit(String),
     /// [`crate::Options`] are invalid.
     #[error("invalid options: {0}")]
     Options(String),

@@ -5,9 +5,10 @@
 //! [`CompiledModel`] on [`Tensor`]s. Dynamic dims stay dynamic: one compiled model
 //! serves every input shape its graph allows.
 //!
-//! Status: the compiled model runs the whole graph on the reference interpreter
-//! (`snipjit-interp`). The JIT pipeline (tokenizer, lowering, x86-64 kernels) will
-//! replace fused subgraphs with kernels inside [`Compiler::compile`]; the API stays.
+//! [`Compiler::compile`] tokenizes the graph into fusable subgraphs; elementwise
+//! subgraphs become shape-agnostic x86-64 kernels (AVX-512 or AVX2), compiled once per
+//! broadcast pattern; everything else (and any subgraph the JIT cannot take) runs on
+//! the reference interpreter (`snipjit-interp`).
 //!
 //! ```
 //! use snipjit::ir::{BinaryOp, Op};
@@ -31,6 +32,7 @@
 use std::path::Path;
 
 mod error;
+mod jit;
 mod model;
 pub mod npy;
 mod options;

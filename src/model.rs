@@ -1,10 +1,12 @@
 //! The compiler and the compiled model.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use snipjit_ir::{Dim, Graph, Tensor, TensorType};
 
 use crate::error::name_list;
+use crate::jit::Jit;
 use crate::{Error, Options, Stats};
 
 /// A named, typed graph input or output.
@@ -34,11 +36,9 @@ impl Compiler {
         &self.options
     }
 
-    /// Verifies `graph` and prepares it to run.
-    ///
-    /// Today the whole graph runs on the reference interpreter; the JIT pipeline
-    /// (tokenize, lower, emit) will replace fused subgraphs with kernels here, and
-    /// [`CompiledModel::stats`] will list them.
+    /// Verifies `graph`, finds its fusable subgraphs and compiles a kernel for each
+    /// (for the ISA of the options); what the JIT cannot take runs on the reference
+    /// interpreter. [`CompiledModel::stats`] lists the subgraphs.
     pub fn compile(&self, graph: Graph) -> Result<CompiledModel, Error> {
         snipjit_ir::verify(&graph)?;
         let info = |ids: &[snipjit_ir::NodeId]| -> Vec<ValueInfo> {
@@ -54,13 +54,13 @@ impl Compiler {
         };
         let inputs = info(&graph.inputs);
         let outputs = info(&graph.outputs);
-        let stats = Stats::interpreted(&graph);
+        let jit = Arc::new(Jit::compile(&graph, &self.options)?);
         Ok(CompiledModel {
             graph,
             options: self.options.clone(),
             inputs,
             outputs,
-            stats,
+            jit,
         })
     }
 }
@@ -73,7 +73,7 @@ pub struct CompiledModel {
     options: Options,
     inputs: Vec<ValueInfo>,
     outputs: Vec<ValueInfo>,
-    stats: Stats,
+    jit: Arc<Jit>,
 }
 
 // A compiled model is shared by every thread that runs it.
@@ -104,9 +104,39 @@ impl CompiledModel {
         &self.options
     }
 
-    /// What compilation produced (subgraphs found, kernels compiled).
+    /// The graph as it runs: fused regions replaced by Subgraph nodes.
+    pub fn fused_graph(&self) -> &Graph {
+        &self.jit.graph
+    }
+
+    /// The ISA kernels are compiled for (`None`: everything runs on the interpreter).
+    pub fn isa(&self) -> Option<snipjit_x64::Isa> {
+        self.jit.isa
+    }
+
+    /// The compiled subgraphs (`None` where a subgraph runs on the interpreter), in
+    /// topological order, with the Subgraph node each one runs.
+    pub fn kernels(
+        &self,
+    ) -> Vec<(
+        snipjit_ir::NodeId,
+        Result<Arc<snipjit_runtime::JitSubgraph>, String>,
+    )> {
+        self.jit
+            .fused
+            .iter()
+            .map(|f| (f.node, f.jit.clone()))
+            .collect()
+    }
+
+    /// What compilation produced: the subgraphs found, whether each runs as a kernel,
+    /// and how many kernels were compiled so far (one per subgraph and broadcast
+    /// pattern, so new shapes of a seen pattern add none).
     pub fn stats(&self) -> Stats {
-        self.stats.clone()
+        Stats {
+            subgraphs: self.jit.subgraph_stats(),
+            compilations: self.jit.compilations(),
+        }
     }
 
     /// Runs the model on `inputs`, given in [`CompiledModel::inputs`] order.
@@ -122,7 +152,8 @@ impl CompiledModel {
             });
         }
         self.check_inputs(inputs)?;
-        Ok(snipjit_interp::run(&self.graph, inputs)?)
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        self.jit.run(&refs)
     }
 
     /// Runs the model on inputs given by name, in any order; outputs come in

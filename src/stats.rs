@@ -2,8 +2,6 @@
 
 use std::fmt::Write;
 
-use snipjit_ir::{Graph, Op};
-
 /// One fused subgraph of a compiled model.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubgraphStats {
@@ -25,34 +23,6 @@ pub struct Stats {
 }
 
 impl Stats {
-    /// The statistics of a graph that runs entirely on the interpreter: the Subgraph
-    /// nodes it already holds are listed, none with a kernel.
-    pub(crate) fn interpreted(graph: &Graph) -> Stats {
-        let order = graph
-            .topo_order()
-            .unwrap_or_else(|_| graph.node_ids().collect());
-        let subgraphs = order
-            .into_iter()
-            .filter_map(|id| match &graph.node(id).op {
-                Op::Subgraph(sg) => Some(SubgraphStats {
-                    kind: sg.kind.name().to_string(),
-                    nodes: sg
-                        .body
-                        .nodes
-                        .iter()
-                        .filter(|n| !matches!(n.op, Op::Parameter | Op::Result | Op::Constant(_)))
-                        .count(),
-                    jit: false,
-                }),
-                _ => None,
-            })
-            .collect();
-        Stats {
-            subgraphs,
-            compilations: 0,
-        }
-    }
-
     /// One line of JSON, keys in this order:
     /// `{"subgraphs":[{"kind":"elementwise","nodes":3,"jit":true}],"compilations":1}`.
     pub fn to_json(&self) -> String {

@@ -11,7 +11,7 @@ mod exec;
 mod subgraph;
 
 pub use exec::Executor;
-pub use subgraph::{CompiledKernel, JitSubgraph, compile_kernel};
+pub use subgraph::{CompiledKernel, JitSubgraph, compile_kernel, predicted_pattern};
 
 /// Errors of the runtime.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

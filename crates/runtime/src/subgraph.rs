@@ -51,6 +51,25 @@ pub fn compile_kernel(
     })
 }
 
+/// The broadcast pattern the declared shapes of `body` predict: an input is broadcast
+/// along the inner dim if its last dim is statically 1 (or it is a scalar) while the
+/// first output's last dim is not. Shapes that turn out otherwise at run time compile
+/// their own kernel on first use.
+pub fn predicted_pattern(body: &Graph) -> Vec<bool> {
+    let out_last = body
+        .outputs
+        .first()
+        .and_then(|&r| body.node(r).outputs[0].ty.shape.dims().last().cloned());
+    let out_is_one = out_last.as_ref().is_none_or(|d| d.is_one());
+    body.inputs
+        .iter()
+        .map(|&p| {
+            let last = body.node(p).outputs[0].ty.shape.dims().last().cloned();
+            !out_is_one && last.is_none_or(|d| d.is_one())
+        })
+        .collect()
+}
+
 /// One elementwise subgraph compiled for one ISA: a kernel per broadcast pattern,
 /// compiled on first use and shared by every shape with that pattern.
 #[derive(Debug)]
@@ -62,7 +81,8 @@ pub struct JitSubgraph {
 }
 
 impl JitSubgraph {
-    /// Checks that the body can be lowered (by compiling its no-broadcast kernel).
+    /// Checks that the body can be lowered by compiling the kernel for the broadcast
+    /// pattern its declared shapes predict (see [`predicted_pattern`]).
     pub fn new(body: Graph, isa: Isa) -> Result<JitSubgraph, RuntimeError> {
         if !isa.is_supported() {
             return Err(snipjit_x64::X64Error::IsaUnsupported { isa }.into());
@@ -73,7 +93,7 @@ impl JitSubgraph {
             kernels: Mutex::new(HashMap::new()),
             compilations: AtomicUsize::new(0),
         };
-        sg.kernel(&vec![false; sg.body.inputs.len()])?;
+        sg.kernel(&predicted_pattern(&sg.body))?;
         Ok(sg)
     }
 

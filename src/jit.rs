@@ -1,0 +1,181 @@
+//! The JIT path of a compiled model: the tokenized graph and a kernel per subgraph.
+//!
+//! Compilation tokenizes the graph, then gives every elementwise Subgraph node a
+//! [`JitSubgraph`] (its kernel cache). A subgraph the JIT cannot take (a dtype or op
+//! the emitters lack) keeps running on the interpreter and is reported with
+//! `jit: false`. At run time the interpreter walks the host graph and hands each
+//! compiled Subgraph node to its kernel; a model that is one subgraph skips the walk.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use snipjit_ir::{Graph, NodeId, Op, SubgraphKind, Tensor};
+use snipjit_runtime::{Executor, JitSubgraph};
+use snipjit_tokenize::{TokenizeConfig, tokenize};
+use snipjit_x64::Isa;
+
+use crate::{Error, IsaChoice, Options, SubgraphStats};
+
+/// One Subgraph node of the tokenized graph.
+#[derive(Debug)]
+pub(crate) struct FusedNode {
+    pub node: NodeId,
+    pub kind: SubgraphKind,
+    pub nodes: usize,
+    /// The compiled subgraph, or why the interpreter runs it.
+    pub jit: Result<Arc<JitSubgraph>, String>,
+}
+
+/// The JIT state of a compiled model.
+#[derive(Debug)]
+pub(crate) struct Jit {
+    pub graph: Graph,
+    pub isa: Option<Isa>,
+    pub fused: Vec<FusedNode>,
+    by_node: HashMap<NodeId, usize>,
+    exec: Executor,
+    /// Set when the whole model is one compiled subgraph: output `i` of the model is
+    /// output `direct[i]` of that subgraph.
+    direct: Option<(Arc<JitSubgraph>, Vec<usize>)>,
+}
+
+/// The ISA the options ask for; `None` when the JIT cannot run on this CPU.
+pub(crate) fn pick_isa(choice: IsaChoice) -> Result<Option<Isa>, Error> {
+    let need = |isa: Isa| {
+        if isa.is_supported() {
+            Ok(Some(isa))
+        } else {
+            Err(Error::Options(format!(
+                "this CPU does not support {}",
+                isa.name()
+            )))
+        }
+    };
+    match choice {
+        IsaChoice::Auto => Ok(Isa::detect()),
+        IsaChoice::Avx512 => need(Isa::Avx512),
+        IsaChoice::Avx2 => need(Isa::Avx2),
+    }
+}
+
+fn body_nodes(g: &Graph) -> usize {
+    g.nodes
+        .iter()
+        .filter(|n| !matches!(n.op, Op::Parameter | Op::Result | Op::Constant(_)))
+        .count()
+}
+
+impl Jit {
+    /// Tokenizes `graph` and compiles its subgraphs for the options' ISA.
+    pub fn compile(graph: &Graph, options: &Options) -> Result<Jit, Error> {
+        let isa = pick_isa(options.isa)?;
+        let exec = Executor::new(options.threads).map_err(|e| Error::Options(e.to_string()))?;
+        let graph =
+            tokenize(graph, &TokenizeConfig::default()).map_err(|e| Error::Jit(e.to_string()))?;
+        let mut fused = vec![];
+        for id in graph.topo_order()? {
+            let Op::Subgraph(sg) = &graph.node(id).op else {
+                continue;
+            };
+            let jit = match (sg.kind, isa) {
+                (_, None) => Err("no AVX2 or AVX-512 on this CPU".to_string()),
+                (SubgraphKind::Elementwise, Some(isa)) => JitSubgraph::new(sg.body.clone(), isa)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string()),
+                (k, Some(_)) => Err(format!("{} subgraphs have no kernel yet", k.name())),
+            };
+            fused.push(FusedNode {
+                node: id,
+                kind: sg.kind,
+                nodes: body_nodes(&sg.body),
+                jit,
+            });
+        }
+        let by_node = fused.iter().enumerate().map(|(i, f)| (f.node, i)).collect();
+        let direct = direct_plan(&graph, &fused);
+        Ok(Jit {
+            graph,
+            isa,
+            fused,
+            by_node,
+            exec,
+            direct,
+        })
+    }
+
+    /// The per-subgraph statistics, in topological order.
+    pub fn subgraph_stats(&self) -> Vec<SubgraphStats> {
+        self.fused
+            .iter()
+            .map(|f| SubgraphStats {
+                kind: f.kind.name().to_string(),
+                nodes: f.nodes,
+                jit: f.jit.is_ok(),
+            })
+            .collect()
+    }
+
+    /// Kernels compiled so far (one per subgraph and broadcast pattern).
+    pub fn compilations(&self) -> usize {
+        self.fused
+            .iter()
+            .filter_map(|f| f.jit.as_ref().ok())
+            .map(|k| k.compilations())
+            .sum()
+    }
+
+    /// Runs the model on checked inputs.
+    pub fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, Error> {
+        if let Some((sg, map)) = &self.direct {
+            let mut outs: Vec<Option<Tensor>> = sg
+                .run(inputs, &self.exec)
+                .map_err(|e| Error::Jit(e.to_string()))?
+                .into_iter()
+                .map(Some)
+                .collect();
+            return map
+                .iter()
+                .map(|&i| {
+                    outs[i].take().ok_or_else(|| {
+                        Error::Jit("a subgraph output feeds two model outputs".into())
+                    })
+                })
+                .collect();
+        }
+        let hook = |id: NodeId, args: &[&Tensor]| {
+            let f = &self.fused[*self.by_node.get(&id)?];
+            let k = f.jit.as_ref().ok()?;
+            Some(k.run(args, &self.exec).map_err(|e| e.to_string()))
+        };
+        snipjit_interp::run_with(&self.graph, inputs, &hook).map_err(|e| Error::Interp(Box::new(e)))
+    }
+}
+
+/// The fast path: the graph is its Parameters, one compiled Subgraph reading them in
+/// order, and Results each reading a distinct output of it.
+fn direct_plan(g: &Graph, fused: &[FusedNode]) -> Option<(Arc<JitSubgraph>, Vec<usize>)> {
+    let [f] = fused else { return None };
+    let k = f.jit.as_ref().ok()?;
+    if g.nodes.len() != g.inputs.len() + 1 + g.outputs.len() {
+        return None;
+    }
+    let node = g.node(f.node);
+    let reads_params_in_order = node.inputs.len() == g.inputs.len()
+        && node
+            .inputs
+            .iter()
+            .zip(&g.inputs)
+            .all(|(v, &p)| v.node == p && v.port == 0);
+    if !reads_params_in_order {
+        return None;
+    }
+    let mut map = vec![];
+    for &r in &g.outputs {
+        let v = *g.node(r).inputs.first()?;
+        if v.node != f.node || map.contains(&(v.port as usize)) {
+            return None;
+        }
+        map.push(v.port as usize);
+    }
+    Some((k.clone(), map))
+}
