@@ -8,6 +8,7 @@
 
 pub mod build;
 pub mod lir;
+pub mod lir_text;
 pub mod passes;
 pub mod pipeline;
 pub mod verify;

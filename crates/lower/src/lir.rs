@@ -5,7 +5,7 @@
 //! holds explicit `LoopBegin`/`LoopEnd` brackets, `Load`/`Store` expressions, and,
 //! after `AssignRegisters`, a physical vector register for every value.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use smallvec::SmallVec;
 use snipjit_ir::{BinaryOp, DType, Shape, UnaryOp};
@@ -94,14 +94,26 @@ fn unary_text(u: UnaryOp) -> String {
     }
 }
 
-/// Prints an f32 so that it parses back to the same bits.
+/// Prints an f32 as the `.sg` format does, so that it parses back to the same bits:
+/// the shortest round-trip decimal without a trailing `.0` (`1`, `0.5`, `-0`, `1e-45`),
+/// `inf`, `-inf`, `nan` (the quiet NaN `0x7fc00000`) or `nan(0x…)` with the exact bits.
 pub fn fmt_f32(v: f32) -> String {
     if v.is_nan() {
-        format!("nan:0x{:08x}", v.to_bits())
+        let bits = v.to_bits();
+        if bits == f32::NAN.to_bits() {
+            "nan".into()
+        } else {
+            format!("nan(0x{bits:08x})")
+        }
     } else if v.is_infinite() {
         if v > 0.0 { "inf".into() } else { "-inf".into() }
     } else {
-        format!("{v:?}")
+        // `{:?}` is Rust's shortest round-trip form ("0.1", "1e-45", "100.0").
+        let s = format!("{v:?}");
+        match s.strip_suffix(".0") {
+            Some(t) => t.to_string(),
+            None => s,
+        }
     }
 }
 
@@ -211,92 +223,10 @@ impl Lir {
         &self.loops[l.0 as usize]
     }
 
-    /// The text form (see docs/ir-format.md, "Linear IR").
+    /// The text form (see docs/ir-format.md, "Linear IR"); [`crate::lir_text::parse_lir`]
+    /// reads it back to an equal `Lir`.
     pub fn to_text(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "lir {}", self.name);
-        for (i, p) in self.inputs.iter().enumerate() {
-            let b = if p.bcast_inner { " bcast_inner" } else { "" };
-            let _ = writeln!(s, "  in{i} {}: {}{}{b}", p.name, p.dtype, p.shape);
-        }
-        for (i, p) in self.outputs.iter().enumerate() {
-            let _ = writeln!(s, "  out{i} {}: {}{}", p.name, p.dtype, p.shape);
-        }
-        for (i, l) in self.loops.iter().enumerate() {
-            let ports: Vec<String> = l
-                .ports
-                .iter()
-                .map(|(p, inc)| {
-                    let n = match p {
-                        Port::Input(i) => format!("in{i}"),
-                        Port::Output(i) => format!("out{i}"),
-                    };
-                    if *inc { n } else { format!("{n}(fixed)") }
-                })
-                .collect();
-            let kind = match l.kind {
-                LoopKind::Main => "main",
-                LoopKind::Tail => "tail",
-            };
-            let _ = writeln!(
-                s,
-                "  loop L{i}: dim={} step={} {kind} ports=[{}]",
-                l.dim,
-                l.step,
-                ports.join(", ")
-            );
-        }
-        if !self.scratch_regs.is_empty() {
-            let r: Vec<String> = self.scratch_regs.iter().map(|r| format!("r{r}")).collect();
-            let _ = writeln!(s, "  scratch [{}]", r.join(", "));
-        }
-        if self.spill_slots > 0 {
-            let t: Vec<String> = self.spill_temps.iter().map(|r| format!("r{r}")).collect();
-            let _ = writeln!(
-                s,
-                "  spill_slots {} temps [{}]",
-                self.spill_slots,
-                t.join(", ")
-            );
-        }
-        let mut depth = 1;
-        for e in &self.exprs {
-            if matches!(e.kind, ExprKind::LoopEnd(_)) {
-                depth -= 1;
-            }
-            let ind = "  ".repeat(depth.max(1));
-            let _ = write!(s, "{ind}");
-            if let Some(o) = e.out {
-                let _ = write!(s, "{} = ", self.value_text(o));
-            }
-            let _ = write!(s, "{}", e.kind.name());
-            let ins: Vec<String> = e.ins.iter().map(|&v| self.value_text(v)).collect();
-            if !ins.is_empty() {
-                let sep = if matches!(e.kind, ExprKind::Store { .. }) {
-                    ", "
-                } else {
-                    " "
-                };
-                let _ = write!(s, "{sep}{}", ins.join(", "));
-            }
-            if !e.loops.is_empty() && !e.kind.is_loop_marker() {
-                let l: Vec<String> = e.loops.iter().map(|l| format!("L{}", l.0)).collect();
-                let _ = write!(s, "  @[{}]", l.join(","));
-            }
-            s.push('\n');
-            if matches!(e.kind, ExprKind::LoopBegin(_)) {
-                depth += 1;
-            }
-        }
-        s
-    }
-
-    fn value_text(&self, v: ValueId) -> String {
-        match self.locations.get(v.0 as usize).copied().flatten() {
-            Some(Location::Reg(r)) => format!("%{}:r{r}", v.0),
-            Some(Location::Spill(s)) => format!("%{}:s{s}", v.0),
-            None => format!("%{}", v.0),
-        }
+        crate::lir_text::print_lir(self)
     }
 }
 
