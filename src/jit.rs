@@ -124,6 +124,20 @@ impl Jit {
             .sum()
     }
 
+    /// Runs the model on checked inputs, writing into `outputs` (reused in place where
+    /// the shapes match, when the model is one compiled subgraph).
+    pub fn run_into(&self, inputs: &[&Tensor], outputs: &mut Vec<Tensor>) -> Result<(), Error> {
+        match &self.direct {
+            Some((sg, map)) if map.iter().enumerate().all(|(i, &m)| i == m) => sg
+                .run_into(inputs, outputs, &self.exec)
+                .map_err(|e| Error::Jit(e.to_string())),
+            _ => {
+                *outputs = self.run(inputs)?;
+                Ok(())
+            }
+        }
+    }
+
     /// Runs the model on checked inputs.
     pub fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, Error> {
         if let Some((sg, map)) = &self.direct {

@@ -144,16 +144,20 @@ impl CompiledModel {
     /// Every input is checked first (count, dtype, rank, static dims, and that each
     /// symbolic dim has one size across all inputs); errors name the input.
     pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, Error> {
-        if inputs.len() != self.inputs.len() {
-            return Err(Error::InputCount {
-                expected: self.inputs.len(),
-                got: inputs.len(),
-                names: name_list(self.inputs.iter().map(|i| i.name.as_str())),
-            });
-        }
         self.check_inputs(inputs)?;
         let refs: Vec<&Tensor> = inputs.iter().collect();
         self.jit.run(&refs)
+    }
+
+    /// Like [`CompiledModel::run`], writing the outputs into `outputs`: when the model
+    /// is one compiled subgraph, output tensors that already have the right dtype and
+    /// shape are overwritten in place, so a loop over same-shaped inputs allocates
+    /// nothing (as OpenVINO's pre-bound outputs and onnxruntime's I/O binding do).
+    /// Otherwise `outputs` is replaced by freshly computed tensors.
+    pub fn run_into(&self, inputs: &[Tensor], outputs: &mut Vec<Tensor>) -> Result<(), Error> {
+        self.check_inputs(inputs)?;
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        self.jit.run_into(&refs, outputs)
     }
 
     /// Runs the model on inputs given by name, in any order; outputs come in
@@ -194,8 +198,15 @@ impl CompiledModel {
         self.run(&ordered)
     }
 
-    /// Checks each input against its declared type (the count is already right).
+    /// Checks the input count and each input against its declared type.
     fn check_inputs(&self, inputs: &[Tensor]) -> Result<(), Error> {
+        if inputs.len() != self.inputs.len() {
+            return Err(Error::InputCount {
+                expected: self.inputs.len(),
+                got: inputs.len(),
+                names: name_list(self.inputs.iter().map(|i| i.name.as_str())),
+            });
+        }
         // symbol -> (size, input that bound it)
         let mut bound: HashMap<&str, (usize, &str)> = HashMap::new();
         for (info, t) in self.inputs.iter().zip(inputs) {

@@ -1,6 +1,6 @@
 //! The executor: splits a configured domain over threads and calls the kernel.
 
-use snipjit_x64::abi::CallArgs;
+use snipjit_x64::abi::{CallArgs, FLAG_NT_STORES};
 
 use crate::RuntimeError;
 use crate::config::Domain;
@@ -15,6 +15,10 @@ pub struct Executor {
 
 /// The most threads an executor takes.
 pub const MAX_THREADS: usize = 256;
+
+/// Output bytes from which the main loop uses non-temporal stores: past the caches,
+/// write-allocate would read every output line before overwriting it.
+pub const NT_STORE_MIN_BYTES: usize = 8 << 20;
 
 impl Executor {
     /// An executor with `threads` threads (1..=256).
@@ -58,6 +62,7 @@ impl Executor {
             return;
         }
         let lanes = k.lanes;
+        let vec_bytes = lanes * 4;
         let rt = domain.outer_increments(lanes, 4);
         let ports: Vec<usize> = ins
             .iter()
@@ -72,13 +77,29 @@ impl Executor {
         let threads = self
             .threads
             .min(rows.max(1) * w.div_ceil(lanes * 64).max(1));
+        // Non-temporal stores for large single-row domains whose outputs share their
+        // misalignment: a head call with ordinary stores aligns every output pointer,
+        // and whole-vector chunks keep them aligned.
+        let misalign = outs.first().map_or(0, |p| *p as usize % vec_bytes);
+        let nt = rows == 1
+            && domain.numel() * 4 * outs.len() >= NT_STORE_MIN_BYTES
+            && misalign % 4 == 0
+            && outs.iter().all(|p| *p as usize % vec_bytes == misalign);
+        let head = if nt {
+            ((vec_bytes - misalign) % vec_bytes / 4).min(w)
+        } else {
+            0
+        };
         let items: Vec<(usize, usize, usize, usize)> = if rows == 1 {
             // One long row: split the elements, in whole vectors.
-            let chunk = w.div_ceil(threads).div_ceil(lanes) * lanes;
-            (0..w)
-                .step_by(chunk.max(1))
-                .map(|s| (0, 1, s, chunk.min(w - s)))
-                .collect()
+            let chunk = (w - head).div_ceil(threads).div_ceil(lanes) * lanes;
+            let mut v: Vec<_> = (head > 0).then_some((0, 1, 0, head)).into_iter().collect();
+            v.extend(
+                (head..w)
+                    .step_by(chunk.max(1))
+                    .map(|s| (0, 1, s, chunk.min(w - s))),
+            );
+            v
         } else {
             let per = rows.div_ceil(threads.min(rows));
             (0..rows)
@@ -116,6 +137,7 @@ impl Executor {
                     scratch: scratch.as_mut_ptr(),
                     inner_work: ne as i64,
                     outer_work: n as i64,
+                    flags: if nt && e0 >= head { FLAG_NT_STORES } else { 0 },
                 };
                 // SAFETY: the caller guarantees the port pointers cover the domain; the
                 // offsets stay inside it, and the kernel reads only `args` and its own

@@ -138,6 +138,20 @@ impl JitSubgraph {
     /// Runs the subgraph on concrete inputs (f32, shapes matching the body's
     /// parameters); returns the outputs.
     pub fn run(&self, inputs: &[&Tensor], exec: &Executor) -> Result<Vec<Tensor>, RuntimeError> {
+        let mut outs = vec![];
+        self.run_into(inputs, &mut outs, exec)?;
+        Ok(outs)
+    }
+
+    /// Like [`JitSubgraph::run`], writing into `outputs`: a tensor that already has the
+    /// output's dtype and shape is overwritten in place (no allocation); anything else
+    /// (including a missing entry) is replaced by a new tensor.
+    pub fn run_into(
+        &self,
+        inputs: &[&Tensor],
+        outputs: &mut Vec<Tensor>,
+        exec: &Executor,
+    ) -> Result<(), RuntimeError> {
         let body = &self.body;
         if inputs.len() != body.inputs.len() {
             return Err(RuntimeError::Shape(format!(
@@ -147,6 +161,8 @@ impl JitSubgraph {
             )));
         }
         let mut ins = Vec::with_capacity(inputs.len());
+        let mut in_shapes: Vec<&[usize]> = Vec::with_capacity(inputs.len());
+        let mut full: Vec<usize> = vec![];
         for (i, (t, &p)) in inputs.iter().zip(&body.inputs).enumerate() {
             let decl = &body.node(p).outputs[0];
             let err = |reason: String| RuntimeError::Input {
@@ -157,51 +173,66 @@ impl JitSubgraph {
             let data = t
                 .as_f32()
                 .ok_or_else(|| err(format!("dtype {} where f32 is expected", t.dtype())))?;
-            if !decl.ty.shape.matches(&t.shape) {
+            if !decl.ty.shape.matches(&t.shape) || data.len() != t.shape.iter().product::<usize>() {
                 return Err(err(format!(
                     "shape {:?} does not match {}",
                     t.shape, decl.ty.shape
                 )));
             }
-            ins.push(data.as_ptr());
-        }
-        let in_shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
-        let mut full: Vec<usize> = vec![];
-        for s in &in_shapes {
-            full = snipjit_ir::broadcast_concrete(&full, s).ok_or_else(|| {
-                RuntimeError::Shape(format!("inputs {in_shapes:?} do not broadcast"))
+            full = snipjit_ir::broadcast_concrete(&full, &t.shape).ok_or_else(|| {
+                err(format!(
+                    "shape {:?} does not broadcast with {full:?}",
+                    t.shape
+                ))
             })?;
+            ins.push(data.as_ptr());
+            in_shapes.push(&t.shape);
         }
-        // Every output has the full shape (checked by `configure`).
-        let out_shapes: Vec<Vec<usize>> = body.outputs.iter().map(|_| full.clone()).collect();
-        for (&r, s) in body.outputs.iter().zip(&out_shapes) {
+        // Every output has the full shape.
+        for &r in &body.outputs {
             let ty = &body.node(r).outputs[0].ty;
-            if ty.dtype != DType::F32 || !ty.shape.matches(s) {
+            if ty.dtype != DType::F32 || !ty.shape.matches(&full) {
                 return Err(RuntimeError::Shape(format!(
-                    "output '{}' of type {ty} cannot take the domain shape {s:?}",
+                    "output '{}' of type {ty} cannot take the domain shape {full:?}",
                     body.node(r).name
                 )));
             }
         }
-        let outs_ref: Vec<&[usize]> = out_shapes.iter().map(|s| s.as_slice()).collect();
-        let domain = configure(&in_shapes, &outs_ref)?;
+        let out_shapes: Vec<&[usize]> = body.outputs.iter().map(|_| full.as_slice()).collect();
+        let domain = configure(&in_shapes, &out_shapes)?;
         let numel = domain.numel();
-        let mut outs: Vec<Vec<f32>> = out_shapes.iter().map(|_| vec![0f32; numel]).collect();
+        outputs.truncate(body.outputs.len());
+        for k in 0..body.outputs.len() {
+            let reusable = outputs.get(k).is_some_and(|t| {
+                t.shape == full && matches!(&t.data, TensorData::F32(v) if v.len() == numel)
+            });
+            if !reusable {
+                let t = Tensor {
+                    shape: full.clone(),
+                    data: TensorData::F32(vec![0f32; numel]),
+                };
+                if k < outputs.len() {
+                    outputs[k] = t;
+                } else {
+                    outputs.push(t);
+                }
+            }
+        }
         if numel > 0 {
             let k = self.kernel(&domain.bcast_inner)?;
-            let out_ptrs: Vec<*mut f32> = outs.iter_mut().map(|o| o.as_mut_ptr()).collect();
-            // SAFETY: inputs were checked to broadcast to the domain (so the strides
-            // stay inside each input's buffer); outputs were just allocated with the
-            // domain's element count and alias nothing.
+            let out_ptrs: Vec<*mut f32> = outputs
+                .iter_mut()
+                .map(|o| match &mut o.data {
+                    TensorData::F32(v) => v.as_mut_ptr(),
+                    _ => unreachable!("outputs were made f32 above"),
+                })
+                .collect();
+            // SAFETY: inputs were checked to hold their shapes' elements and to
+            // broadcast to the domain, so every stride stays inside its buffer; outputs
+            // hold the domain's element count, are distinct allocations, and cannot
+            // alias the inputs (`&mut` against `&`).
             unsafe { exec.run(&k, &domain, &ins, &out_ptrs) };
         }
-        Ok(outs
-            .into_iter()
-            .zip(out_shapes)
-            .map(|(d, s)| Tensor {
-                shape: s,
-                data: TensorData::F32(d),
-            })
-            .collect())
+        Ok(())
     }
 }

@@ -395,3 +395,47 @@ fn zero_size_and_bad_shapes() {
     assert!(Executor::new(0).is_err());
     assert!(Executor::new(100_000).is_err());
 }
+
+/// Outputs past `NT_STORE_MIN_BYTES` take the non-temporal path: a head call aligns
+/// the pointers, and the result must not change whatever the misalignment.
+#[test]
+fn large_outputs_with_non_temporal_stores() {
+    use snipjit_runtime::config::configure;
+    let n = (snipjit_runtime::NT_STORE_MIN_BYTES / 4) + 1234;
+    let x: Vec<f32> = (0..n).map(|i| (i % 1013) as f32 * 0.01 - 5.0).collect();
+    let mut g = Graph::new("silu");
+    let xv = g.add_input("x", TensorType::new(DType::F32, shape(&[Dim::sym("N")])));
+    let y = g
+        .add_op("y", Op::Unary(UnaryOp::Swish { beta: 1.0 }), &[xv])
+        .unwrap();
+    g.add_output("y", y);
+    let want: Vec<f32> = x
+        .iter()
+        .map(|&v| (v as f64 / (1.0 + (-v as f64).exp())) as f32)
+        .collect();
+    for isa in isas() {
+        let k = snipjit_runtime::compile_kernel(&g, &[false], isa, &mut |_, _| {}).unwrap();
+        for threads in [1, 2] {
+            let exec = Executor::new(threads).unwrap();
+            for offset in [0usize, 1, 3, 5] {
+                let mut out = vec![f32::NAN; n + 16];
+                let domain = configure(&[&[n]], &[&[n]]).unwrap();
+                // SAFETY: x holds n elements; out holds n elements from `offset`.
+                unsafe { exec.run(&k, &domain, &[x.as_ptr()], &[out.as_mut_ptr().add(offset)]) };
+                for (i, (a, b)) in out[offset..offset + n].iter().zip(&want).enumerate() {
+                    assert!(
+                        (a - b).abs() <= 1e-5 + 4e-6 * b.abs(),
+                        "{isa:?} t{threads} +{offset}: [{i}] {a} vs {b}"
+                    );
+                }
+                assert!(
+                    out[..offset]
+                        .iter()
+                        .chain(&out[offset + n..])
+                        .all(|v| v.is_nan()),
+                    "wrote outside"
+                );
+            }
+        }
+    }
+}

@@ -35,7 +35,13 @@ pub struct CallArgs {
     pub inner_work: i64,
     /// Rows (`M`) for this call.
     pub outer_work: i64,
+    /// Bit 0 ([`FLAG_NT_STORES`]): the main loop stores with non-temporal stores
+    /// (every output pointer is vector-aligned at each row start), then `sfence`.
+    pub flags: i64,
 }
+
+/// [`CallArgs::flags`]: non-temporal stores in the main loop.
+pub const FLAG_NT_STORES: i64 = 1;
 
 /// Byte offsets of [`CallArgs`] fields, as the emitters read them.
 pub const ARGS_PTRS: i32 = offset_of!(CallArgs, ptrs) as i32;
@@ -43,11 +49,12 @@ pub const ARGS_RT: i32 = offset_of!(CallArgs, rt) as i32;
 pub const ARGS_SCRATCH: i32 = offset_of!(CallArgs, scratch) as i32;
 pub const ARGS_INNER_WORK: i32 = offset_of!(CallArgs, inner_work) as i32;
 pub const ARGS_OUTER_WORK: i32 = offset_of!(CallArgs, outer_work) as i32;
+pub const ARGS_FLAGS: i32 = offset_of!(CallArgs, flags) as i32;
 
 const _: () = {
-    assert!(size_of::<CallArgs>() == 40);
+    assert!(size_of::<CallArgs>() == 48);
     assert!(ARGS_PTRS == 0 && ARGS_RT == 8 && ARGS_SCRATCH == 16);
-    assert!(ARGS_INNER_WORK == 24 && ARGS_OUTER_WORK == 32);
+    assert!(ARGS_INNER_WORK == 24 && ARGS_OUTER_WORK == 32 && ARGS_FLAGS == 40);
 };
 
 /// The type of a compiled kernel's entry point.

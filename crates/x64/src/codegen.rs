@@ -23,7 +23,8 @@ use snipjit_lower::Target;
 use snipjit_lower::lir::{Expr, ExprKind, Lir, Location, LoopKind, Port};
 
 use crate::abi::{
-    ARGS_INNER_WORK, ARGS_OUTER_WORK, ARGS_PTRS, ARGS_RT, ARGS_SCRATCH, POINTER_REGS,
+    ARGS_FLAGS, ARGS_INNER_WORK, ARGS_OUTER_WORK, ARGS_PTRS, ARGS_RT, ARGS_SCRATCH, FLAG_NT_STORES,
+    POINTER_REGS,
 };
 use crate::asm::num_allocatable_vregs;
 use crate::{Gpr, Isa, Kernel, Mem, VReg, VecAsm, X64Error};
@@ -91,15 +92,22 @@ struct Gen<'a> {
     isa: Isa,
     homes: Vec<PtrHome>,
     n_inputs: usize,
-    /// Open loops: (kind, dim, top label, end label).
-    open: Vec<(
-        LoopKind,
-        usize,
-        DynamicLabel,
-        DynamicLabel,
-        snipjit_lower::lir::LoopId,
-    )>,
+    /// Open loops.
+    open: Vec<OpenLoop>,
+    /// Emitting the non-temporal copy of a main loop.
+    nt: bool,
 }
+
+/// A loop whose LoopBegin was emitted: (kind, dim, top label, end label, id, index of
+/// the LoopBegin expression).
+type OpenLoop = (
+    LoopKind,
+    usize,
+    DynamicLabel,
+    DynamicLabel,
+    snipjit_lower::lir::LoopId,
+    usize,
+);
 
 /// Emits the kernel for register-allocated linear IR.
 pub fn emit_elementwise(lir: &Lir, isa: Isa) -> Result<Kernel, X64Error> {
@@ -136,6 +144,7 @@ pub fn emit_elementwise(lir: &Lir, isa: Isa) -> Result<Kernel, X64Error> {
         homes,
         n_inputs: lir.inputs.len(),
         open: vec![],
+        nt: false,
     };
     let frame = g.a.prologue(&used);
     let stack_ptrs = n_ports.saturating_sub(in_regs);
@@ -165,14 +174,23 @@ pub fn emit_elementwise(lir: &Lir, isa: Isa) -> Result<Kernel, X64Error> {
         let ops = g.a.ops();
         dynasm!(ops ; .arch x64 ; mov Rq(SCRATCH_BASE.num()), [Rq(ARGS.num()) + ARGS_SCRATCH]);
     }
-    for e in &lir.exprs {
-        g.expr(e)?;
+    for i in 0..lir.exprs.len() {
+        g.expr(i)?;
     }
     if !g.open.is_empty() {
         return Err(X64Error::Assembler(
             "unbalanced loops in the linear IR".into(),
         ));
     }
+    let after_fence = g.a.new_label();
+    let ops = g.a.ops();
+    dynasm!(ops
+        ; .arch x64
+        ; test QWORD [Rq(ARGS.num()) + ARGS_FLAGS], FLAG_NT_STORES as i32
+        ; jz =>after_fence
+    );
+    g.a.sfence();
+    g.a.bind(after_fence);
     let ops = g.a.ops();
     if frame_bytes > 0 {
         dynasm!(ops ; .arch x64 ; add rsp, frame_bytes);
@@ -213,6 +231,25 @@ impl Gen<'_> {
         }
     }
 
+    /// Advances the moving pointers one vector and loops back to `top` while at least
+    /// one more full vector remains.
+    fn main_loop_latch(&mut self, info: &snipjit_lower::lir::LoopInfo, top: DynamicLabel) {
+        let lanes = self.isa.lanes() as i32;
+        for (p, inc) in &info.ports {
+            if *inc {
+                let idx = self.port_index(*p);
+                self.add_imm(idx, lanes * 4);
+            }
+        }
+        let ops = self.a.ops();
+        dynasm!(ops
+            ; .arch x64
+            ; sub Rq(INNER.num()), lanes
+            ; cmp Rq(INNER.num()), lanes
+            ; jae =>top
+        );
+    }
+
     fn add_rt(&mut self, p: usize) {
         let off = 8 * p as i32;
         let ops = self.a.ops();
@@ -249,7 +286,9 @@ impl Gen<'_> {
             .ok_or_else(|| X64Error::Assembler(format!("%{} has no register", v.0)))
     }
 
-    fn expr(&mut self, e: &Expr) -> Result<(), X64Error> {
+    fn expr(&mut self, index: usize) -> Result<(), X64Error> {
+        let lir = self.lir;
+        let e = &lir.exprs[index];
         let lanes = self.isa.lanes() as i32;
         match &e.kind {
             ExprKind::LoopBegin(l) => {
@@ -262,6 +301,8 @@ impl Gen<'_> {
                         ; mov Rq(INNER.num()), [Rq(ARGS.num()) + ARGS_INNER_WORK]
                         ; cmp Rq(INNER.num()), lanes
                         ; jb =>end
+                        ; test QWORD [Rq(ARGS.num()) + ARGS_FLAGS], FLAG_NT_STORES as i32
+                        ; jnz >nt
                         ; =>top
                     ),
                     (0, LoopKind::Tail) => {
@@ -281,11 +322,11 @@ impl Gen<'_> {
                         )));
                     }
                 }
-                self.open.push((info.kind, info.dim, top, end, *l));
+                self.open.push((info.kind, info.dim, top, end, *l, index));
                 Ok(())
             }
             ExprKind::LoopEnd(l) => {
-                let (kind, dim, top, end, id) = self
+                let (kind, dim, top, end, id, begin) = self
                     .open
                     .pop()
                     .ok_or_else(|| X64Error::Assembler("LoopEnd without LoopBegin".into()))?;
@@ -298,21 +339,19 @@ impl Gen<'_> {
                 let info = self.lir.loop_info(id).clone();
                 match (dim, kind) {
                     (0, LoopKind::Main) => {
-                        let step = lanes * 4;
-                        for (p, inc) in &info.ports {
-                            if *inc {
-                                let idx = self.port_index(*p);
-                                self.add_imm(idx, step);
-                            }
-                        }
+                        // The regular loop, then the same body with non-temporal stores,
+                        // entered from the LoopBegin when the call's flags ask for it.
+                        self.main_loop_latch(&info, top);
+                        let nt_top = self.a.new_label();
                         let ops = self.a.ops();
-                        dynasm!(ops
-                            ; .arch x64
-                            ; sub Rq(INNER.num()), lanes
-                            ; cmp Rq(INNER.num()), lanes
-                            ; jae =>top
-                            ; =>end
-                        );
+                        dynasm!(ops ; .arch x64 ; jmp =>end ; nt: ; =>nt_top);
+                        self.nt = true;
+                        for i in begin + 1..index {
+                            self.expr(i)?;
+                        }
+                        self.nt = false;
+                        self.main_loop_latch(&info, nt_top);
+                        self.a.bind(end);
                     }
                     (0, LoopKind::Tail) => self.a.bind(end),
                     _ => {
@@ -336,6 +375,8 @@ impl Gen<'_> {
                 let m = self.port_mem(Port::Output(*output));
                 if self.in_tail() {
                     self.a.store_tail(m, src)
+                } else if self.nt {
+                    self.a.store_nt(m, src)
                 } else {
                     self.a.store(m, src)
                 }
