@@ -1,5 +1,6 @@
 //! The executor: splits a configured domain over threads and calls the kernel.
 
+use smallvec::SmallVec;
 use snipjit_x64::abi::{CallArgs, FLAG_NT_STORES};
 
 use crate::RuntimeError;
@@ -46,43 +47,49 @@ impl Executor {
         self.threads
     }
 
-    /// Runs `k` over `domain`: `ins` and `outs` are the base pointers of the ports.
+    /// Runs `k` over `domain`: `ins` and `outs` are the base pointers of the ports,
+    /// `rt` the runtime argument block for the domain (one outer increment per port).
+    ///
+    /// The domain is cut into work items: runs of rows, or, for a single long row,
+    /// runs of whole vectors. Items go to the pool's threads only when each thread gets
+    /// at least [`MIN_ELEMENTS_PER_THREAD`] elements; below that, waking threads costs
+    /// more than it saves.
     ///
     /// # Safety
     /// Every pointer must be valid for the elements its port's strides reach over the
-    /// domain (inputs readable, outputs writable and not aliasing inputs or each other).
+    /// domain (inputs readable, outputs writable and not aliasing inputs or each other),
+    /// and `rt` must be `domain.outer_increments(k.lanes, 4)`.
     pub unsafe fn run(
         &self,
         k: &CompiledKernel,
         domain: &Domain,
+        rt: &[i64],
         ins: &[*const f32],
         outs: &[*mut f32],
     ) {
-        if domain.numel() == 0 {
+        let numel = domain.numel();
+        if numel == 0 {
             return;
         }
         let lanes = k.lanes;
         let vec_bytes = lanes * 4;
-        let rt = domain.outer_increments(lanes, 4);
-        let ports: Vec<usize> = ins
+        let ports: SmallVec<[usize; 8]> = ins
             .iter()
             .map(|p| *p as usize)
             .chain(outs.iter().map(|p| *p as usize))
             .collect();
         let (w, m) = (domain.w(), domain.m());
-        let par = domain.parallel();
-        let p_total: usize = par.iter().product();
-        let rows = p_total * m;
-        // Work items: (first row, rows, first element, elements).
+        let rows = numel / w;
         let threads = self
             .threads
-            .min(rows.max(1) * w.div_ceil(lanes * 64).max(1));
+            .min(numel.div_ceil(MIN_ELEMENTS_PER_THREAD))
+            .max(1);
         // Non-temporal stores for large single-row domains whose outputs share their
         // misalignment: a head call with ordinary stores aligns every output pointer,
         // and whole-vector chunks keep them aligned.
         let misalign = outs.first().map_or(0, |p| *p as usize % vec_bytes);
         let nt = rows == 1
-            && domain.numel() * 4 * outs.len() >= NT_STORE_MIN_BYTES
+            && numel * 4 * outs.len() >= NT_STORE_MIN_BYTES
             && misalign % 4 == 0
             && outs.iter().all(|p| *p as usize % vec_bytes == misalign);
         let head = if nt {
@@ -90,78 +97,109 @@ impl Executor {
         } else {
             0
         };
-        let items: Vec<(usize, usize, usize, usize)> = if rows == 1 {
-            // One long row: split the elements, in whole vectors.
+        // Work items: (first row, rows, first element, elements).
+        let mut items: SmallVec<[Item; 8]> = SmallVec::new();
+        if rows == 1 {
+            if head > 0 {
+                items.push((0, 1, 0, head));
+            }
             let chunk = (w - head).div_ceil(threads).div_ceil(lanes) * lanes;
-            let mut v: Vec<_> = (head > 0).then_some((0, 1, 0, head)).into_iter().collect();
-            v.extend(
+            items.extend(
                 (head..w)
                     .step_by(chunk.max(1))
                     .map(|s| (0, 1, s, chunk.min(w - s))),
             );
-            v
         } else {
             let per = rows.div_ceil(threads.min(rows));
-            (0..rows)
-                .step_by(per)
-                .map(|r| (r, per.min(rows - r), 0, w))
-                .collect()
-        };
-        let run_item = |&(r0, nr, e0, ne): &(usize, usize, usize, usize), scratch: &mut Vec<u8>| {
-            let mut r = r0;
-            let end = r0 + nr;
-            let mut ptrs = vec![std::ptr::null_mut::<u8>(); ports.len()];
-            while r < end {
-                // Rows of one parallel index are contiguous in the call.
-                let pi = r / m;
-                let mi = r % m;
-                let n = (m - mi).min(end - r);
-                // Parallel index -> per-port offsets.
-                let mut rem = pi;
-                let mut offs = vec![0usize; ports.len()];
-                for d in (0..par.len()).rev() {
-                    let idx = rem % par[d];
-                    rem /= par[d];
-                    for (q, o) in offs.iter_mut().enumerate() {
-                        *o += idx * domain.strides[q][d];
-                    }
-                }
-                let md = par.len();
-                for (q, base) in ports.iter().enumerate() {
-                    let el = offs[q] + mi * domain.strides[q][md] + e0 * domain.strides[q][md + 1];
-                    ptrs[q] = (*base as *mut u8).wrapping_add(el * 4);
-                }
-                let args = CallArgs {
-                    ptrs: ptrs.as_ptr(),
-                    rt: rt.as_ptr(),
-                    scratch: scratch.as_mut_ptr(),
-                    inner_work: ne as i64,
-                    outer_work: n as i64,
-                    flags: if nt && e0 >= head { FLAG_NT_STORES } else { 0 },
-                };
-                // SAFETY: the caller guarantees the port pointers cover the domain; the
-                // offsets stay inside it, and the kernel reads only `args` and its own
-                // constant pool (see snipjit_x64::abi).
-                unsafe { (k.entry)(&args) };
-                r += n;
-            }
+            items.extend((0..rows).step_by(per).map(|r| (r, per.min(rows - r), 0, w)));
+        }
+        let call = Call {
+            k,
+            domain,
+            rt,
+            ports: &ports,
+            m,
+            nt_from: if nt { head } else { usize::MAX },
         };
         match &self.pool {
             Some(pool) if items.len() > 1 => pool.scope(|s| {
                 for it in &items {
-                    let run_item = &run_item;
-                    s.spawn(move |_| {
-                        let mut scratch = vec![0u8; k.scratch_bytes + 64];
-                        run_item(it, &mut scratch)
-                    });
+                    let call = &call;
+                    s.spawn(move |_| call.item(*it));
                 }
             }),
             _ => {
-                let mut scratch = vec![0u8; k.scratch_bytes + 64];
                 for it in &items {
-                    run_item(it, &mut scratch);
+                    call.item(*it);
                 }
             }
+        }
+    }
+}
+
+/// (first row, rows, first element, elements) of one work item.
+type Item = (usize, usize, usize, usize);
+
+/// Elements below which a thread is not worth waking.
+pub const MIN_ELEMENTS_PER_THREAD: usize = 32 << 10;
+
+/// What every work item of one run shares.
+struct Call<'a> {
+    k: &'a CompiledKernel,
+    domain: &'a Domain,
+    rt: &'a [i64],
+    /// Port base addresses (inputs, then outputs).
+    ports: &'a [usize],
+    m: usize,
+    /// Items starting at this element (or later) use non-temporal stores.
+    nt_from: usize,
+}
+
+// SAFETY: `Call` holds addresses (as integers) and shared references to data that the
+// caller of `Executor::run` keeps alive and unaliased for the whole run.
+unsafe impl Sync for Call<'_> {}
+
+impl Call<'_> {
+    fn item(&self, (r0, nr, e0, ne): Item) {
+        let d = self.domain;
+        let par = d.parallel();
+        let md = par.len();
+        let mut scratch: SmallVec<[u8; 256]> = SmallVec::from_elem(0, self.k.scratch_bytes + 64);
+        let mut ptrs: SmallVec<[*mut u8; 16]> =
+            SmallVec::from_elem(std::ptr::null_mut(), self.ports.len());
+        let end = r0 + nr;
+        let mut r = r0;
+        while r < end {
+            // Rows of one parallel index are contiguous in the call.
+            let (pi, mi) = (r / self.m, r % self.m);
+            let n = (self.m - mi).min(end - r);
+            for (q, (base, ptr)) in self.ports.iter().zip(ptrs.iter_mut()).enumerate() {
+                let strides = &d.strides[q];
+                let mut rem = pi;
+                let mut el = mi * strides[md] + e0 * strides[md + 1];
+                for dd in (0..md).rev() {
+                    el += (rem % par[dd]) * strides[dd];
+                    rem /= par[dd];
+                }
+                *ptr = (*base as *mut u8).wrapping_add(el * 4);
+            }
+            let args = CallArgs {
+                ptrs: ptrs.as_ptr(),
+                rt: self.rt.as_ptr(),
+                scratch: scratch.as_mut_ptr(),
+                inner_work: ne as i64,
+                outer_work: n as i64,
+                flags: if e0 >= self.nt_from {
+                    FLAG_NT_STORES
+                } else {
+                    0
+                },
+            };
+            // SAFETY: the caller of `Executor::run` guarantees the port pointers cover
+            // the domain; these offsets stay inside it, and the kernel reads only
+            // `args`, the argument block and its own constant pool (snipjit_x64::abi).
+            unsafe { (self.k.entry)(&args) };
+            r += n;
         }
     }
 }

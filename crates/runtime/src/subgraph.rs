@@ -5,6 +5,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use smallvec::SmallVec;
+
 use snipjit_ir::{DType, Graph, Tensor, TensorData};
 use snipjit_lower::Lir;
 use snipjit_x64::abi::KernelFn;
@@ -78,6 +80,8 @@ pub struct JitSubgraph {
     isa: Isa,
     kernels: Mutex<HashMap<Vec<bool>, Arc<CompiledKernel>>>,
     compilations: AtomicUsize,
+    /// The configuration of the last call's shapes.
+    last: Mutex<Option<Arc<Prepared>>>,
 }
 
 impl JitSubgraph {
@@ -92,6 +96,7 @@ impl JitSubgraph {
             isa,
             kernels: Mutex::new(HashMap::new()),
             compilations: AtomicUsize::new(0),
+            last: Mutex::new(None),
         };
         sg.kernel(&predicted_pattern(&sg.body))?;
         Ok(sg)
@@ -160,9 +165,7 @@ impl JitSubgraph {
                 inputs.len()
             )));
         }
-        let mut ins = Vec::with_capacity(inputs.len());
-        let mut in_shapes: Vec<&[usize]> = Vec::with_capacity(inputs.len());
-        let mut full: Vec<usize> = vec![];
+        let mut ins: SmallVec<[*const f32; 8]> = SmallVec::new();
         for (i, (t, &p)) in inputs.iter().zip(&body.inputs).enumerate() {
             let decl = &body.node(p).outputs[0];
             let err = |reason: String| RuntimeError::Input {
@@ -173,22 +176,81 @@ impl JitSubgraph {
             let data = t
                 .as_f32()
                 .ok_or_else(|| err(format!("dtype {} where f32 is expected", t.dtype())))?;
-            if !decl.ty.shape.matches(&t.shape) || data.len() != t.shape.iter().product::<usize>() {
+            let numel = t.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if !decl.ty.shape.matches(&t.shape) || numel != Some(data.len()) {
                 return Err(err(format!(
                     "shape {:?} does not match {}",
                     t.shape, decl.ty.shape
                 )));
             }
-            full = snipjit_ir::broadcast_concrete(&full, &t.shape).ok_or_else(|| {
-                err(format!(
-                    "shape {:?} does not broadcast with {full:?}",
-                    t.shape
-                ))
-            })?;
             ins.push(data.as_ptr());
-            in_shapes.push(&t.shape);
         }
-        // Every output has the full shape.
+        let prep = self.prepare(inputs)?;
+        let numel = prep.domain.numel();
+        outputs.truncate(body.outputs.len());
+        let mut fresh: SmallVec<[usize; 4]> = SmallVec::new();
+        for k in 0..body.outputs.len() {
+            let reusable = outputs.get(k).is_some_and(|t| {
+                t.shape == prep.full && matches!(&t.data, TensorData::F32(v) if v.len() == numel)
+            });
+            if !reusable {
+                let t = Tensor {
+                    shape: prep.full.clone(),
+                    data: TensorData::F32(new_output(numel)),
+                };
+                if k < outputs.len() {
+                    outputs[k] = t;
+                } else {
+                    outputs.push(t);
+                }
+                fresh.push(k);
+            }
+        }
+        let out_ptrs: SmallVec<[*mut f32; 4]> = outputs
+            .iter_mut()
+            .map(|o| match &mut o.data {
+                TensorData::F32(v) => v.as_mut_ptr(),
+                _ => unreachable!("outputs were made f32 above"),
+            })
+            .collect();
+        if numel > 0 {
+            // SAFETY: inputs were checked to hold their shapes' elements and to
+            // broadcast to the domain (in `prepare`), so every stride stays inside its
+            // buffer; outputs have capacity for the domain's element count, are
+            // distinct allocations, and cannot alias the inputs (`&mut` against `&`).
+            unsafe { exec.run(&prep.kernel, &prep.domain, &prep.rt, &ins, &out_ptrs) };
+        }
+        for k in fresh {
+            if let TensorData::F32(v) = &mut outputs[k].data {
+                // SAFETY: the kernel wrote every one of the `numel` elements of each
+                // output (the domain covers the full output shape), within capacity.
+                unsafe { v.set_len(numel) };
+            }
+        }
+        Ok(())
+    }
+
+    /// The call configuration for the shapes of `inputs`: the last one when the shapes
+    /// repeat (the common case of a loop over same-shaped inputs), else configured anew.
+    fn prepare(&self, inputs: &[&Tensor]) -> Result<Arc<Prepared>, RuntimeError> {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = last.as_ref()
+            && p.shapes.len() == inputs.len()
+            && p.shapes.iter().zip(inputs).all(|(s, t)| *s == t.shape)
+        {
+            return Ok(p.clone());
+        }
+        let body = &self.body;
+        let mut full: Vec<usize> = vec![];
+        for (i, t) in inputs.iter().enumerate() {
+            full = snipjit_ir::broadcast_concrete(&full, &t.shape).ok_or_else(|| {
+                RuntimeError::Input {
+                    index: i,
+                    name: body.node(body.inputs[i]).outputs[0].name.clone(),
+                    reason: format!("shape {:?} does not broadcast with {full:?}", t.shape),
+                }
+            })?;
+        }
         for &r in &body.outputs {
             let ty = &body.node(r).outputs[0].ty;
             if ty.dtype != DType::F32 || !ty.shape.matches(&full) {
@@ -198,41 +260,54 @@ impl JitSubgraph {
                 )));
             }
         }
+        let in_shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
         let out_shapes: Vec<&[usize]> = body.outputs.iter().map(|_| full.as_slice()).collect();
         let domain = configure(&in_shapes, &out_shapes)?;
-        let numel = domain.numel();
-        outputs.truncate(body.outputs.len());
-        for k in 0..body.outputs.len() {
-            let reusable = outputs.get(k).is_some_and(|t| {
-                t.shape == full && matches!(&t.data, TensorData::F32(v) if v.len() == numel)
-            });
-            if !reusable {
-                let t = Tensor {
-                    shape: full.clone(),
-                    data: TensorData::F32(vec![0f32; numel]),
-                };
-                if k < outputs.len() {
-                    outputs[k] = t;
-                } else {
-                    outputs.push(t);
-                }
-            }
-        }
-        if numel > 0 {
-            let k = self.kernel(&domain.bcast_inner)?;
-            let out_ptrs: Vec<*mut f32> = outputs
-                .iter_mut()
-                .map(|o| match &mut o.data {
-                    TensorData::F32(v) => v.as_mut_ptr(),
-                    _ => unreachable!("outputs were made f32 above"),
-                })
-                .collect();
-            // SAFETY: inputs were checked to hold their shapes' elements and to
-            // broadcast to the domain, so every stride stays inside its buffer; outputs
-            // hold the domain's element count, are distinct allocations, and cannot
-            // alias the inputs (`&mut` against `&`).
-            unsafe { exec.run(&k, &domain, &ins, &out_ptrs) };
-        }
-        Ok(())
+        let kernel = self.kernel(&domain.bcast_inner)?;
+        let rt = domain.outer_increments(kernel.lanes, 4);
+        let p = Arc::new(Prepared {
+            shapes: inputs.iter().map(|t| t.shape.clone()).collect(),
+            full,
+            domain,
+            kernel,
+            rt,
+        });
+        *last = Some(p.clone());
+        Ok(p)
     }
+}
+
+/// A call configuration: everything that depends only on the input shapes.
+#[derive(Debug)]
+struct Prepared {
+    shapes: Vec<Vec<usize>>,
+    full: Vec<usize>,
+    domain: crate::config::Domain,
+    kernel: Arc<CompiledKernel>,
+    /// The runtime argument block (outer increments per port).
+    rt: Vec<i64>,
+}
+
+/// Bytes from which output buffers ask for transparent huge pages.
+const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
+
+/// A buffer with capacity for `n` outputs, not yet initialized (the kernel writes every
+/// element before `set_len`). Large buffers are advised to use huge pages, so the first
+/// touch faults once per 2 MiB instead of once per 4 KiB.
+fn new_output(n: usize) -> Vec<f32> {
+    let v: Vec<f32> = Vec::with_capacity(n);
+    let bytes = n * 4;
+    if bytes >= HUGE_PAGE_MIN_BYTES {
+        let start = v.as_ptr() as usize;
+        let page = 4096;
+        let aligned = start.next_multiple_of(page);
+        let len = (start + bytes).saturating_sub(aligned) / page * page;
+        if len > 0 {
+            // SAFETY: the range lies inside the allocation just made; MADV_HUGEPAGE
+            // only changes how its pages are backed, never their contents. A failure
+            // (no THP support) leaves ordinary pages, so the result is ignored.
+            unsafe { libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
+        }
+    }
+    v
 }

@@ -420,8 +420,17 @@ fn large_outputs_with_non_temporal_stores() {
             for offset in [0usize, 1, 3, 5] {
                 let mut out = vec![f32::NAN; n + 16];
                 let domain = configure(&[&[n]], &[&[n]]).unwrap();
+                let rt = domain.outer_increments(k.lanes, 4);
                 // SAFETY: x holds n elements; out holds n elements from `offset`.
-                unsafe { exec.run(&k, &domain, &[x.as_ptr()], &[out.as_mut_ptr().add(offset)]) };
+                unsafe {
+                    exec.run(
+                        &k,
+                        &domain,
+                        &rt,
+                        &[x.as_ptr()],
+                        &[out.as_mut_ptr().add(offset)],
+                    )
+                };
                 for (i, (a, b)) in out[offset..offset + n].iter().zip(&want).enumerate() {
                     assert!(
                         (a - b).abs() <= 1e-5 + 4e-6 * b.abs(),
@@ -437,5 +446,35 @@ fn large_outputs_with_non_temporal_stores() {
                 );
             }
         }
+    }
+}
+
+/// Domains large enough to be split over threads: rows split, a long row split into
+/// vector chunks, and parallel dims above the kernel's two.
+#[test]
+fn work_split_over_threads() {
+    let mut rng = Rng(77);
+    let min = snipjit_runtime::MIN_ELEMENTS_PER_THREAD;
+    for isa in isas() {
+        let g = relu_bias();
+        for (n, c) in [(2 * min / 333 + 7, 333), (1, 2 * min + 5), (5, min / 2 + 3)] {
+            for threads in [2, 3, 4] {
+                let x = random_tensor(&mut rng, &[n, c]);
+                let b = random_tensor(&mut rng, &[1, c]);
+                check(&g, &[x, b], isa, threads);
+            }
+        }
+        // [A, B, C] + [A, 1, C]: the middle broadcast keeps three dims (one parallel).
+        let mut g3 = Graph::new("mid");
+        let x = g3.add_input(
+            "x",
+            TensorType::new(DType::F32, Shape::fixed(&[6, 40, 301])),
+        );
+        let y = g3.add_input("y", TensorType::new(DType::F32, Shape::fixed(&[6, 1, 301])));
+        let s = g3.add_op("s", Op::Binary(BinaryOp::Sub), &[x, y]).unwrap();
+        g3.add_output("s", s);
+        let xs = random_tensor(&mut rng, &[6, 40, 301]);
+        let ys = random_tensor(&mut rng, &[6, 1, 301]);
+        check(&g3, &[xs, ys], isa, 3);
     }
 }
