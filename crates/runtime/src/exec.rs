@@ -90,7 +90,7 @@ impl Executor {
         let misalign = outs.first().map_or(0, |p| *p as usize % vec_bytes);
         let nt = rows == 1
             && numel * 4 * outs.len() >= NT_STORE_MIN_BYTES
-            && misalign % 4 == 0
+            && misalign.is_multiple_of(4)
             && outs.iter().all(|p| *p as usize % vec_bytes == misalign);
         let head = if nt {
             ((vec_bytes - misalign) % vec_bytes / 4).min(w)
