@@ -8,11 +8,15 @@
 //! Errors print one line, `error: ...`, on stderr and exit with status 1 (command-line
 //! usage errors are clap's, with status 2).
 
+mod bench;
+mod bind;
 mod demo;
+mod dot;
 mod dump;
 mod error;
 mod output;
 mod run;
+mod split;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -33,8 +37,10 @@ struct Cli {
 enum Command {
     /// Run a model on .npy inputs and write its outputs as .npy files.
     Run(run::RunArgs),
-    /// Print a model in the .sg text format.
+    /// Print a model, its fused subgraphs, their linear IR, kernels and run-time values.
     Dump(dump::DumpArgs),
+    /// Time a model and each of its subgraphs over a grid of shapes.
+    Bench(bench::BenchArgs),
     /// Run the built-in example (examples/gelu_chain.sg) and check its result.
     Demo,
 }
@@ -45,6 +51,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run::run(&args, &mut stdout),
         Command::Dump(args) => dump::dump(&args, &mut stdout),
+        Command::Bench(args) => bench::bench(&args, &mut stdout),
         Command::Demo => demo::demo(&mut stdout),
     };
     let result = result.and_then(|()| stdout.flush().map_err(CliError::Stdout));
