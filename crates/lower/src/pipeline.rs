@@ -36,6 +36,16 @@ pub fn pass_names() -> Vec<&'static str> {
         .collect()
 }
 
+/// The pass called `name` in [`DATA_FLOW`] or [`CONTROL_FLOW`] (filetests and the CLI
+/// look passes up by the names `--print-after` takes).
+pub fn pass_by_name(name: &str) -> Option<&'static dyn Pass> {
+    DATA_FLOW
+        .iter()
+        .chain(CONTROL_FLOW)
+        .copied()
+        .find(|p| p.name() == name)
+}
+
 /// Lowers an elementwise subgraph body to register-allocated linear IR.
 ///
 /// `after_pass(name, lir)` is called after the initial build and after every pass

@@ -163,6 +163,12 @@ fn check_allocation(lir: &Lir, def: &[Option<usize>]) -> Result<(), LowerError> 
                     format!("%{} is assigned scratch register r{r}", o.0),
                 ));
             }
+            // The emitters reload spilled operands into the spill temporaries.
+            if let Location::Reg(r) = loc
+                && lir.spill_temps.contains(&r)
+            {
+                return Err(err(i, format!("%{} is assigned spill temporary r{r}", o.0)));
+            }
             holds.insert(loc, o.0);
         }
         match e.kind {

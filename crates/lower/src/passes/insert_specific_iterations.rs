@@ -59,9 +59,12 @@ impl Pass for InsertSpecificIterations {
             for c in &mut copy {
                 if let Some(o) = c.out {
                     let n = lir.new_value();
-                    let loc = lir.locations.get(o.0 as usize).copied().flatten();
-                    lir.locations.resize(lir.num_values as usize, None);
-                    lir.locations[n.0 as usize] = loc;
+                    // Before AssignRegisters there is no location table to extend.
+                    if !lir.locations.is_empty() {
+                        let loc = lir.locations.get(o.0 as usize).copied().flatten();
+                        lir.locations.resize(lir.num_values as usize, None);
+                        lir.locations[n.0 as usize] = loc;
+                    }
                     rename.insert(o, n);
                     c.out = Some(n);
                 }
@@ -79,7 +82,9 @@ impl Pass for InsertSpecificIterations {
             lir.exprs.splice(at..at, copy);
             i = at + len;
         }
-        lir.locations.resize(lir.num_values as usize, None);
+        if !lir.locations.is_empty() {
+            lir.locations.resize(lir.num_values as usize, None);
+        }
         Ok(())
     }
 }
