@@ -129,3 +129,21 @@ fn text_round_trips_after_every_pass() {
     assert!(spilled.contains(&"sum30/tiny8".to_string()), "{spilled:?}");
     assert!(spilled.contains(&"sum30/avx2".to_string()), "{spilled:?}");
 }
+
+/// The linear-IR examples in docs/ir-format.md are canonical text of valid IR.
+#[test]
+fn doc_examples_are_canonical() {
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/ir-format.md"))
+        .expect("docs/ir-format.md exists");
+    let mut found = 0;
+    for block in doc.split("```").skip(1).step_by(2) {
+        let Some(text) = block.strip_prefix('\n').filter(|b| b.starts_with("lir ")) else {
+            continue;
+        };
+        let lir = parse_lir(text, "docs/ir-format.md").unwrap_or_else(|e| panic!("{e}"));
+        snipjit_lower::verify::verify(&lir).unwrap();
+        assert_eq!(print_lir(&lir), text);
+        found += 1;
+    }
+    assert_eq!(found, 2, "the before/after register allocation examples");
+}
