@@ -69,3 +69,17 @@ pub fn lower(
     }
     Ok(lir)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pass_is_found_by_its_name() {
+        for name in pass_names().into_iter().skip(1) {
+            assert_eq!(pass_by_name(name).map(|p| p.name()), Some(name));
+        }
+        assert!(pass_by_name("build").is_none());
+        assert!(pass_by_name("no_such_pass").is_none());
+    }
+}
