@@ -1,9 +1,12 @@
 //! The text form of the linear IR: printer and parser (docs/ir-format.md, "Linear IR").
 //!
-//! ```text
-//! lir relu_bias values=6
+//! ```
+//! use snipjit_lower::lir_text::{parse_lir, print_lir};
+//!
+//! let text = "\
+//! lir column_bias values=4
 //!   in0 x: f32[N, C]
-//!   in1 b: f32[1, C] bcast_inner
+//!   in1 b: f32[N, 1] bcast_inner
 //!   out0 y: f32[N, C]
 //!   loop L0: dim=1 step=1 main ports=[in0, in1, out0]
 //!   loop L1: dim=0 step=16 main ports=[in0, in1(fixed), out0]
@@ -12,17 +15,23 @@
 //!     LoopBegin L1
 //!       %0:r0 = Load in0
 //!       %1:r1 = BroadcastLoad in1
-//!       %2:r0 = Add %0:r0, %1:r1
-//!       %3:r0 = Relu %2:r0
+//!       %2:r2 = Add %0:r0, %1:r1
+//!       %3:r0 = Relu %2:r2
 //!       Store out0, %3:r0
 //!     LoopEnd L1
 //!   LoopEnd L0
+//! ";
+//! let lir = parse_lir(text, "column_bias.lir")?;
+//! snipjit_lower::verify::verify(&lir)?;
+//! assert_eq!(print_lir(&lir), text);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! The text carries everything in a [`Lir`]: `parse_lir(&print_lir(lir))` equals `lir`
-//! for every `Lir` (floats compare by bits, so a NaN scalar round-trips as text), and
-//! `print_lir(&parse_lir(text)?)` equals `text` for text in canonical form. Two things
-//! are left out of the text when they equal what the parser infers:
+//! for every `Lir` (floats bit-exactly; a NaN scalar round-trips, though `Lir`'s
+//! `PartialEq` never finds NaN equal to itself), and `print_lir(&parse_lir(text)?)`
+//! equals `text` for text in canonical form. Two things are left out of the text when
+//! they equal what the parser infers:
 //! - an expression's loop list (`@[L0,L1]`) when it equals the loops whose brackets
 //!   are open at the expression (for `LoopBegin L` the open loops and `L`, for
 //!   `LoopEnd L` the loops open before it);
