@@ -1,7 +1,7 @@
 //! ConvertPowerToPowerStatic: `Pow(x, Scalar c)` becomes `PowStatic c (x)`.
 //!
-//! Before: `%1 = Scalar 2.0 ; %2 = Pow %0, %1`
-//! After:  `%1 = Scalar 2.0 ; %2 = PowStatic 2.0 %0` (the scalar may become dead)
+//! Before: `%1 = Scalar 2 ; %2 = Pow %0, %1`
+//! After:  `%1 = Scalar 2 ; %2 = PowStatic 2 %0` (the scalar may become dead)
 //! Holds after: no Pow reads a Scalar exponent; emitters get the exponent at compile time
 //! and pick fast paths (square, sqrt, reciprocal...).
 
