@@ -7,7 +7,7 @@ use snipjit_ir::Graph;
 use crate::lir::Lir;
 use crate::passes::{
     assign_registers::AssignRegisters, convert_power_to_power_static::ConvertPowerToPowerStatic,
-    extract_loop_invariants::ExtractLoopInvariants, init_loops::InitLoops,
+    extract_loop_invariants::ExtractLoopInvariants, fuse_swish::FuseSwish, init_loops::InitLoops,
     insert_broadcast_move::InsertBroadcastMove, insert_load_store::InsertLoadStore,
     insert_loops::InsertLoops, insert_specific_iterations::InsertSpecificIterations,
     mark_loops::MarkLoops, mul_add_to_fma::MulAddToFma,
@@ -15,7 +15,7 @@ use crate::passes::{
 use crate::{LowerError, Pass, Target};
 
 /// Data-flow passes: rewrite the expression DAG before loops exist.
-pub const DATA_FLOW: &[&dyn Pass] = &[&ConvertPowerToPowerStatic, &MulAddToFma];
+pub const DATA_FLOW: &[&dyn Pass] = &[&ConvertPowerToPowerStatic, &FuseSwish, &MulAddToFma];
 
 /// Control-flow passes: loops, memory access, registers, tails.
 pub const CONTROL_FLOW: &[&dyn Pass] = &[

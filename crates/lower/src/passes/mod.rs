@@ -3,6 +3,7 @@
 pub mod assign_registers;
 pub mod convert_power_to_power_static;
 pub mod extract_loop_invariants;
+pub mod fuse_swish;
 pub mod init_loops;
 pub mod insert_broadcast_move;
 pub mod insert_load_store;
