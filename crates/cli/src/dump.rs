@@ -482,9 +482,18 @@ fn runtime_values(
             w / lanes,
             w % lanes
         );
-        let plan = split::plan(d, lanes, threads);
-        let _ = writeln!(s, "#   thread split: {} work item(s)", plan.len());
-        for (t, it) in plan.iter().enumerate() {
+        let plan = split::plan(d, lanes, threads, k.body().outputs.len());
+        let _ = writeln!(
+            s,
+            "#   thread split: {} work item(s){}",
+            plan.items.len(),
+            if plan.nt_stores {
+                " (non-temporal stores; an unaligned output adds a head item of < lanes elements)"
+            } else {
+                ""
+            }
+        );
+        for (t, it) in plan.items.iter().enumerate() {
             let _ = writeln!(
                 s,
                 "#     thread {t}: rows {}..{}, elements {}..{}: {} call(s), inner_work {}, outer_work {:?}",

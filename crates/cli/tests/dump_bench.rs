@@ -323,12 +323,50 @@ fn dim_with_another_pattern_compiles_and_shows_that_kernel() {
         out.contains("pattern [full, bcast] (--dim shapes), "),
         "{out}"
     );
+
+    // --print-after lowers the same pattern: b is marked broadcast along the row.
+    let ir = ok(&[
+        "dump",
+        &example("relu_bias.sg"),
+        "--dim",
+        "N=5",
+        "--dim",
+        "C=1",
+        "--print-after",
+        "build",
+    ]);
+    assert!(ir.contains("; subgraph subgraph0: after build ("), "{ir}");
+    assert!(ir.contains(", pattern [full, bcast])"), "{ir}");
+    assert!(ir.contains("  in1 b: f32[1, C] bcast_inner\n"), "{ir}");
+    assert!(ir.contains("  in0 x: f32[N, C]\n"), "{ir}");
 }
 
 #[test]
 fn dim_thread_split() {
-    // gelu_chain: [N, 1024] collapses to one row of 4096; 2 threads split it in halves.
+    // gelu_chain: [N, 1024] collapses to one row; 2 threads split it in halves once
+    // there are enough elements (the executor keeps at least 32 Ki elements a thread).
     let out = ok(&[
+        "dump",
+        &example("gelu_chain.sg"),
+        "--dim",
+        "N=64",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(
+        field(&out, "domain"),
+        "dims [1, 65536], parallel [], M 1, W 65536"
+    );
+    assert!(out.contains("#   thread split: 2 work item(s)\n"), "{out}");
+    assert!(
+        out.contains("#     thread 0: rows 0..1, elements 0..32768: 1 call(s), inner_work 32768")
+    );
+    assert!(
+        out.contains(
+            "#     thread 1: rows 0..1, elements 32768..65536: 1 call(s), inner_work 32768"
+        )
+    );
+    let small = ok(&[
         "dump",
         &example("gelu_chain.sg"),
         "--dim",
@@ -336,17 +374,26 @@ fn dim_thread_split() {
         "--threads",
         "2",
     ]);
+    assert!(
+        small.contains("#   thread split: 1 work item(s)\n"),
+        "{small}"
+    );
+    // Rows split for a multi-row domain: relu_bias [64 Ki, 2] with a broadcast b.
+    let rows = ok(&[
+        "dump",
+        &example("relu_bias.sg"),
+        "--dim",
+        "N=65536",
+        "--dim",
+        "C=2",
+        "--threads",
+        "2",
+    ]);
     assert_eq!(
-        field(&out, "domain"),
-        "dims [1, 4096], parallel [], M 1, W 4096"
+        field(&rows, "domain"),
+        "dims [65536, 2], parallel [], M 65536, W 2"
     );
-    assert!(out.contains("#   thread split: 2 work item(s)"));
-    assert!(
-        out.contains("#     thread 0: rows 0..1, elements 0..2048: 1 call(s), inner_work 2048")
-    );
-    assert!(
-        out.contains("#     thread 1: rows 0..1, elements 2048..4096: 1 call(s), inner_work 2048")
-    );
+    assert!(rows.contains("#     thread 1: rows 32768..65536, elements 0..2: 1 call(s), inner_work 2, outer_work [32768]"), "{rows}");
 }
 
 #[test]
