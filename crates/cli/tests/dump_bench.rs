@@ -749,3 +749,56 @@ fn bench_table_and_errors() {
     );
     fails(&["bench", &m, "--dim", "M=1"], &["--dim M"]);
 }
+
+#[test]
+fn bench_isa_choice_and_interpreted_subgraphs() {
+    if has_avx2() {
+        let out = ok(&[
+            "bench",
+            &example("relu_bias.sg"),
+            "--dim",
+            "N=2",
+            "--dim",
+            "C=20",
+            "--isa",
+            "avx2",
+            "--json",
+            "--target-ms",
+            "0",
+            "--min-iters",
+            "1",
+        ]);
+        assert!(json_lines(&out).iter().all(|v| v["isa"] == "avx2"), "{out}");
+        let fused = ok(&["dump", &example("relu_bias.sg"), "--fused", "--isa", "avx2"]);
+        assert!(
+            fused.contains("# 1 subgraph(s), 1 compiled for avx2"),
+            "{fused}"
+        );
+    } else {
+        eprintln!("skipped: --isa avx2 checks (this CPU lacks AVX2/FMA/BMI2)");
+    }
+    // select_convert's subgraph has bool and bf16 ports: the interpreter runs it, no
+    // kernel is compiled, and its line has no compile time.
+    let out = ok(&[
+        "bench",
+        &example("select_convert.sg"),
+        "--dim",
+        "N=4",
+        "--json",
+        "--target-ms",
+        "0",
+        "--min-iters",
+        "1",
+    ]);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2);
+    let sub = &lines[1];
+    assert_eq!(sub["subgraph"], "subgraph0");
+    assert!(sub["compile_us"].is_null());
+    assert!(lines.iter().all(|v| v["compilations"] == 0));
+    // x, lo, hi in (f32); the subgraph's outputs are a bool mask and a bf16 tensor.
+    let bytes = ((4 * 64 + 64 + 64) * 4 + 4 * 64 + 4 * 64 * 2) as f64;
+    let want = bytes / (sub["median_us"].as_f64().unwrap() * 1e-6) / 1e9;
+    let got = sub["gbps"].as_f64().unwrap();
+    assert!((got - want).abs() <= 1e-3 + 1e-3 * want, "{got} vs {want}");
+}
