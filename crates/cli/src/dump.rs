@@ -521,10 +521,9 @@ fn shapes_text(model: &CompiledModel, node: NodeId, inputs: &[Tensor]) -> String
         .iter()
         .enumerate()
         .map(|(i, t)| {
-            let name = body.and_then(|b| b.inputs.get(i)).map_or_else(
-                || format!("in{i}"),
-                |&p| body.expect("checked").node(p).outputs[0].name.clone(),
-            );
+            let name = body
+                .and_then(|b| Some(b.node(*b.inputs.get(i)?).outputs[0].name.clone()))
+                .unwrap_or_else(|| format!("in{i}"));
             format!("{name} {}{:?}", t.dtype(), t.shape)
         })
         .collect();
