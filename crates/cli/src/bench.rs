@@ -52,6 +52,11 @@ pub struct BenchArgs {
     /// Timed calls per measurement, at least.
     #[arg(long, default_value_t = 10)]
     pub min_iters: usize,
+    /// Time `CompiledModel::run`, which allocates its outputs on every call, instead of
+    /// `run_into` with outputs reused across calls (what the peers in ../shared/bench
+    /// measure: OpenVINO's pre-bound outputs, onnxruntime's I/O binding).
+    #[arg(long)]
+    pub fresh_outputs: bool,
 }
 
 /// Per-call times of one measurement.
@@ -346,7 +351,15 @@ pub fn bench(args: &BenchArgs, out: &mut impl Write) -> Result<(), CliError> {
         .map_err(CliError::Stdout)?;
     }
     for (bindings, shapes) in &combos {
-        let lines = bench_one(&model, shapes, compile_us, &exec, target, args.min_iters)?;
+        let lines = bench_one(
+            &model,
+            shapes,
+            compile_us,
+            &exec,
+            target,
+            args.min_iters,
+            args.fresh_outputs,
+        )?;
         let shape = shape_key(bindings, shapes);
         let common = Common {
             workload: &workload,
@@ -375,12 +388,21 @@ fn bench_one(
     exec: &Executor,
     target: Duration,
     min_iters: usize,
+    fresh_outputs: bool,
 ) -> Result<Vec<Line>, CliError> {
     let inputs = bind::make_inputs(model.inputs(), shapes, 0x5eed);
     let t = Instant::now();
-    let outputs = model.run(&inputs)?;
+    let mut outputs = model.run(&inputs)?;
     let first_call_us = t.elapsed().as_secs_f64() * 1e6;
-    let timing = measure(|| Ok(model.run(&inputs)?), target, min_iters)?;
+    let timing = if fresh_outputs {
+        measure(|| Ok(model.run(&inputs)?), target, min_iters)?
+    } else {
+        measure(
+            || Ok(model.run_into(&inputs, &mut outputs)?),
+            target,
+            min_iters,
+        )?
+    };
     let mut lines = vec![Line {
         subgraph: "model".into(),
         kind: "model".into(),
@@ -409,12 +431,23 @@ fn bench_one(
             .and_then(|(_, k)| k.as_ref().ok());
         let (timing, outs, compile_us) = match jit {
             Some(k) => {
-                let outs = k.run(&refs, exec).map_err(|e| err(e.to_string()))?;
-                let timing = measure(
-                    || k.run(&refs, exec).map_err(|e| err(e.to_string())),
-                    target,
-                    min_iters,
-                )?;
+                let mut outs = k.run(&refs, exec).map_err(|e| err(e.to_string()))?;
+                let timing = if fresh_outputs {
+                    measure(
+                        || k.run(&refs, exec).map_err(|e| err(e.to_string())),
+                        target,
+                        min_iters,
+                    )?
+                } else {
+                    measure(
+                        || {
+                            k.run_into(&refs, &mut outs, exec)
+                                .map_err(|e| err(e.to_string()))
+                        },
+                        target,
+                        min_iters,
+                    )?
+                };
                 let domain = bind::domain_of(&in_shapes, sg.body.outputs.len()).map_err(&err)?;
                 let ck = k
                     .kernel(&domain.bcast_inner)
