@@ -28,6 +28,9 @@ impl Compiler {
     /// A compiler with validated `options` (see [`Options::validate`]).
     pub fn new(options: Options) -> Result<Compiler, Error> {
         options.validate()?;
+        // One-time process initialization of the code generator, so that compiling a
+        // subgraph costs only its own lowering and emission.
+        snipjit_x64::warm_up();
         Ok(Compiler { options })
     }
 

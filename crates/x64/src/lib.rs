@@ -77,3 +77,13 @@ pub enum X64Error {
     #[error("kernel arguments: {0}")]
     Args(String),
 }
+
+/// Builds iced-x86's encoder tables, a one-time cost of about 0.7 ms per process that
+/// would otherwise land on the first kernel compilation. Idempotent and cheap after
+/// the first call; `snipjit::Compiler::new` calls it.
+pub fn warm_up() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = iced_x86::Encoder::new(64);
+    });
+}
