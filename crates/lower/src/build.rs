@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use snipjit_ir::{DType, Graph, Op, ValueRef};
 
 use crate::LowerError;
-use crate::lir::{Expr, ExprKind, Lir, PortInfo};
+use crate::lir::{Expr, ExprKind, Lir, PortInfo, RegRepr, register_repr};
 
 /// Builds the linear IR of `body`, one expression per node in topological order.
 ///
@@ -50,9 +50,9 @@ pub fn build(body: &Graph, bcast_inner: &[bool]) -> Result<Lir, LowerError> {
         spill_temps: vec![],
     };
     for p in lir.inputs.iter().chain(&lir.outputs) {
-        if p.dtype != DType::F32 {
+        if register_repr(p.dtype).is_none() {
             return Err(LowerError::Unsupported(format!(
-                "port '{}' has dtype {}; the JIT reads and writes f32 only",
+                "port '{}' has dtype {}; the JIT reads and writes f32, bf16, f16, i32, u8, i8 and bool",
                 p.name, p.dtype
             )));
         }
@@ -91,18 +91,42 @@ pub fn build(body: &Graph, bcast_inner: &[bool]) -> Result<Lir, LowerError> {
                     .push(Expr::new(ExprKind::Result(result_index[&id]), &ins, None));
                 continue;
             }
-            Op::Constant(t) => match (t.dtype(), t.scalar_value()) {
-                (DType::F32, Some(v)) => ExprKind::Scalar(v as f32),
+            Op::Constant(t) => match (register_repr(t.dtype()), t.scalar_value()) {
+                (Some(repr), Some(v)) => ExprKind::Scalar(scalar_bits(repr, v)),
                 _ => {
                     return Err(LowerError::Unsupported(format!(
-                        "constant '{}' is not an f32 scalar; tensor constants must be subgraph inputs",
+                        "constant '{}' is not a scalar of a JIT dtype; tensor constants must be subgraph inputs",
                         node.name
                     )));
                 }
             },
-            Op::Unary(u) => ExprKind::Unary(*u),
-            Op::Binary(b) => ExprKind::Binary(*b),
-            Op::Select => ExprKind::Select,
+            Op::Unary(_) | Op::Binary(_) | Op::Select => {
+                // The emitters compute in f32 and bool lanes: an op on integer (or
+                // bf16/f16) values would compute something else than the graph says.
+                let types = node
+                    .inputs
+                    .iter()
+                    .map(|&v| body.value_type(v).dtype)
+                    .chain(node.outputs.iter().map(|o| o.ty.dtype));
+                for d in types {
+                    if !matches!(d, DType::F32 | DType::Bool) {
+                        return Err(LowerError::Unsupported(format!(
+                            "op {} at node '{}' reads or writes {d}; the JIT computes in f32 and bool",
+                            node.op.name(),
+                            node.name
+                        )));
+                    }
+                }
+                match &node.op {
+                    Op::Unary(u) => ExprKind::Unary(*u),
+                    Op::Binary(b) => ExprKind::Binary(*b),
+                    _ => ExprKind::Select,
+                }
+            }
+            Op::Convert { to } => ExprKind::Convert {
+                from: body.value_type(node.inputs[0]).dtype,
+                to: *to,
+            },
             Op::Identity => {
                 value_of.insert(ValueRef::new(id, 0), ins[0]);
                 continue;
@@ -115,11 +139,16 @@ pub fn build(body: &Graph, bcast_inner: &[bool]) -> Result<Lir, LowerError> {
                 )));
             }
         };
-        for o in &node.outputs {
-            if !matches!(o.ty.dtype, DType::F32 | DType::Bool) {
+        for d in node
+            .inputs
+            .iter()
+            .map(|&v| body.value_type(v).dtype)
+            .chain(node.outputs.iter().map(|o| o.ty.dtype))
+        {
+            if register_repr(d).is_none() {
                 return Err(LowerError::Unsupported(format!(
-                    "value '{}' has dtype {}; the JIT computes in f32 and bool",
-                    o.name, o.ty.dtype
+                    "node '{}' reads or writes {d}, which the JIT holds in no register",
+                    node.name
                 )));
             }
         }
@@ -128,4 +157,15 @@ pub fn build(body: &Graph, bcast_inner: &[bool]) -> Result<Lir, LowerError> {
         lir.exprs.push(Expr::new(kind, &ins, Some(out)));
     }
     Ok(lir)
+}
+
+/// The lane bits of a scalar constant of value `v` in representation `repr`, carried as
+/// the f32 with those bits (`Scalar` splats bits): f32 lanes hold the value, i32 lanes
+/// the integer, mask lanes all ones for true.
+fn scalar_bits(repr: RegRepr, v: f64) -> f32 {
+    match repr {
+        RegRepr::F32 => v as f32,
+        RegRepr::I32 => f32::from_bits(v as i64 as i32 as u32),
+        RegRepr::Mask => f32::from_bits(if v != 0.0 { u32::MAX } else { 0 }),
+    }
 }

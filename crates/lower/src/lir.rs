@@ -54,6 +54,12 @@ pub enum ExprKind {
     Fma,
     /// `x ^ exponent` with a compile-time exponent.
     PowStatic(f32),
+    /// Element type conversion from the register representation of `from` to that of
+    /// `to` (see [`register_repr`]), with the interpreter's Convert semantics.
+    Convert {
+        from: DType,
+        to: DType,
+    },
     LoopBegin(LoopId),
     LoopEnd(LoopId),
 }
@@ -73,6 +79,7 @@ impl ExprKind {
             ExprKind::Select => "Select".into(),
             ExprKind::Fma => "Fma".into(),
             ExprKind::PowStatic(e) => format!("PowStatic {}", fmt_f32(*e)),
+            ExprKind::Convert { from, to } => format!("Convert {from} to {to}"),
             ExprKind::LoopBegin(l) => format!("LoopBegin L{}", l.0),
             ExprKind::LoopEnd(l) => format!("LoopEnd L{}", l.0),
         }
@@ -82,6 +89,37 @@ impl ExprKind {
     pub fn is_loop_marker(&self) -> bool {
         matches!(self, ExprKind::LoopBegin(_) | ExprKind::LoopEnd(_))
     }
+}
+
+/// How a value of a dtype is held in a vector register, one 32-bit lane per element.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RegRepr {
+    /// f32 lanes; bf16 and f16 values are held as the f32 of the same value (exactly
+    /// representable), so arithmetic on them is f32 arithmetic.
+    F32,
+    /// 32-bit integer lanes; u8 is zero-extended, i8 sign-extended.
+    I32,
+    /// All-ones (true) or all-zeros (false) lanes.
+    Mask,
+}
+
+/// The register representation of `dtype`, or `None` for a dtype the JIT does not
+/// hold in registers (i64).
+pub fn register_repr(dtype: DType) -> Option<RegRepr> {
+    match dtype {
+        DType::F32 | DType::BF16 | DType::F16 => Some(RegRepr::F32),
+        DType::I32 | DType::U8 | DType::I8 => Some(RegRepr::I32),
+        DType::Bool => Some(RegRepr::Mask),
+        DType::I64 => None,
+    }
+}
+
+/// Vector registers a store to a port of `dtype` needs to narrow the value into, on
+/// every target: one for ports narrower than 32 bits (and bool, whose 0/1 bytes are
+/// computed from mask lanes), none for f32 and i32. AssignRegisters reserves them as
+/// scratch on top of the emitters' own needs.
+pub fn store_scratch(dtype: DType) -> usize {
+    usize::from(dtype.size() != 4)
 }
 
 fn unary_text(u: UnaryOp) -> String {

@@ -552,6 +552,18 @@ impl Cursor<'_> {
         }
     }
 
+    fn dtype(&mut self) -> Result<DType, LirParseError> {
+        let (dt, dcol) = self.ident("a dtype")?;
+        DType::from_name(&dt).ok_or_else(|| {
+            self.err_at(
+                dcol,
+                format!(
+                    "unknown dtype '{dt}' (expected one of f32, bf16, f16, i8, u8, i32, i64, bool)"
+                ),
+            )
+        })
+    }
+
     fn keyword(&mut self, kw: &str) -> Result<(), LirParseError> {
         match self.peek() {
             Some(Tok::Ident(s)) if s == kw => {
@@ -916,15 +928,7 @@ impl Parser<'_> {
                 }
                 let name = c.name("the port name")?;
                 c.punct(':')?;
-                let (dt, dcol) = c.ident("a dtype")?;
-                let dtype = DType::from_name(&dt).ok_or_else(|| {
-                    c.err_at(
-                        dcol,
-                        format!(
-                            "unknown dtype '{dt}' (expected one of f32, bf16, f16, i8, u8, i32, i64, bool)"
-                        ),
-                    )
-                })?;
+                let dtype = c.dtype()?;
                 c.punct('[')?;
                 let mut dims = vec![];
                 if !c.eat_punct(']') {
@@ -1026,6 +1030,14 @@ impl Parser<'_> {
             "Select" => ExprKind::Select,
             "Fma" => ExprKind::Fma,
             "PowStatic" => ExprKind::PowStatic(c.f32()?),
+            "Convert" => {
+                let from = c.dtype()?;
+                c.keyword("to")?;
+                ExprKind::Convert {
+                    from,
+                    to: c.dtype()?,
+                }
+            }
             "LoopBegin" => ExprKind::LoopBegin(c.loop_id()?),
             "LoopEnd" => ExprKind::LoopEnd(c.loop_id()?),
             name => {
@@ -1358,6 +1370,14 @@ lir \"odd kernel \\\"q\\\"\\n\" values=5
             ExprKind::Scalar(-16777216.0),
             ExprKind::Scalar(1e20),
             ExprKind::PowStatic(0.5),
+            ExprKind::Convert {
+                from: DType::F32,
+                to: DType::BF16,
+            },
+            ExprKind::Convert {
+                from: DType::U8,
+                to: DType::Bool,
+            },
         ];
         kinds.extend(UnaryOp::ALL.map(ExprKind::Unary));
         kinds.extend(BinaryOp::ALL.map(ExprKind::Binary));

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::LowerError;
-use crate::lir::{ExprKind, Lir, Location, LoopId};
+use crate::lir::{ExprKind, Lir, Location, LoopId, register_repr};
 
 /// Verifies `lir`; the error names the expression index and the reason.
 pub fn verify(lir: &Lir) -> Result<(), LowerError> {
@@ -19,6 +19,23 @@ pub fn verify(lir: &Lir) -> Result<(), LowerError> {
     let mut open: Vec<LoopId> = vec![];
     let mut seen_loops = vec![false; lir.loops.len()];
     let bracketed = lir.exprs.iter().any(|e| e.kind.is_loop_marker());
+    for (k, p) in lir.inputs.iter().chain(&lir.outputs).enumerate() {
+        if register_repr(p.dtype).is_none() {
+            return Err(err(
+                0,
+                format!(
+                    "port '{}' ({}) has dtype {}, which the JIT cannot load or store",
+                    p.name,
+                    if k < lir.inputs.len() {
+                        "input"
+                    } else {
+                        "output"
+                    },
+                    p.dtype
+                ),
+            ));
+        }
+    }
     for (i, e) in lir.exprs.iter().enumerate() {
         for v in &e.ins {
             let vi = v.0 as usize;
@@ -40,7 +57,7 @@ pub fn verify(lir: &Lir) -> Result<(), LowerError> {
             ExprKind::Parameter(_) | ExprKind::Load { .. } | ExprKind::BroadcastLoad { .. } => 0,
             ExprKind::Scalar(_) | ExprKind::LoopBegin(_) | ExprKind::LoopEnd(_) => 0,
             ExprKind::Result(_) | ExprKind::Store { .. } => 1,
-            ExprKind::Unary(_) | ExprKind::PowStatic(_) => 1,
+            ExprKind::Unary(_) | ExprKind::PowStatic(_) | ExprKind::Convert { .. } => 1,
             ExprKind::Binary(_) => 2,
             ExprKind::Select | ExprKind::Fma => 3,
         };
@@ -115,6 +132,16 @@ pub fn verify(lir: &Lir) -> Result<(), LowerError> {
             && output >= lir.outputs.len()
         {
             return Err(err(i, format!("output out{output} does not exist")));
+        }
+        if let ExprKind::Convert { from, to } = e.kind {
+            for d in [from, to] {
+                if register_repr(d).is_none() {
+                    return Err(err(
+                        i,
+                        format!("Convert of {d} values: the JIT holds no {d} in registers"),
+                    ));
+                }
+            }
         }
     }
     if let Some(l) = open.last() {

@@ -46,15 +46,25 @@ impl Domain {
         self.dims.iter().product()
     }
 
-    /// The outer increment in bytes of every port for `lanes`-wide vectors of `elem` bytes.
+    /// The outer increment in bytes of every port for `lanes`-wide vectors, every port
+    /// holding elements of `elem` bytes (see [`Domain::port_outer_increments`]).
     pub fn outer_increments(&self, lanes: usize, elem: usize) -> Vec<i64> {
+        self.port_outer_increments(lanes, &vec![elem; self.strides.len()])
+    }
+
+    /// The outer increment in bytes of every port (inputs, then outputs) for
+    /// `lanes`-wide vectors, port `p` holding elements of `sizes[p]` bytes: the row
+    /// stride minus what the kernel's main loop already advanced
+    /// (`floor(W / lanes) * lanes * size`, nothing for an inner-broadcast input).
+    pub fn port_outer_increments(&self, lanes: usize, sizes: &[usize]) -> Vec<i64> {
         let w = self.w();
         let rank = self.dims.len();
         let n_in = self.bcast_inner.len();
         self.strides
             .iter()
+            .zip(sizes)
             .enumerate()
-            .map(|(p, s)| {
+            .map(|(p, (s, &elem))| {
                 let incremented = p >= n_in || !self.bcast_inner[p];
                 let advanced = if incremented {
                     (w / lanes) * lanes * elem
@@ -185,6 +195,23 @@ mod tests {
         assert_eq!(d.bcast_inner, vec![false, true]);
         assert_eq!(d.strides[1], vec![1, 0]);
         assert_eq!(d.outer_increments(8, 4), vec![40 - 32, 4, 40 - 32]);
+    }
+
+    #[test]
+    fn increments_follow_each_ports_element_size() {
+        // x: u8[4, 10], b: f32[4, 1] (inner broadcast), y: bf16[4, 10]; 8 lanes: the
+        // main loop advances x by 8 bytes and y by 16 per row.
+        let d = configure(&[&[4, 10], &[4, 1]], &[&[4, 10]]).unwrap();
+        assert_eq!(
+            d.port_outer_increments(8, &[1, 4, 2]),
+            vec![10 - 8, 4, 20 - 16]
+        );
+        // Row broadcast: b[1, 10] of bool returns to its row start.
+        let d = configure(&[&[3, 10], &[1, 10]], &[&[3, 10]]).unwrap();
+        assert_eq!(
+            d.port_outer_increments(4, &[2, 1, 4]),
+            vec![20 - 16, -8, 40 - 32]
+        );
     }
 
     #[test]

@@ -56,16 +56,17 @@ impl Executor {
     /// more than it saves.
     ///
     /// # Safety
-    /// Every pointer must be valid for the elements its port's strides reach over the
-    /// domain (inputs readable, outputs writable and not aliasing inputs or each other),
-    /// and `rt` must be `domain.outer_increments(k.lanes, 4)`.
+    /// Every pointer must be valid for the elements (of its port's dtype, see
+    /// [`CompiledKernel::port_sizes`]) its port's strides reach over the domain (inputs
+    /// readable, outputs writable and not aliasing inputs or each other), and `rt` must
+    /// be `domain.port_outer_increments(k.lanes, &k.port_sizes)`.
     pub unsafe fn run(
         &self,
         k: &CompiledKernel,
         domain: &Domain,
         rt: &[i64],
-        ins: &[*const f32],
-        outs: &[*mut f32],
+        ins: &[*const u8],
+        outs: &[*mut u8],
     ) {
         let numel = domain.numel();
         if numel == 0 {
@@ -73,6 +74,7 @@ impl Executor {
         }
         let lanes = k.lanes;
         let vec_bytes = lanes * 4;
+        let out_sizes = &k.port_sizes[ins.len().min(k.port_sizes.len())..];
         let ports: SmallVec<[usize; 8]> = ins
             .iter()
             .map(|p| *p as usize)
@@ -88,7 +90,12 @@ impl Executor {
         // misalignment: a head call with ordinary stores aligns every output pointer,
         // and whole-vector chunks keep them aligned.
         let misalign = outs.first().map_or(0, |p| *p as usize % vec_bytes);
+        // Only f32/i32 outputs get non-temporal stores (the kernel stores narrower
+        // ports with ordinary stores), so only they need aligning.
         let nt = rows == 1
+            && !outs.is_empty()
+            && out_sizes.len() == outs.len()
+            && out_sizes.iter().all(|&s| s == 4)
             && numel * 4 * outs.len() >= NT_STORE_MIN_BYTES
             && misalign.is_multiple_of(4)
             && outs.iter().all(|p| *p as usize % vec_bytes == misalign);
@@ -181,7 +188,7 @@ impl Call<'_> {
                     el += (rem % par[dd]) * strides[dd];
                     rem /= par[dd];
                 }
-                *ptr = (*base as *mut u8).wrapping_add(el * 4);
+                *ptr = (*base as *mut u8).wrapping_add(el * self.k.port_sizes[q]);
             }
             let args = CallArgs {
                 ptrs: ptrs.as_ptr(),

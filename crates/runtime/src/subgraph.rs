@@ -21,6 +21,8 @@ pub struct CompiledKernel {
     pub kernel: Kernel,
     pub(crate) entry: KernelFn,
     pub lanes: usize,
+    /// Element size in bytes of every port (inputs, then outputs).
+    pub port_sizes: Vec<usize>,
     /// Bytes of per-thread scratchpad (spilled values).
     pub scratch_bytes: usize,
     /// The final linear IR (for dumps).
@@ -46,6 +48,12 @@ pub fn compile_kernel(
     Ok(CompiledKernel {
         entry,
         lanes: isa.lanes(),
+        port_sizes: lir
+            .inputs
+            .iter()
+            .chain(&lir.outputs)
+            .map(|p| p.dtype.size())
+            .collect(),
         scratch_bytes: lir.spill_slots as usize * isa.vec_bytes(),
         lir,
         kernel,
@@ -140,7 +148,7 @@ impl JitSubgraph {
         Ok(k)
     }
 
-    /// Runs the subgraph on concrete inputs (f32, shapes matching the body's
+    /// Runs the subgraph on concrete inputs (dtypes and shapes matching the body's
     /// parameters); returns the outputs.
     pub fn run(&self, inputs: &[&Tensor], exec: &Executor) -> Result<Vec<Tensor>, RuntimeError> {
         let mut outs = vec![];
@@ -165,7 +173,7 @@ impl JitSubgraph {
                 inputs.len()
             )));
         }
-        let mut ins: SmallVec<[*const f32; 8]> = SmallVec::new();
+        let mut ins: SmallVec<[*const u8; 8]> = SmallVec::new();
         for (i, (t, &p)) in inputs.iter().zip(&body.inputs).enumerate() {
             let decl = &body.node(p).outputs[0];
             let err = |reason: String| RuntimeError::Input {
@@ -173,30 +181,43 @@ impl JitSubgraph {
                 name: decl.name.clone(),
                 reason,
             };
-            let data = t
-                .as_f32()
-                .ok_or_else(|| err(format!("dtype {} where f32 is expected", t.dtype())))?;
+            if t.dtype() != decl.ty.dtype {
+                return Err(err(format!(
+                    "dtype {} where {} is expected",
+                    t.dtype(),
+                    decl.ty.dtype
+                )));
+            }
             let numel = t.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-            if !decl.ty.shape.matches(&t.shape) || numel != Some(data.len()) {
+            if !decl.ty.shape.matches(&t.shape) || numel != Some(t.data.len()) {
                 return Err(err(format!(
                     "shape {:?} does not match {}",
                     t.shape, decl.ty.shape
                 )));
             }
-            ins.push(data.as_ptr());
+            ins.push(
+                data_ptr(&t.data)
+                    .ok_or_else(|| err(format!("dtype {} is not read by the JIT", t.dtype())))?,
+            );
         }
         let prep = self.prepare(inputs)?;
         let numel = prep.domain.numel();
         outputs.truncate(body.outputs.len());
         let mut fresh: SmallVec<[usize; 4]> = SmallVec::new();
-        for k in 0..body.outputs.len() {
+        for (k, &r) in body.outputs.iter().enumerate() {
+            let dtype = body.node(r).outputs[0].ty.dtype;
             let reusable = outputs.get(k).is_some_and(|t| {
-                t.shape == prep.full && matches!(&t.data, TensorData::F32(v) if v.len() == numel)
+                t.shape == prep.full && t.dtype() == dtype && t.data.len() == numel
             });
             if !reusable {
+                let data = new_output(dtype, numel).ok_or_else(|| {
+                    RuntimeError::Shape(format!(
+                        "output {k} has dtype {dtype}, which the JIT does not write"
+                    ))
+                })?;
                 let t = Tensor {
                     shape: prep.full.clone(),
-                    data: TensorData::F32(new_output(numel)),
+                    data,
                 };
                 if k < outputs.len() {
                     outputs[k] = t;
@@ -206,26 +227,24 @@ impl JitSubgraph {
                 fresh.push(k);
             }
         }
-        let out_ptrs: SmallVec<[*mut f32; 4]> = outputs
+        let out_ptrs: SmallVec<[*mut u8; 4]> = outputs
             .iter_mut()
-            .map(|o| match &mut o.data {
-                TensorData::F32(v) => v.as_mut_ptr(),
-                _ => unreachable!("outputs were made f32 above"),
-            })
+            .map(|o| data_ptr_mut(&mut o.data).expect("outputs were made of JIT dtypes above"))
             .collect();
         if numel > 0 {
-            // SAFETY: inputs were checked to hold their shapes' elements and to
+            // SAFETY: inputs were checked to have their declared dtypes (whose element
+            // sizes the kernel was compiled for), to hold their shapes' elements and to
             // broadcast to the domain (in `prepare`), so every stride stays inside its
-            // buffer; outputs have capacity for the domain's element count, are
-            // distinct allocations, and cannot alias the inputs (`&mut` against `&`).
+            // buffer; outputs have capacity for the domain's element count of their
+            // dtype, are distinct allocations, and cannot alias the inputs (`&mut`
+            // against `&`).
             unsafe { exec.run(&prep.kernel, &prep.domain, &prep.rt, &ins, &out_ptrs) };
         }
         for k in fresh {
-            if let TensorData::F32(v) = &mut outputs[k].data {
-                // SAFETY: the kernel wrote every one of the `numel` elements of each
-                // output (the domain covers the full output shape), within capacity.
-                unsafe { v.set_len(numel) };
-            }
+            // SAFETY: the kernel wrote every one of the `numel` elements of each output
+            // (the domain covers the full output shape), within capacity; bool outputs
+            // are written as 0/1 bytes, valid `bool`s.
+            unsafe { set_output_len(&mut outputs[k].data, numel) };
         }
         Ok(())
     }
@@ -253,7 +272,7 @@ impl JitSubgraph {
         }
         for &r in &body.outputs {
             let ty = &body.node(r).outputs[0].ty;
-            if ty.dtype != DType::F32 || !ty.shape.matches(&full) {
+            if !ty.shape.matches(&full) {
                 return Err(RuntimeError::Shape(format!(
                     "output '{}' of type {ty} cannot take the domain shape {full:?}",
                     body.node(r).name
@@ -264,7 +283,7 @@ impl JitSubgraph {
         let out_shapes: Vec<&[usize]> = body.outputs.iter().map(|_| full.as_slice()).collect();
         let domain = configure(&in_shapes, &out_shapes)?;
         let kernel = self.kernel(&domain.bcast_inner)?;
-        let rt = domain.outer_increments(kernel.lanes, 4);
+        let rt = domain.port_outer_increments(kernel.lanes, &kernel.port_sizes);
         let p = Arc::new(Prepared {
             shapes: inputs.iter().map(|t| t.shape.clone()).collect(),
             full,
@@ -288,15 +307,78 @@ struct Prepared {
     rt: Vec<i64>,
 }
 
+/// The first element of `d` (`None` for i64, which the JIT does not read).
+fn data_ptr(d: &TensorData) -> Option<*const u8> {
+    Some(match d {
+        TensorData::F32(v) => v.as_ptr().cast(),
+        TensorData::BF16(v) => v.as_ptr().cast(),
+        TensorData::F16(v) => v.as_ptr().cast(),
+        TensorData::I8(v) => v.as_ptr().cast(),
+        TensorData::U8(v) => v.as_ptr(),
+        TensorData::I32(v) => v.as_ptr().cast(),
+        TensorData::Bool(v) => v.as_ptr().cast(),
+        TensorData::I64(_) => return None,
+    })
+}
+
+/// The first element of `d`, writable (`None` for i64).
+fn data_ptr_mut(d: &mut TensorData) -> Option<*mut u8> {
+    Some(match d {
+        TensorData::F32(v) => v.as_mut_ptr().cast(),
+        TensorData::BF16(v) => v.as_mut_ptr().cast(),
+        TensorData::F16(v) => v.as_mut_ptr().cast(),
+        TensorData::I8(v) => v.as_mut_ptr().cast(),
+        TensorData::U8(v) => v.as_mut_ptr(),
+        TensorData::I32(v) => v.as_mut_ptr().cast(),
+        TensorData::Bool(v) => v.as_mut_ptr().cast(),
+        TensorData::I64(_) => return None,
+    })
+}
+
+/// Sets the length of a fresh output buffer.
+///
+/// # Safety
+/// The first `n` elements must be initialized (bool elements to 0 or 1) and `n` must
+/// not exceed the capacity.
+unsafe fn set_output_len(d: &mut TensorData, n: usize) {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        match d {
+            TensorData::F32(v) => v.set_len(n),
+            TensorData::BF16(v) => v.set_len(n),
+            TensorData::F16(v) => v.set_len(n),
+            TensorData::I8(v) => v.set_len(n),
+            TensorData::U8(v) => v.set_len(n),
+            TensorData::I32(v) => v.set_len(n),
+            TensorData::I64(v) => v.set_len(n),
+            TensorData::Bool(v) => v.set_len(n),
+        }
+    }
+}
+
+/// An empty output of `dtype` with capacity for `n` elements (`None` for i64).
+fn new_output(dtype: DType, n: usize) -> Option<TensorData> {
+    Some(match dtype {
+        DType::F32 => TensorData::F32(with_capacity(n)),
+        DType::BF16 => TensorData::BF16(with_capacity(n)),
+        DType::F16 => TensorData::F16(with_capacity(n)),
+        DType::I8 => TensorData::I8(with_capacity(n)),
+        DType::U8 => TensorData::U8(with_capacity(n)),
+        DType::I32 => TensorData::I32(with_capacity(n)),
+        DType::Bool => TensorData::Bool(with_capacity(n)),
+        DType::I64 => return None,
+    })
+}
+
 /// Bytes from which output buffers ask for transparent huge pages.
 const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
 
-/// A buffer with capacity for `n` outputs, not yet initialized (the kernel writes every
-/// element before `set_len`). Large buffers are advised to use huge pages, so the first
-/// touch faults once per 2 MiB instead of once per 4 KiB.
-fn new_output(n: usize) -> Vec<f32> {
-    let v: Vec<f32> = Vec::with_capacity(n);
-    let bytes = n * 4;
+/// A buffer with capacity for `n` elements, not yet initialized (the kernel writes
+/// every element before `set_len`). Large buffers are advised to use huge pages, so
+/// the first touch faults once per 2 MiB instead of once per 4 KiB.
+fn with_capacity<T>(n: usize) -> Vec<T> {
+    let v: Vec<T> = Vec::with_capacity(n);
+    let bytes = n * std::mem::size_of::<T>();
     if bytes >= HUGE_PAGE_MIN_BYTES {
         let start = v.as_ptr() as usize;
         let page = 4096;

@@ -420,15 +420,15 @@ fn large_outputs_with_non_temporal_stores() {
             for offset in [0usize, 1, 3, 5] {
                 let mut out = vec![f32::NAN; n + 16];
                 let domain = configure(&[&[n]], &[&[n]]).unwrap();
-                let rt = domain.outer_increments(k.lanes, 4);
+                let rt = domain.port_outer_increments(k.lanes, &k.port_sizes);
                 // SAFETY: x holds n elements; out holds n elements from `offset`.
                 unsafe {
                     exec.run(
                         &k,
                         &domain,
                         &rt,
-                        &[x.as_ptr()],
-                        &[out.as_mut_ptr().add(offset)],
+                        &[x.as_ptr().cast()],
+                        &[out.as_mut_ptr().add(offset).cast()],
                     )
                 };
                 for (i, (a, b)) in out[offset..offset + n].iter().zip(&want).enumerate() {

@@ -38,6 +38,7 @@ use std::collections::HashMap;
 use dynasmrt::x64::Assembler;
 use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, dynasm};
 use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Register};
+use snipjit_ir::DType;
 
 use crate::{Isa, Kernel, X64Error};
 
@@ -285,6 +286,8 @@ pub(crate) enum V2 {
     Sqrt,
     Cvtdq2ps,
     Cvttps2dq,
+    /// `|x|` of i32 lanes (`i32::MIN` stays `0x8000_0000`, read unsigned: 2^31).
+    PAbsD,
 }
 
 impl V2 {
@@ -297,6 +300,8 @@ impl V2 {
             (V2::Cvtdq2ps, Isa::Avx512) => C::EVEX_Vcvtdq2ps_zmm_k1z_zmmm512b32_er,
             (V2::Cvttps2dq, Isa::Avx2) => C::VEX_Vcvttps2dq_ymm_ymmm256,
             (V2::Cvttps2dq, Isa::Avx512) => C::EVEX_Vcvttps2dq_zmm_k1z_zmmm512b32_sae,
+            (V2::PAbsD, Isa::Avx2) => C::VEX_Vpabsd_ymm_ymmm256,
+            (V2::PAbsD, Isa::Avx512) => C::EVEX_Vpabsd_zmm_k1z_zmmm512b32,
         }
     }
 }
@@ -305,6 +310,7 @@ impl V2 {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Shift {
     Sll,
+    Srl,
     Sra,
 }
 
@@ -877,6 +883,8 @@ impl VecAsm {
         let code = match (op, self.isa) {
             (Shift::Sll, Isa::Avx2) => C::VEX_Vpslld_ymm_ymm_imm8,
             (Shift::Sll, Isa::Avx512) => C::EVEX_Vpslld_zmm_k1z_zmmm512b32_imm8,
+            (Shift::Srl, Isa::Avx2) => C::VEX_Vpsrld_ymm_ymm_imm8,
+            (Shift::Srl, Isa::Avx512) => C::EVEX_Vpsrld_zmm_k1z_zmmm512b32_imm8,
             (Shift::Sra, Isa::Avx2) => C::VEX_Vpsrad_ymm_ymm_imm8,
             (Shift::Sra, Isa::Avx512) => C::EVEX_Vpsrad_zmm_k1z_zmmm512b32_imm8,
         };
@@ -1044,5 +1052,443 @@ fn enc_err(what: &str, e: iced_x86::IcedError) -> X64Error {
     X64Error::Encode {
         what: what.into(),
         reason: e.to_string(),
+    }
+}
+
+// ----- typed ports: widening loads and narrowing stores ------------------------------
+
+/// How the elements of a port sit in memory, and what a load does to widen them into
+/// their register representation (see `snipjit_lower::lir::register_repr`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Elem {
+    /// f32 and i32: one dword per lane, moved as is.
+    Dword,
+    /// u8: zero-extended bytes.
+    U8,
+    /// i8: sign-extended bytes.
+    I8,
+    /// bool: 0/1 bytes widened to all-ones / all-zeros lanes.
+    Bool,
+    /// bf16: words shifted into the top half of an f32.
+    Bf16,
+    /// f16: converted with `vcvtph2ps` / `vcvtps2ph` (exact for f16 values).
+    F16,
+}
+
+impl Elem {
+    fn of(dtype: DType, op: &str) -> Result<Elem, X64Error> {
+        Ok(match dtype {
+            DType::F32 | DType::I32 => Elem::Dword,
+            DType::U8 => Elem::U8,
+            DType::I8 => Elem::I8,
+            DType::Bool => Elem::Bool,
+            DType::BF16 => Elem::Bf16,
+            DType::F16 => Elem::F16,
+            DType::I64 => {
+                return Err(X64Error::Args(format!(
+                    "{op}: i64 ports are not loaded or stored by the JIT"
+                )));
+            }
+        })
+    }
+
+    /// log2 of the element size in bytes.
+    fn shift(self) -> u8 {
+        match self {
+            Elem::Dword => 2,
+            Elem::Bf16 | Elem::F16 => 1,
+            Elem::U8 | Elem::I8 | Elem::Bool => 0,
+        }
+    }
+}
+
+/// Bytes of the stack buffer the AVX2 sub-dword tails go through (16 are used: eight
+/// words; 32 keeps a ymm-sized slot).
+pub const TAIL_BUF_BYTES: usize = 32;
+
+/// Registers `rep movsb` uses; the tail copies save and restore them.
+const MOVS_REGS: [Gpr; 3] = [Gpr::Rcx, Gpr::Rsi, Gpr::Rdi];
+
+impl VecAsm {
+    /// The register of `v` that holds a vector's worth of `e` elements before
+    /// widening (after narrowing): xmm for bytes, ymm for words on AVX-512 (16 lanes),
+    /// xmm for both on AVX2 (8 lanes).
+    fn narrow_reg(&self, v: VReg, e: Elem) -> Register {
+        match (self.isa, e.shift()) {
+            (Isa::Avx512, 1) => Register::YMM0 + u32::from(v.0),
+            _ => Register::XMM0 + u32::from(v.0),
+        }
+    }
+
+    /// Widens a vector of `e` elements from `src` (memory or the narrow register of a
+    /// vreg) into the register representation in `dst`.
+    fn widen(&mut self, dst: VReg, src: IOp, e: Elem) -> Result<(), X64Error> {
+        use Code as C;
+        let code = match (e, self.isa) {
+            (Elem::Dword, _) => {
+                return Err(X64Error::Assembler("widen of dword elements".into()));
+            }
+            (Elem::U8 | Elem::Bool, Isa::Avx2) => C::VEX_Vpmovzxbd_ymm_xmmm64,
+            (Elem::U8 | Elem::Bool, Isa::Avx512) => C::EVEX_Vpmovzxbd_zmm_k1z_xmmm128,
+            (Elem::I8, Isa::Avx2) => C::VEX_Vpmovsxbd_ymm_xmmm64,
+            (Elem::I8, Isa::Avx512) => C::EVEX_Vpmovsxbd_zmm_k1z_xmmm128,
+            (Elem::Bf16, Isa::Avx2) => C::VEX_Vpmovzxwd_ymm_xmmm128,
+            (Elem::Bf16, Isa::Avx512) => C::EVEX_Vpmovzxwd_zmm_k1z_ymmm256,
+            (Elem::F16, Isa::Avx2) => C::VEX_Vcvtph2ps_ymm_xmmm128,
+            (Elem::F16, Isa::Avx512) => C::EVEX_Vcvtph2ps_zmm_k1z_ymmm256_sae,
+        };
+        let d = self.vr(dst);
+        let ins = match src {
+            IOp::R(r) => Instruction::with2(code, d, r),
+            IOp::M(m) => Instruction::with2(code, d, m),
+        };
+        self.enc(ins, "widen")?;
+        match e {
+            Elem::Bool => {
+                // 0/1 -> all-zeros/all-ones: bit 0 to the sign, then spread it.
+                self.vshift(Shift::Sll, dst, dst, 31)?;
+                self.vshift(Shift::Sra, dst, dst, 31)
+            }
+            Elem::Bf16 => self.vshift(Shift::Sll, dst, dst, 16),
+            _ => Ok(()),
+        }
+    }
+
+    /// Full-vector load of `lanes` elements of `dtype` at `mem`, widened to the
+    /// register representation: f32 lanes (f32, bf16, f16), i32 lanes (i32, u8
+    /// zero-extended, i8 sign-extended) or all-ones/all-zeros lanes (bool, stored as
+    /// 0/1 bytes). Reads exactly `lanes * size` bytes.
+    pub fn load_typed(&mut self, dst: VReg, mem: Mem, dtype: DType) -> Result<(), X64Error> {
+        self.check_vreg("load_typed", dst)?;
+        match Elem::of(dtype, "load_typed")? {
+            Elem::Dword => self.load(dst, mem),
+            e => {
+                let m = self.iced_mem(mem);
+                self.widen(dst, IOp::M(m), e)
+            }
+        }
+    }
+
+    /// Loads one element of `dtype` at `mem` and broadcasts its register
+    /// representation to every lane. Reads exactly one element.
+    pub fn broadcast_load_typed(
+        &mut self,
+        dst: VReg,
+        mem: Mem,
+        dtype: DType,
+    ) -> Result<(), X64Error> {
+        use Code as C;
+        self.check_vreg("broadcast_load_typed", dst)?;
+        let e = Elem::of(dtype, "broadcast_load_typed")?;
+        if e == Elem::Dword {
+            return self.broadcast_load(dst, mem);
+        }
+        let code = match (e.shift(), self.isa) {
+            (0, Isa::Avx2) => C::VEX_Vpbroadcastb_xmm_xmmm8,
+            (0, Isa::Avx512) => C::EVEX_Vpbroadcastb_xmm_k1z_xmmm8,
+            (_, Isa::Avx2) => C::VEX_Vpbroadcastw_xmm_xmmm16,
+            (_, Isa::Avx512) => C::EVEX_Vpbroadcastw_ymm_k1z_xmmm16,
+        };
+        let n = self.narrow_reg(dst, e);
+        let ins = Instruction::with2(code, n, self.iced_mem(mem));
+        self.enc(ins, "vpbroadcast")?;
+        self.widen(dst, IOp::R(n), e)
+    }
+
+    /// Masked tail load of `count` (0..=lanes) elements of `dtype` (see
+    /// [`VecAsm::load_typed`]); inactive lanes become zero and memory past the count is
+    /// never read.
+    ///
+    /// f32/i32 use [`VecAsm::load_tail`]. Narrower types: on AVX-512 a `k1`-masked
+    /// `vmovdqu8`/`vmovdqu16` (fault-suppressing) into `dst`, widened in place; on AVX2
+    /// (no masked byte or word loads) `count` elements are copied with `rep movsb` into
+    /// `buf` (at least [`TAIL_BUF_BYTES`] bytes of the caller's stack, zeroed first) and
+    /// widened from there. The AVX2 copy saves and restores rcx, rsi and rdi; neither
+    /// `mem` nor `buf` may be based on or indexed by them (`buf` may be `rsp`-based),
+    /// and `count` must not be rsi or rdi.
+    pub fn load_tail_typed(
+        &mut self,
+        dst: VReg,
+        mem: Mem,
+        dtype: DType,
+        count: Gpr,
+        buf: Mem,
+    ) -> Result<(), X64Error> {
+        self.check_vreg("load_tail_typed", dst)?;
+        let e = Elem::of(dtype, "load_tail_typed")?;
+        if e == Elem::Dword {
+            return self.load_tail(dst, mem);
+        }
+        let n = self.narrow_reg(dst, e);
+        match self.isa {
+            Isa::Avx512 => {
+                let code = if e.shift() == 0 {
+                    Code::EVEX_Vmovdqu8_xmm_k1z_xmmm128
+                } else {
+                    Code::EVEX_Vmovdqu16_ymm_k1z_ymmm256
+                };
+                let mut ins = Instruction::with2(code, n, self.iced_mem(mem))
+                    .map_err(|err| enc_err("vmovdqu8/16{k1}{z}", err))?;
+                ins.set_op_mask(Register::K1);
+                ins.set_zeroing_masking(true);
+                self.enc(Ok(ins), "masked narrow load")?;
+                self.widen(dst, IOp::R(n), e)
+            }
+            Isa::Avx2 => {
+                self.zero(dst)?;
+                let b = self.iced_mem(buf);
+                self.enc(
+                    Instruction::with2(Code::VEX_Vmovdqu_xmmm128_xmm, b, n),
+                    "vmovdqu buf",
+                )?;
+                self.copy_elems(buf, mem, count, e.shift())?;
+                let b = self.iced_mem(buf);
+                self.widen(dst, IOp::M(b), e)
+            }
+        }
+    }
+
+    /// Full-vector store of `src` (the register representation of `dtype`) as `lanes`
+    /// elements of `dtype` at `mem`: f32/i32 as is, u8/i8 truncated to the low byte
+    /// (int -> int conversions wrap), bool as 0/1 bytes, bf16 as the top half of each
+    /// f32 and f16 with `vcvtps2ph` (both exact for values of their type). Types
+    /// narrower than 32 bits need one scratch register (`scratch[0]`, distinct from
+    /// `src`). Writes exactly `lanes * size` bytes.
+    pub fn store_typed(
+        &mut self,
+        mem: Mem,
+        src: VReg,
+        dtype: DType,
+        scratch: &[VReg],
+    ) -> Result<(), X64Error> {
+        self.check_vreg("store_typed", src)?;
+        let e = Elem::of(dtype, "store_typed")?;
+        if e == Elem::Dword {
+            return self.store(mem, src);
+        }
+        let tmp = self.narrow_scratch("store_typed", src, scratch)?;
+        let m = self.iced_mem(mem);
+        match self.isa {
+            Isa::Avx512 => self.narrow_avx512(IOp::M(m), src, e, tmp),
+            Isa::Avx2 => {
+                if e == Elem::F16 {
+                    return self.cvtps2ph(IOp::M(m), src);
+                }
+                self.narrow_avx2(tmp, src, e)?;
+                self.store_narrow_xmm(IOp::M(m), tmp, e)
+            }
+        }
+    }
+
+    /// Masked tail store of `count` (0..=lanes) elements (see [`VecAsm::store_typed`]);
+    /// memory past the count is never touched.
+    ///
+    /// f32/i32 use [`VecAsm::store_tail`]. Narrower types are narrowed into
+    /// `scratch[0]`, then written with a `k1`-masked `vmovdqu8`/`vmovdqu16` (AVX-512), or
+    /// through `buf` with `rep movsb` (AVX2; the register rules of
+    /// [`VecAsm::load_tail_typed`] apply).
+    pub fn store_tail_typed(
+        &mut self,
+        mem: Mem,
+        src: VReg,
+        dtype: DType,
+        scratch: &[VReg],
+        count: Gpr,
+        buf: Mem,
+    ) -> Result<(), X64Error> {
+        self.check_vreg("store_tail_typed", src)?;
+        let e = Elem::of(dtype, "store_tail_typed")?;
+        if e == Elem::Dword {
+            return self.store_tail(mem, src);
+        }
+        let tmp = self.narrow_scratch("store_tail_typed", src, scratch)?;
+        let n = self.narrow_reg(tmp, e);
+        match self.isa {
+            Isa::Avx512 => {
+                self.narrow_avx512(IOp::R(n), src, e, tmp)?;
+                let code = if e.shift() == 0 {
+                    Code::EVEX_Vmovdqu8_xmmm128_k1z_xmm
+                } else {
+                    Code::EVEX_Vmovdqu16_ymmm256_k1z_ymm
+                };
+                let mut ins = Instruction::with2(code, self.iced_mem(mem), n)
+                    .map_err(|err| enc_err("vmovdqu8/16{k1}", err))?;
+                ins.set_op_mask(Register::K1);
+                self.enc(Ok(ins), "masked narrow store")
+            }
+            Isa::Avx2 => {
+                if e == Elem::F16 {
+                    self.cvtps2ph(IOp::R(n), src)?;
+                } else {
+                    self.narrow_avx2(tmp, src, e)?;
+                }
+                let b = self.iced_mem(buf);
+                self.enc(
+                    Instruction::with2(Code::VEX_Vmovdqu_xmmm128_xmm, b, n),
+                    "vmovdqu buf",
+                )?;
+                self.copy_elems(mem, buf, count, e.shift())
+            }
+        }
+    }
+
+    fn narrow_scratch(&self, op: &str, src: VReg, scratch: &[VReg]) -> Result<VReg, X64Error> {
+        let tmp = *scratch.first().ok_or_else(|| X64Error::NotEnoughScratch {
+            op: op.into(),
+            needed: 1,
+            got: 0,
+        })?;
+        self.check_vreg(op, tmp)?;
+        if tmp == src {
+            return Err(X64Error::BadRegister {
+                op: op.into(),
+                reason: format!("scratch register {} is the stored register", tmp.0),
+            });
+        }
+        Ok(tmp)
+    }
+
+    /// `vcvtps2ph dst, src, 0` (round to nearest even).
+    fn cvtps2ph(&mut self, dst: IOp, src: VReg) -> Result<(), X64Error> {
+        let code = match self.isa {
+            Isa::Avx2 => Code::VEX_Vcvtps2ph_xmmm128_ymm_imm8,
+            Isa::Avx512 => Code::EVEX_Vcvtps2ph_ymmm256_k1z_zmm_imm8_sae,
+        };
+        let s = self.vr(src);
+        let ins = match dst {
+            IOp::R(r) => Instruction::with3(code, r, s, 0u32),
+            IOp::M(m) => Instruction::with3(code, m, s, 0u32),
+        };
+        self.enc(ins, "vcvtps2ph")
+    }
+
+    /// AVX-512: narrows `src` into `dst` (memory or the narrow register of a vreg) with
+    /// `vpmovdb` / `vpmovdw` (truncation) or `vcvtps2ph`; `tmp` holds bool and bf16
+    /// pre-shifted lanes.
+    fn narrow_avx512(&mut self, dst: IOp, src: VReg, e: Elem, tmp: VReg) -> Result<(), X64Error> {
+        let (code, from) = match e {
+            Elem::U8 | Elem::I8 => (Code::EVEX_Vpmovdb_xmmm128_k1z_zmm, src),
+            Elem::Bool => {
+                self.vshift(Shift::Srl, tmp, src, 31)?;
+                (Code::EVEX_Vpmovdb_xmmm128_k1z_zmm, tmp)
+            }
+            Elem::Bf16 => {
+                self.vshift(Shift::Srl, tmp, src, 16)?;
+                (Code::EVEX_Vpmovdw_ymmm256_k1z_zmm, tmp)
+            }
+            Elem::F16 => return self.cvtps2ph(dst, src),
+            Elem::Dword => return Err(X64Error::Assembler("narrow of dword elements".into())),
+        };
+        let f = self.vr(from);
+        let ins = match dst {
+            IOp::R(r) => Instruction::with2(code, r, f),
+            IOp::M(m) => Instruction::with2(code, m, f),
+        };
+        self.enc(ins, "vpmovdb/dw")
+    }
+
+    /// AVX2: packs `src` (8 dword lanes) into the low bytes (8 bytes) or words (16
+    /// bytes) of `tmp`'s xmm: mask/shift to the element's value, `vpackusdw` (no
+    /// saturation: values fit), `vpermq` to join the two 128-bit halves, and
+    /// `vpackuswb` for bytes.
+    fn narrow_avx2(&mut self, tmp: VReg, src: VReg, e: Elem) -> Result<(), X64Error> {
+        match e {
+            Elem::U8 | Elem::I8 => self.v3(V3::And, tmp, src, Opnd::B(0xFF))?,
+            Elem::Bool => self.vshift(Shift::Srl, tmp, src, 31)?,
+            Elem::Bf16 => self.vshift(Shift::Srl, tmp, src, 16)?,
+            Elem::F16 | Elem::Dword => {
+                return Err(X64Error::Assembler("narrow_avx2 of f16 or dwords".into()));
+            }
+        }
+        let y = self.vr(tmp);
+        self.enc(
+            Instruction::with3(Code::VEX_Vpackusdw_ymm_ymm_ymmm256, y, y, y),
+            "vpackusdw",
+        )?;
+        self.enc(
+            Instruction::with3(Code::VEX_Vpermq_ymm_ymmm256_imm8, y, y, 0x08u32),
+            "vpermq",
+        )?;
+        if e.shift() == 0 {
+            let x = Register::XMM0 + u32::from(tmp.0);
+            self.enc(
+                Instruction::with3(Code::VEX_Vpackuswb_xmm_xmm_xmmm128, x, x, x),
+                "vpackuswb",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// AVX2: stores the packed bytes (8, `vmovq`) or words (16 bytes, `vmovdqu`) of
+    /// `tmp`'s xmm.
+    fn store_narrow_xmm(&mut self, dst: IOp, tmp: VReg, e: Elem) -> Result<(), X64Error> {
+        let x = Register::XMM0 + u32::from(tmp.0);
+        let code = if e.shift() == 0 {
+            Code::VEX_Vmovq_xmmm64_xmm
+        } else {
+            Code::VEX_Vmovdqu_xmmm128_xmm
+        };
+        let ins = match dst {
+            IOp::R(r) => Instruction::with2(code, r, x),
+            IOp::M(m) => Instruction::with2(code, m, x),
+        };
+        self.enc(ins, "narrow store")
+    }
+
+    /// Copies `count << shift` bytes from `src` to `dst` with `rep movsb`, saving and
+    /// restoring rcx, rsi and rdi (and the flags are clobbered). Addresses based on
+    /// `rsp` are adjusted for the saved registers.
+    fn copy_elems(&mut self, dst: Mem, src: Mem, count: Gpr, shift: u8) -> Result<(), X64Error> {
+        for m in [dst, src] {
+            let bad = MOVS_REGS.contains(&m.base)
+                || m.index
+                    .is_some_and(|(r, _)| MOVS_REGS.contains(&r) || r == Gpr::Rsp);
+            if bad {
+                return Err(X64Error::BadRegister {
+                    op: "tail copy".into(),
+                    reason: "an address uses rcx, rsi or rdi, which rep movsb takes".into(),
+                });
+            }
+        }
+        if matches!(count, Gpr::Rsi | Gpr::Rdi | Gpr::Rsp) {
+            return Err(X64Error::BadRegister {
+                op: "tail copy".into(),
+                reason: format!("the count cannot be in {}", count.name()),
+            });
+        }
+        let pushed = 8 * MOVS_REGS.len() as i32;
+        let adjust = |m: Mem| {
+            if m.base == Gpr::Rsp {
+                Mem {
+                    disp: m.disp + pushed,
+                    ..m
+                }
+            } else {
+                m
+            }
+        };
+        for r in MOVS_REGS {
+            dynasm!(self.ops ; .arch x64 ; push Rq(r.num()));
+        }
+        let (s, d) = (self.iced_mem(adjust(src)), self.iced_mem(adjust(dst)));
+        self.enc(
+            Instruction::with2(Code::Lea_r64_m, Register::RSI, s),
+            "lea rsi",
+        )?;
+        self.enc(
+            Instruction::with2(Code::Lea_r64_m, Register::RDI, d),
+            "lea rdi",
+        )?;
+        if count != Gpr::Rcx {
+            dynasm!(self.ops ; .arch x64 ; mov rcx, Rq(count.num()));
+        }
+        if shift > 0 {
+            dynasm!(self.ops ; .arch x64 ; shl rcx, shift as i8);
+        }
+        dynasm!(self.ops ; .arch x64 ; rep movsb);
+        for r in MOVS_REGS.into_iter().rev() {
+            dynasm!(self.ops ; .arch x64 ; pop Rq(r.num()));
+        }
+        Ok(())
     }
 }

@@ -53,6 +53,7 @@ fn scratch_for(isa: Isa, k: &ExprKind) -> usize {
         ExprKind::Unary(u) => crate::scratch_needed_unary(*u, isa),
         ExprKind::Binary(b) => crate::scratch_needed_binary(*b, isa),
         ExprKind::PowStatic(e) => crate::scratch_needed_pow_static(*e, isa),
+        ExprKind::Convert { from, to } => crate::scratch_needed_convert(*from, *to, isa),
         _ => 0,
     }
 }
@@ -96,6 +97,8 @@ struct Gen<'a> {
     open: Vec<OpenLoop>,
     /// Emitting the non-temporal copy of a main loop.
     nt: bool,
+    /// The stack buffer AVX2 tails of sub-dword ports go through.
+    tail_buf: Mem,
 }
 
 /// A loop whose LoopBegin was emitted: (kind, dim, top label, end label, id, index of
@@ -118,6 +121,20 @@ pub fn emit_elementwise(lir: &Lir, isa: Isa) -> Result<Kernel, X64Error> {
     } else {
         POINTER_REGS
     };
+    let stack_ptrs = n_ports.saturating_sub(in_regs);
+    // AVX2 has no masked byte/word moves: tails of narrow ports go through a buffer
+    // above the spilled pointers.
+    let narrow = lir
+        .inputs
+        .iter()
+        .chain(&lir.outputs)
+        .any(|p| p.dtype.size() != 4);
+    let buf_bytes = if narrow && isa == Isa::Avx2 {
+        crate::asm::TAIL_BUF_BYTES
+    } else {
+        0
+    };
+    let frame_bytes = ((stack_ptrs * 8 + buf_bytes).div_ceil(16) * 16) as i32;
     let homes: Vec<PtrHome> = (0..n_ports)
         .map(|p| {
             if p < in_regs {
@@ -145,10 +162,9 @@ pub fn emit_elementwise(lir: &Lir, isa: Isa) -> Result<Kernel, X64Error> {
         n_inputs: lir.inputs.len(),
         open: vec![],
         nt: false,
+        tail_buf: Mem::new(Gpr::Rsp, (stack_ptrs * 8) as i32),
     };
     let frame = g.a.prologue(&used);
-    let stack_ptrs = n_ports.saturating_sub(in_regs);
-    let frame_bytes = ((stack_ptrs * 8).div_ceil(16) * 16) as i32;
     let ops = g.a.ops();
     if frame_bytes > 0 {
         dynasm!(ops ; .arch x64 ; sub rsp, frame_bytes);
@@ -204,6 +220,13 @@ impl Gen<'_> {
         self.open.iter().any(|o| o.0 == LoopKind::Tail)
     }
 
+    fn port_dtype(&self, p: Port) -> snipjit_ir::DType {
+        match p {
+            Port::Input(i) => self.lir.inputs[i].dtype,
+            Port::Output(o) => self.lir.outputs[o].dtype,
+        }
+    }
+
     fn port_index(&self, p: Port) -> usize {
         match p {
             Port::Input(i) => i,
@@ -238,7 +261,8 @@ impl Gen<'_> {
         for (p, inc) in &info.ports {
             if *inc {
                 let idx = self.port_index(*p);
-                self.add_imm(idx, lanes * 4);
+                let size = self.port_dtype(*p).size() as i32;
+                self.add_imm(idx, lanes * size);
             }
         }
         let ops = self.a.ops();
@@ -372,13 +396,16 @@ impl Gen<'_> {
             }
             ExprKind::Store { output } => {
                 let src = self.use_reg(e.ins[0], 0)?;
+                let dtype = self.port_dtype(Port::Output(*output));
+                let scratch: Vec<VReg> = self.lir.scratch_regs.iter().map(|&r| VReg(r)).collect();
                 let m = self.port_mem(Port::Output(*output));
                 if self.in_tail() {
-                    self.a.store_tail(m, src)
-                } else if self.nt {
+                    let buf = self.tail_buf;
+                    self.a.store_tail_typed(m, src, dtype, &scratch, INNER, buf)
+                } else if self.nt && dtype.size() == 4 {
                     self.a.store_nt(m, src)
                 } else {
-                    self.a.store(m, src)
+                    self.a.store_typed(m, src, dtype, &scratch)
                 }
             }
             ExprKind::Parameter(_) | ExprKind::Result(_) => Err(X64Error::Assembler(
@@ -404,16 +431,22 @@ impl Gen<'_> {
         let scratch: Vec<VReg> = self.lir.scratch_regs.iter().map(|&r| VReg(r)).collect();
         match &e.kind {
             ExprKind::Load { input } => {
+                let dtype = self.port_dtype(Port::Input(*input));
                 let m = self.port_mem(Port::Input(*input));
                 if self.in_tail() {
-                    self.a.load_tail(dst, m)?;
+                    let buf = self.tail_buf;
+                    self.a.load_tail_typed(dst, m, dtype, INNER, buf)?;
                 } else {
-                    self.a.load(dst, m)?;
+                    self.a.load_typed(dst, m, dtype)?;
                 }
             }
             ExprKind::BroadcastLoad { input } => {
+                let dtype = self.port_dtype(Port::Input(*input));
                 let m = self.port_mem(Port::Input(*input));
-                self.a.broadcast_load(dst, m)?;
+                self.a.broadcast_load_typed(dst, m, dtype)?;
+            }
+            ExprKind::Convert { from, to } => {
+                self.a.emit_convert(*from, *to, dst, ins[0], &scratch)?
             }
             ExprKind::Scalar(v) => self.a.broadcast_const(dst, *v)?,
             ExprKind::Unary(u) => self.a.emit_unary(*u, dst, ins[0], &scratch)?,

@@ -236,13 +236,14 @@ fn check_emitter(isa: Isa, what: &str, insns: &[Instruction], allowed: &[VReg]) 
                         assert_ne!(r, Register::K1, "{what}: {i} touches k1");
                         continue;
                     }
+                    // f16 round trips narrow into half a register and widen back.
                     let half_width_ok = matches!(
                         (i.mnemonic(), op),
-                        (Mnemonic::Vcvtneps2bf16, 0) | (Mnemonic::Vpmovzxwd, 1)
+                        (Mnemonic::Vcvtps2ph, 0) | (Mnemonic::Vcvtph2ps, 1)
                     );
                     let width_ok = match isa {
                         Isa::Avx512 => r.is_zmm() || (half_width_ok && r.is_ymm()),
-                        Isa::Avx2 => r.is_ymm(),
+                        Isa::Avx2 => r.is_ymm() || (half_width_ok && r.is_xmm()),
                     };
                     assert!(width_ok, "{what}: {i}: {r:?} has the wrong width on {isa}");
                     let n = r.number() as u8;
@@ -314,16 +315,18 @@ fn every_emitter_decodes_at_isa_width_with_allocated_registers_only() {
             let v = emit(isa, |a| a.emit_pow_static(dst, src[0], e, s));
             check_emitter(isa, &format!("pow {e}"), &v, &allowed);
         }
-        let mut convs = vec![
-            (DType::F32, DType::I32),
-            (DType::I32, DType::F32),
-            (DType::F32, DType::Bool),
-            (DType::Bool, DType::F32),
-            (DType::BF16, DType::F32),
+        let jit_types = [
+            DType::F32,
+            DType::BF16,
+            DType::F16,
+            DType::I32,
+            DType::U8,
+            DType::I8,
+            DType::Bool,
         ];
-        if isa.has_bf16() {
-            convs.push((DType::F32, DType::BF16));
-        }
+        let convs = jit_types
+            .iter()
+            .flat_map(|&f| jit_types.iter().map(move |&t| (f, t)));
         for (from, to) in convs {
             let s = &scratch[..scratch_needed_convert(from, to, isa)];
             let allowed: Vec<VReg> = [dst, src[0]].into_iter().chain(s.iter().copied()).collect();
@@ -373,11 +376,35 @@ fn bad_registers_are_rejected() {
         Err(X64Error::BadRegister { .. })
     ));
     assert!(VecAsm::new(Isa::Avx512, Gpr::Rsp).is_err());
-    if !Isa::Avx512.has_bf16() {
-        let r = a.emit_convert(DType::F32, DType::BF16, VReg(0), VReg(1), &[VReg(2)]);
-        assert!(matches!(r, Err(X64Error::Unsupported { .. })));
-    }
-    let mut a = VecAsm::new(Isa::Avx2, Gpr::R11).unwrap();
-    let r = a.emit_convert(DType::F32, DType::BF16, VReg(0), VReg(1), &[VReg(2)]);
+    // i64 is held in no register.
+    let r = a.emit_convert(DType::I64, DType::F32, VReg(0), VReg(1), &[VReg(2)]);
     assert!(matches!(r, Err(X64Error::Unsupported { .. })));
+    let mut a = VecAsm::new(Isa::Avx2, Gpr::R11).unwrap();
+    let r = a.emit_convert(DType::I32, DType::BF16, VReg(0), VReg(1), &[VReg(2)]);
+    assert!(matches!(r, Err(X64Error::NotEnoughScratch { .. })));
+    // Narrow stores need a scratch register distinct from the stored one.
+    let m = Mem::new(Gpr::R9, 0);
+    assert!(matches!(
+        a.store_typed(m, VReg(1), DType::U8, &[]),
+        Err(X64Error::NotEnoughScratch { .. })
+    ));
+    assert!(matches!(
+        a.store_typed(m, VReg(1), DType::Bool, &[VReg(1)]),
+        Err(X64Error::BadRegister { .. })
+    ));
+    assert!(matches!(
+        a.load_typed(VReg(0), m, DType::I64),
+        Err(X64Error::Args(_))
+    ));
+    // rep movsb owns rcx, rsi and rdi.
+    assert!(matches!(
+        a.load_tail_typed(
+            VReg(0),
+            Mem::new(Gpr::Rsi, 0),
+            DType::U8,
+            Gpr::Rcx,
+            Mem::new(Gpr::Rsp, 0)
+        ),
+        Err(X64Error::BadRegister { .. })
+    ));
 }

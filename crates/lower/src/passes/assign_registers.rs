@@ -2,13 +2,15 @@
 //!
 //! Each value's live interval runs from its definition to its last use; a value defined
 //! outside a loop and used inside it stays live until the loop's end (the back edge
-//! reads it again). The emitters' scratch needs are met by reserving the top registers.
+//! reads it again). The emitters' scratch needs are met by reserving the top registers;
+//! a store to a port narrower than 32 bits needs one more to narrow the value into
+//! (`lir::store_scratch`).
 //! When values outnumber registers, the value whose interval ends last is spilled to a
 //! stack slot, and four registers are kept as spill temporaries.
 //! After: every value has a `Location`, printed as `%3:r5` or `%3:s0`.
 //! Checked by: `verify` replays the allocation (no live value's register is overwritten).
 
-use crate::lir::{ExprKind, Lir, Location, PhysReg};
+use crate::lir::{ExprKind, Lir, Location, PhysReg, store_scratch};
 use crate::{LowerError, Pass, Target};
 
 #[derive(Debug)]
@@ -26,7 +28,16 @@ impl Pass for AssignRegisters {
         let scratch = lir
             .exprs
             .iter()
-            .map(|e| (target.scratch)(&e.kind))
+            .map(|e| {
+                let narrow = match e.kind {
+                    ExprKind::Store { output } => lir
+                        .outputs
+                        .get(output)
+                        .map_or(0, |p| store_scratch(p.dtype)),
+                    _ => 0,
+                };
+                (target.scratch)(&e.kind).max(narrow)
+            })
             .max()
             .unwrap_or(0);
         let intervals = live_intervals(lir)?;

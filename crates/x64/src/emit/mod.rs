@@ -124,9 +124,35 @@ pub fn scratch_needed_pow_static(exponent: f32, isa: Isa) -> usize {
 /// Scratch vector registers [`VecAsm::emit_convert`] needs.
 pub fn scratch_needed_convert(from: DType, to: DType, isa: Isa) -> usize {
     let _ = isa;
-    match (from, to) {
-        (DType::F32, DType::I32) | (DType::F32, DType::BF16) => 1,
+    if from == to {
+        return 0;
+    }
+    match (class(from), to) {
+        (Some(Class::Float), DType::BF16 | DType::F16) => 1,
+        (Some(Class::Int), DType::BF16) if from == DType::I32 => 2,
+        (Some(Class::Int), DType::F16) if from == DType::I32 => 1,
+        (Some(Class::Float), DType::I32 | DType::U8 | DType::I8) => 1,
         _ => 0,
+    }
+}
+
+/// The register representation class of a dtype (see [`VecAsm::emit_convert`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Class {
+    /// f32 lanes: f32, bf16, f16.
+    Float,
+    /// i32 lanes: i32, u8 (zero-extended), i8 (sign-extended).
+    Int,
+    /// All-ones / all-zeros lanes: bool.
+    Mask,
+}
+
+fn class(d: DType) -> Option<Class> {
+    match d {
+        DType::F32 | DType::BF16 | DType::F16 => Some(Class::Float),
+        DType::I32 | DType::U8 | DType::I8 => Some(Class::Int),
+        DType::Bool => Some(Class::Mask),
+        DType::I64 => None,
     }
 }
 
@@ -383,13 +409,20 @@ impl VecAsm {
     }
 
     /// Emits an element type conversion of `src` (held as `from`) into `dst` (held as
-    /// `to`). Register representations: f32 and bool as described in the module docs;
-    /// i32 as 32-bit integers; bf16 as f32 lanes carrying bf16-representable values
-    /// (so bf16 -> f32 is a move and f32 -> bf16 rounds to nearest even, NaN kept).
+    /// `to`), with the interpreter's Convert semantics, bit-exactly.
     ///
-    /// Supported: f32 <-> i32 (f32 -> i32 truncates toward zero, saturates, NaN -> 0),
-    /// f32 <-> bool (x != 0; NaN -> true), f32 -> bf16 on AVX-512 with AVX512_BF16,
-    /// bf16 -> f32, and identity conversions.
+    /// Register representations: f32 lanes for f32, bf16 and f16 (a bf16/f16 value is
+    /// held as the f32 of the same value); i32 lanes for i32, u8 (zero-extended) and i8
+    /// (sign-extended); all-ones/all-zeros lanes for bool.
+    ///
+    /// - float -> bf16/f16 rounds to nearest even (overflow to infinity; NaN becomes
+    ///   the quiet NaN `0x7fc00000` for bf16, a quiet NaN for f16); to f32 is a move.
+    /// - float -> int truncates toward zero and saturates to the target's range; NaN
+    ///   gives 0.
+    /// - int -> float rounds to nearest even, once (i32 -> bf16 rounds to odd at 24 bits
+    ///   first where the f32 conversion is inexact, so the bf16 rounding is the only one).
+    /// - int -> int wraps (u8/i8 keep the low byte, zero- or sign-extended).
+    /// - anything -> bool is `x != 0` (NaN is true); bool -> numbers is 0/1.
     pub fn emit_convert(
         &mut self,
         from: DType,
@@ -400,35 +433,105 @@ impl VecAsm {
     ) -> Result<(), X64Error> {
         let need = scratch_needed_convert(from, to, self.isa());
         self.check_regs("Convert", dst, &[src], scratch, need)?;
-        let unsupported = |isa: Isa, reason: &str| X64Error::Unsupported {
-            op: format!("Convert {from:?} -> {to:?}"),
-            isa,
-            reason: reason.into(),
+        let (Some(cf), Some(ct)) = (class(from), class(to)) else {
+            return Err(X64Error::Unsupported {
+                op: format!("Convert {from} -> {to}"),
+                isa: self.isa(),
+                reason: "i64 values are not held in vector registers".into(),
+            });
         };
-        match (from, to) {
-            _ if from == to => self.mov_internal(dst, Opnd::R(src)),
-            (DType::BF16, DType::F32) => self.mov_internal(dst, Opnd::R(src)),
-            (DType::F32, DType::I32) => {
-                let s0 = scratch[0];
-                let c = self.cmp(pred::ORD_Q, src, src, s0)?;
-                self.keep_or_zero(s0, c, src)?;
-                self.v3(V3::Min, s0, s0, Opnd::F(2_147_483_520.0))?;
+        if from == to {
+            return self.mov_internal(dst, Opnd::R(src));
+        }
+        let s = scratch;
+        match (cf, ct) {
+            (Class::Float, Class::Float) => match to {
+                DType::BF16 => self.round_to_bf16(dst, src, s[0]),
+                DType::F16 => self.round_to_f16(dst, src, s[0]),
+                _ => self.mov_internal(dst, Opnd::R(src)),
+            },
+            (Class::Float, Class::Int) => self.float_to_int(dst, src, to, s[0]),
+            (Class::Float, Class::Mask) => self.compare_const(dst, src, 0.0, pred::NEQ_UQ),
+            (Class::Int, Class::Float) => match (from, to) {
+                (DType::I32, DType::BF16) => {
+                    self.i32_to_f32_round_odd(dst, src, [s[0], s[1]])?;
+                    self.round_to_bf16(dst, dst, s[0])
+                }
+                (DType::I32, DType::F16) => {
+                    // |x| >= 2^24 is infinite in f16 whichever way the f32 rounded;
+                    // below, the f32 conversion is exact: one rounding either way.
+                    self.v2(V2::Cvtdq2ps, dst, src)?;
+                    self.round_to_f16(dst, dst, s[0])
+                }
+                // u8/i8 values are exact in f32, bf16 and f16.
+                _ => self.v2(V2::Cvtdq2ps, dst, src),
+            },
+            (Class::Int, Class::Int) => match to {
+                DType::U8 => self.v3(V3::And, dst, src, Opnd::B(0xFF)),
+                DType::I8 => {
+                    self.vshift(Shift::Sll, dst, src, 24)?;
+                    self.vshift(Shift::Sra, dst, dst, 24)
+                }
+                // u8/i8 lanes are valid i32 lanes.
+                _ => self.mov_internal(dst, Opnd::R(src)),
+            },
+            (Class::Int, Class::Mask) => {
+                // A nonzero integer converts to a nonzero float.
+                self.v2(V2::Cvtdq2ps, dst, src)?;
+                self.compare_const(dst, dst, 0.0, pred::NEQ_UQ)
+            }
+            (Class::Mask, Class::Float) => self.v3(V3::And, dst, src, Opnd::F(1.0)),
+            (Class::Mask, Class::Int) => self.v3(V3::And, dst, src, Opnd::B(1)),
+            (Class::Mask, Class::Mask) => self.mov_internal(dst, Opnd::R(src)),
+        }
+    }
+
+    /// f32 lanes to i32 lanes of `to` (i32, u8 or i8): NaN -> 0, truncation toward
+    /// zero, saturation to the range of `to`.
+    fn float_to_int(&mut self, dst: VReg, src: VReg, to: DType, s0: VReg) -> Result<(), X64Error> {
+        let c = self.cmp(pred::ORD_Q, src, src, s0)?;
+        self.keep_or_zero(s0, c, src)?;
+        match to {
+            DType::I32 => {
+                // vcvttps2dq gives 0x80000000 for x >= 2^31 (and below -2^31, which is
+                // the right saturation there): fix the top end to i32::MAX.
+                self.v2(V2::Cvttps2dq, dst, s0)?;
+                let c = self.cmp(pred::GE_OQ, s0, Opnd::F(2_147_483_648.0), s0)?;
+                self.blend(dst, c, dst, Opnd::B(0x7fff_ffff))
+            }
+            _ => {
+                let (lo, hi) = if to == DType::U8 {
+                    (0.0, 255.0)
+                } else {
+                    (-128.0, 127.0)
+                };
+                self.v3(V3::Max, s0, s0, Opnd::F(lo))?;
+                self.v3(V3::Min, s0, s0, Opnd::F(hi))?;
                 self.v2(V2::Cvttps2dq, dst, s0)
             }
-            (DType::I32, DType::F32) => self.v2(V2::Cvtdq2ps, dst, src),
-            (DType::Bool, DType::F32) => self.v3(V3::And, dst, src, Opnd::F(1.0)),
-            (DType::F32, DType::Bool) => self.compare_const(dst, src, 0.0, pred::NEQ_UQ),
-            (DType::F32, DType::BF16) => {
-                if !self.isa().has_bf16() {
-                    return Err(unsupported(self.isa(), "needs AVX512_BF16 (vcvtneps2bf16)"));
-                }
-                self.round_to_bf16(dst, src, scratch[0])
-            }
-            _ => Err(unsupported(
-                self.isa(),
-                "only f32 <-> i32, f32 <-> bool and f32 <-> bf16 are implemented",
-            )),
         }
+    }
+
+    /// i32 lanes to f32 lanes rounded *to odd* where the conversion is inexact
+    /// (|x| >= 2^24): the magnitude is truncated to a multiple of 256 (24 significant
+    /// bits at most, so the f32 conversion is exact) with bit 8 set if anything was
+    /// cut. A later rounding to bf16 (8 bits) is then a single correct rounding.
+    fn i32_to_f32_round_odd(&mut self, dst: VReg, x: VReg, s: [VReg; 2]) -> Result<(), X64Error> {
+        self.v2(V2::PAbsD, s[0], x)?;
+        self.v3(V3::And, s[1], s[0], Opnd::B(0xFF))?;
+        self.v3(V3::PAddD, s[1], s[1], Opnd::B(0xFF))?;
+        self.v3(V3::And, s[1], s[1], Opnd::B(0x100))?;
+        self.v3(V3::And, s[0], s[0], Opnd::B(0xFFFF_FF00))?;
+        self.v3(V3::Or, s[0], s[0], s[1])?;
+        // |i32::MIN| reads as -2^31 here; the absolute value below fixes it.
+        self.v2(V2::Cvtdq2ps, s[0], s[0])?;
+        self.v3(V3::And, s[0], s[0], Opnd::B(ABS))?;
+        self.v3(V3::And, s[1], x, Opnd::B(SIGN))?;
+        self.v3(V3::Or, s[0], s[0], s[1])?;
+        self.v2(V2::Cvtdq2ps, dst, x)?;
+        self.v3(V3::And, s[1], dst, Opnd::B(ABS))?;
+        let c = self.cmp(pred::GE_OQ, s[1], Opnd::F(16_777_216.0), s[1])?;
+        self.blend(dst, c, dst, s[0])
     }
 
     fn compare_const(&mut self, dst: VReg, a: VReg, b: f32, p: u8) -> Result<(), X64Error> {
@@ -535,14 +638,38 @@ impl VecAsm {
         self.v3(V3::Min, dst, dst, s)
     }
 
-    /// f32 -> bf16 -> f32 rounding (AVX512_BF16): `vcvtneps2bf16`, widen, shift.
+    /// Rounds f32 lanes to the nearest-even bf16, kept as f32 lanes: add
+    /// `0x7fff + lsb` to the bits and clear the low half (overflow carries into the
+    /// exponent and gives infinity). NaN lanes become `0x7fc00000`. Integer arithmetic,
+    /// so denormals round like every other value (`vcvtneps2bf16` would flush them).
     fn round_to_bf16(&mut self, dst: VReg, src: VReg, s0: VReg) -> Result<(), X64Error> {
+        self.vshift(Shift::Srl, s0, src, 16)?;
+        self.v3(V3::And, s0, s0, Opnd::B(1))?;
+        self.v3(V3::PAddD, s0, s0, Opnd::B(0x7fff))?;
+        self.v3(V3::PAddD, s0, s0, src)?;
+        self.v3(V3::And, s0, s0, Opnd::B(0xffff_0000))?;
+        let c = self.cmp(pred::UNORD_Q, src, src, dst)?;
+        self.blend(dst, c, s0, Opnd::B(0x7fc0_0000))
+    }
+
+    /// Rounds f32 lanes to the nearest-even f16 (`vcvtps2ph`), widened back to f32.
+    fn round_to_f16(&mut self, dst: VReg, src: VReg, s0: VReg) -> Result<(), X64Error> {
         use iced_x86::{Code, Instruction, Register};
-        let y = Register::YMM0 + u32::from(s0.0);
-        let ins = Instruction::with2(Code::EVEX_Vcvtneps2bf16_ymm_k1z_zmmm512b32, y, self.vr(src));
-        self.enc_raw(ins, "vcvtneps2bf16")?;
-        let ins = Instruction::with2(Code::EVEX_Vpmovzxwd_zmm_k1z_ymmm256, self.vr(dst), y);
-        self.enc_raw(ins, "vpmovzxwd")?;
-        self.vshift(Shift::Sll, dst, dst, 16)
+        let (code, back, n) = match self.isa() {
+            Isa::Avx512 => (
+                Code::EVEX_Vcvtps2ph_ymmm256_k1z_zmm_imm8_sae,
+                Code::EVEX_Vcvtph2ps_zmm_k1z_ymmm256_sae,
+                Register::YMM0 + u32::from(s0.0),
+            ),
+            Isa::Avx2 => (
+                Code::VEX_Vcvtps2ph_xmmm128_ymm_imm8,
+                Code::VEX_Vcvtph2ps_ymm_xmmm128,
+                Register::XMM0 + u32::from(s0.0),
+            ),
+        };
+        let ins = Instruction::with3(code, n, self.vr(src), 0u32);
+        self.enc_raw(ins, "vcvtps2ph")?;
+        let ins = Instruction::with2(back, self.vr(dst), n);
+        self.enc_raw(ins, "vcvtph2ps")
     }
 }
