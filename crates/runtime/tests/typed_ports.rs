@@ -396,3 +396,58 @@ fn many_narrow_ports_spill_pointers() {
     });
     check(&g, true);
 }
+
+/// Runs `g` once on the given inputs with `threads` threads and compares.
+fn check_once(g: &Graph, inputs: &[Tensor], threads: usize, exact: bool) {
+    for isa in isas() {
+        let sg = JitSubgraph::new(g.clone(), isa).unwrap();
+        let exec = Executor::new(threads).unwrap();
+        let refs: Vec<&Tensor> = inputs.iter().collect();
+        let got = sg.run(&refs, &exec).unwrap();
+        let want = snipjit_interp::run(g, inputs).unwrap();
+        for (o, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert_matches(
+                a,
+                b,
+                exact,
+                &format!("{} {isa} x{threads} output {o}", g.name),
+            );
+        }
+    }
+}
+
+#[test]
+fn narrow_ports_split_over_threads_and_non_temporal_stores() {
+    let min = snipjit_runtime::MIN_ELEMENTS_PER_THREAD;
+    let mut rng = Rng(99);
+    // u8 and bool in, bool and bf16 out: one long row split into vector chunks (the
+    // chunk offsets scale by each port's element size), then many rows.
+    let g = graph(
+        "split",
+        &[("u", DType::U8, 0), ("p", DType::Bool, 0)],
+        |g, i| {
+            let f = cvt(g, "f", i[0], DType::F32);
+            let half = op(g, "h", Op::Constant(Tensor::scalar_f32(100.0)), &[]);
+            let gt = op(g, "gt", Op::Binary(BinaryOp::Greater), &[f, half]);
+            let both = op(g, "both", Op::Binary(BinaryOp::And), &[gt, i[1]]);
+            let b = cvt(g, "b", f, DType::BF16);
+            vec![both, b]
+        },
+    );
+    for dims in [[1usize, 2 * min + 5], [2 * min / 333 + 7, 333]] {
+        let n = dims[0] * dims[1];
+        let inputs = vec![
+            Tensor::new(dims.to_vec(), random_data(&mut rng, DType::U8, n)).unwrap(),
+            Tensor::new(dims.to_vec(), random_data(&mut rng, DType::Bool, n)).unwrap(),
+        ];
+        check_once(&g, &inputs, 3, true);
+    }
+    // An f32 output past the non-temporal threshold, read from an i8 input: the
+    // main loop stores with vmovntps while loading bytes.
+    let g = graph("nt", &[("s", DType::I8, 0)], |g, i| {
+        vec![cvt(g, "f", i[0], DType::F32)]
+    });
+    let n = snipjit_runtime::NT_STORE_MIN_BYTES / 4 + 77;
+    let inputs = vec![Tensor::new(vec![1, n], random_data(&mut rng, DType::I8, n)).unwrap()];
+    check_once(&g, &inputs, 2, true);
+}
