@@ -29,6 +29,16 @@
 //! ([`VecAsm::load_tail`]) give zeros in inactive lanes and masked stores
 //! ([`VecAsm::store_tail`]) never touch memory past the count: both ISAs suppress
 //! faults on masked-out lanes.
+//!
+//! # Typed ports
+//! [`VecAsm::load_typed`] / [`VecAsm::store_typed`] (and their `_tail_` and broadcast
+//! forms) move u8, i8, bool, bf16 and f16 elements: loads widen to 32-bit lanes
+//! (`vpmovzxbd`, `vpmovsxbd`, `vpmovzxwd` + shift, `vcvtph2ps`), stores narrow back
+//! (`vpmovdb`/`vpmovdw` on AVX-512; `vpackusdw` + `vpermq` (+ `vpackuswb`) on AVX2;
+//! `vcvtps2ph`). AVX-512 tails go through `k1`-masked `vmovdqu8`/`vmovdqu16`. AVX2 has
+//! no masked byte or word moves: its tails copy `count` elements between the port and
+//! a stack buffer with `rep movsb` (saving rcx, rsi, rdi), so no byte past the count is
+//! read or written.
 
 // dynasm!'s dynamic register arguments expand to `.into()` calls.
 #![allow(clippy::useless_conversion)]
