@@ -47,13 +47,85 @@ impl Executor {
         self.threads
     }
 
+    /// The work items [`Executor::run`] makes of `domain` for `lanes`-wide vectors
+    /// and `outputs` (element size and address of each output, in port order): a pure
+    /// function of its arguments and the thread count, so a tool can print exactly
+    /// what a run does.
+    ///
+    /// The thread count is capped so that every thread gets at least
+    /// [`MIN_ELEMENTS_PER_THREAD`] elements. A domain of several rows is cut into equal
+    /// runs of rows (each run one kernel call per parallel index it touches, see
+    /// [`WorkItem::calls`]); a single row is cut into runs of whole vectors. A single
+    /// row whose outputs are all 4-byte (f32, i32), share their misalignment and
+    /// reach [`NT_STORE_MIN_BYTES`] together stores non-temporally: when the outputs
+    /// are not vector-aligned, a head item of fewer than `lanes` elements with
+    /// ordinary stores comes first, so that every following item starts aligned.
+    pub fn plan(&self, domain: &Domain, lanes: usize, outputs: &[OutputPort]) -> Plan {
+        let mut items: SmallVec<[WorkItem; 8]> = SmallVec::new();
+        let numel = domain.numel();
+        if numel == 0 || lanes == 0 {
+            return Plan { items };
+        }
+        let vec_bytes = lanes * 4;
+        let w = domain.w();
+        let rows = numel / w;
+        let threads = self
+            .threads
+            .min(numel.div_ceil(MIN_ELEMENTS_PER_THREAD))
+            .max(1);
+        // Only f32/i32 outputs get non-temporal stores (the kernel stores narrower
+        // ports with ordinary stores), so only they need aligning; a head call with
+        // ordinary stores aligns every output pointer when they share their
+        // misalignment, and whole-vector chunks keep them aligned.
+        let misalign = outputs.first().map_or(0, |o| o.addr % vec_bytes);
+        let nt = rows == 1
+            && !outputs.is_empty()
+            && outputs.iter().all(|o| o.elem_size == 4)
+            && numel.saturating_mul(4).saturating_mul(outputs.len()) >= NT_STORE_MIN_BYTES
+            && misalign.is_multiple_of(4)
+            && outputs.iter().all(|o| o.addr % vec_bytes == misalign);
+        if rows == 1 {
+            let head = if nt {
+                ((vec_bytes - misalign) % vec_bytes / 4).min(w)
+            } else {
+                0
+            };
+            let item = |first_elem, elems, nt_stores| WorkItem {
+                first_row: 0,
+                rows: 1,
+                first_elem,
+                elems,
+                nt_stores,
+            };
+            if head > 0 {
+                items.push(item(0, head, false));
+            }
+            let chunk = (w - head).div_ceil(threads).div_ceil(lanes) * lanes;
+            items.extend(
+                (head..w)
+                    .step_by(chunk.max(1))
+                    .map(|s| item(s, chunk.min(w - s), nt)),
+            );
+        } else {
+            let per = rows.div_ceil(threads.min(rows));
+            items.extend((0..rows).step_by(per).map(|r| WorkItem {
+                first_row: r,
+                rows: per.min(rows - r),
+                first_elem: 0,
+                elems: w,
+                nt_stores: false,
+            }));
+        }
+        Plan { items }
+    }
+
     /// Runs `k` over `domain`: `ins` and `outs` are the base pointers of the ports,
     /// `rt` the runtime argument block for the domain (one outer increment per port).
     ///
-    /// The domain is cut into work items: runs of rows, or, for a single long row,
-    /// runs of whole vectors. Items go to the pool's threads only when each thread gets
-    /// at least [`MIN_ELEMENTS_PER_THREAD`] elements; below that, waking threads costs
-    /// more than it saves.
+    /// The work items are those of [`Executor::plan`]. Items go to the pool's threads
+    /// when there are several (each thread then has at least
+    /// [`MIN_ELEMENTS_PER_THREAD`] elements; below that, waking threads costs more
+    /// than it saves), else run on the caller's thread.
     ///
     /// # Safety
     /// Every pointer must be valid for the elements (of its port's dtype, see
@@ -68,84 +140,111 @@ impl Executor {
         ins: &[*const u8],
         outs: &[*mut u8],
     ) {
-        let numel = domain.numel();
-        if numel == 0 {
+        if domain.numel() == 0 {
             return;
         }
-        let lanes = k.lanes;
-        let vec_bytes = lanes * 4;
         let out_sizes = &k.port_sizes[ins.len().min(k.port_sizes.len())..];
+        // An output without a known element size (a caller error) gets size 0, which
+        // keeps the whole run on ordinary stores.
+        let outputs: SmallVec<[OutputPort; 4]> = outs
+            .iter()
+            .enumerate()
+            .map(|(i, p)| OutputPort {
+                elem_size: out_sizes.get(i).copied().unwrap_or(0),
+                addr: *p as usize,
+            })
+            .collect();
+        let plan = self.plan(domain, k.lanes, &outputs);
         let ports: SmallVec<[usize; 8]> = ins
             .iter()
             .map(|p| *p as usize)
             .chain(outs.iter().map(|p| *p as usize))
             .collect();
-        let (w, m) = (domain.w(), domain.m());
-        let rows = numel / w;
-        let threads = self
-            .threads
-            .min(numel.div_ceil(MIN_ELEMENTS_PER_THREAD))
-            .max(1);
-        // Non-temporal stores for large single-row domains whose outputs share their
-        // misalignment: a head call with ordinary stores aligns every output pointer,
-        // and whole-vector chunks keep them aligned.
-        let misalign = outs.first().map_or(0, |p| *p as usize % vec_bytes);
-        // Only f32/i32 outputs get non-temporal stores (the kernel stores narrower
-        // ports with ordinary stores), so only they need aligning.
-        let nt = rows == 1
-            && !outs.is_empty()
-            && out_sizes.len() == outs.len()
-            && out_sizes.iter().all(|&s| s == 4)
-            && numel * 4 * outs.len() >= NT_STORE_MIN_BYTES
-            && misalign.is_multiple_of(4)
-            && outs.iter().all(|p| *p as usize % vec_bytes == misalign);
-        let head = if nt {
-            ((vec_bytes - misalign) % vec_bytes / 4).min(w)
-        } else {
-            0
-        };
-        // Work items: (first row, rows, first element, elements).
-        let mut items: SmallVec<[Item; 8]> = SmallVec::new();
-        if rows == 1 {
-            if head > 0 {
-                items.push((0, 1, 0, head));
-            }
-            let chunk = (w - head).div_ceil(threads).div_ceil(lanes) * lanes;
-            items.extend(
-                (head..w)
-                    .step_by(chunk.max(1))
-                    .map(|s| (0, 1, s, chunk.min(w - s))),
-            );
-        } else {
-            let per = rows.div_ceil(threads.min(rows));
-            items.extend((0..rows).step_by(per).map(|r| (r, per.min(rows - r), 0, w)));
-        }
         let call = Call {
             k,
             domain,
             rt,
             ports: &ports,
-            m,
-            nt_from: if nt { head } else { usize::MAX },
         };
         match &self.pool {
-            Some(pool) if items.len() > 1 => pool.scope(|s| {
-                for it in &items {
+            Some(pool) if plan.items.len() > 1 => pool.scope(|s| {
+                for it in &plan.items {
                     let call = &call;
-                    s.spawn(move |_| call.item(*it));
+                    s.spawn(move |_| call.item(it));
                 }
             }),
             _ => {
-                for it in &items {
-                    call.item(*it);
+                for it in &plan.items {
+                    call.item(it);
                 }
             }
         }
     }
 }
 
-/// (first row, rows, first element, elements) of one work item.
-type Item = (usize, usize, usize, usize);
+/// One output of a run as [`Executor::plan`] sees it: non-temporal stores depend on
+/// the element size and on the address's misalignment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputPort {
+    /// Bytes per element (4 for f32, 2 for bf16, ...).
+    pub elem_size: usize,
+    /// The address of the output's first element (only its misalignment matters).
+    pub addr: usize,
+}
+
+/// One work item of a run: one task on the pool, a run of rows and of elements in
+/// each row. All rows of the domain count (parallel indices times `M`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkItem {
+    /// First row (of all `P * M` rows).
+    pub first_row: usize,
+    /// Rows of the item.
+    pub rows: usize,
+    /// First element of each row.
+    pub first_elem: usize,
+    /// Elements of each row: every call's `CallArgs::inner_work`.
+    pub elems: usize,
+    /// The main loop stores non-temporally (`CallArgs::flags` has `FLAG_NT_STORES`).
+    pub nt_stores: bool,
+}
+
+impl WorkItem {
+    /// The kernel calls the item makes for a domain of `m` rows per parallel index,
+    /// as `(first row, rows)`: rows of one parallel index are one call
+    /// (`CallArgs::outer_work`), so a run of rows that crosses a parallel boundary is
+    /// several calls, each with its own start pointers.
+    pub fn calls(&self, m: usize) -> impl Iterator<Item = (usize, usize)> + use<> {
+        let end = self.first_row + self.rows;
+        let mut r = self.first_row;
+        std::iter::from_fn(move || {
+            if r >= end || m == 0 {
+                return None;
+            }
+            let n = (m - r % m).min(end - r);
+            let call = (r, n);
+            r += n;
+            Some(call)
+        })
+    }
+}
+
+/// The work items of one run (see [`Executor::plan`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    items: SmallVec<[WorkItem; 8]>,
+}
+
+impl Plan {
+    /// The items, in domain order.
+    pub fn items(&self) -> &[WorkItem] {
+        &self.items
+    }
+
+    /// Whether any item stores non-temporally.
+    pub fn nt_stores(&self) -> bool {
+        self.items.iter().any(|i| i.nt_stores)
+    }
+}
 
 /// Elements below which a thread is not worth waking.
 pub const MIN_ELEMENTS_PER_THREAD: usize = 32 << 10;
@@ -157,9 +256,6 @@ struct Call<'a> {
     rt: &'a [i64],
     /// Port base addresses (inputs, then outputs).
     ports: &'a [usize],
-    m: usize,
-    /// Items starting at this element (or later) use non-temporal stores.
-    nt_from: usize,
 }
 
 // SAFETY: `Call` holds addresses (as integers) and shared references to data that the
@@ -167,23 +263,20 @@ struct Call<'a> {
 unsafe impl Sync for Call<'_> {}
 
 impl Call<'_> {
-    fn item(&self, (r0, nr, e0, ne): Item) {
+    fn item(&self, it: &WorkItem) {
         let d = self.domain;
         let par = d.parallel();
         let md = par.len();
+        let m = d.m();
         let mut scratch: SmallVec<[u8; 256]> = SmallVec::from_elem(0, self.k.scratch_bytes + 64);
         let mut ptrs: SmallVec<[*mut u8; 16]> =
             SmallVec::from_elem(std::ptr::null_mut(), self.ports.len());
-        let end = r0 + nr;
-        let mut r = r0;
-        while r < end {
-            // Rows of one parallel index are contiguous in the call.
-            let (pi, mi) = (r / self.m, r % self.m);
-            let n = (self.m - mi).min(end - r);
+        for (r, n) in it.calls(m) {
+            let (pi, mi) = (r / m, r % m);
             for (q, (base, ptr)) in self.ports.iter().zip(ptrs.iter_mut()).enumerate() {
                 let strides = &d.strides[q];
                 let mut rem = pi;
-                let mut el = mi * strides[md] + e0 * strides[md + 1];
+                let mut el = mi * strides[md] + it.first_elem * strides[md + 1];
                 for dd in (0..md).rev() {
                     el += (rem % par[dd]) * strides[dd];
                     rem /= par[dd];
@@ -194,19 +287,160 @@ impl Call<'_> {
                 ptrs: ptrs.as_ptr(),
                 rt: self.rt.as_ptr(),
                 scratch: scratch.as_mut_ptr(),
-                inner_work: ne as i64,
+                inner_work: it.elems as i64,
                 outer_work: n as i64,
-                flags: if e0 >= self.nt_from {
-                    FLAG_NT_STORES
-                } else {
-                    0
-                },
+                flags: if it.nt_stores { FLAG_NT_STORES } else { 0 },
             };
             // SAFETY: the caller of `Executor::run` guarantees the port pointers cover
             // the domain; these offsets stay inside it, and the kernel reads only
             // `args`, the argument block and its own constant pool (snipjit_x64::abi).
             unsafe { (self.k.entry)(&args) };
-            r += n;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::configure;
+
+    /// Vector-aligned outputs of `sizes` bytes per element.
+    fn aligned(sizes: &[usize]) -> Vec<OutputPort> {
+        sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &elem_size)| OutputPort {
+                elem_size,
+                addr: 4096 * (i + 1),
+            })
+            .collect()
+    }
+
+    fn plan(threads: usize, d: &Domain, lanes: usize, outs: &[OutputPort]) -> Plan {
+        Executor::new(threads).unwrap().plan(d, lanes, outs)
+    }
+
+    fn runs(p: &Plan) -> Vec<(usize, usize)> {
+        p.items().iter().map(|i| (i.first_row, i.rows)).collect()
+    }
+
+    #[test]
+    fn rows_split_evenly_and_calls_stop_at_parallel_boundaries() {
+        // [2 parallel, 3 rows, 40000 elements] over 4 threads: 6 rows, 2 per thread.
+        let d = configure(&[&[2, 3, 40_000], &[3, 1]], &[&[2, 3, 40_000]]).unwrap();
+        assert_eq!(d.dims, vec![2, 3, 40_000]);
+        let p = plan(4, &d, 16, &aligned(&[4]));
+        assert_eq!(runs(&p), vec![(0, 2), (2, 2), (4, 2)]);
+        // Rows 2..4 cross from parallel index 0 to 1: two calls of one row each.
+        assert_eq!(
+            p.items()[1].calls(3).collect::<Vec<_>>(),
+            vec![(2, 1), (3, 1)]
+        );
+        assert_eq!(p.items()[0].calls(3).collect::<Vec<_>>(), vec![(0, 2)]);
+        assert!(
+            p.items()
+                .iter()
+                .all(|i| i.first_elem == 0 && i.elems == 40_000 && !i.nt_stores)
+        );
+    }
+
+    #[test]
+    fn small_domains_stay_on_one_thread() {
+        // 240 elements: far below the per-thread minimum.
+        let d = configure(&[&[2, 3, 40], &[3, 1]], &[&[2, 3, 40]]).unwrap();
+        let p = plan(4, &d, 16, &aligned(&[4]));
+        assert_eq!(runs(&p), vec![(0, 6)]);
+        assert_eq!(
+            p.items()[0].calls(3).collect::<Vec<_>>(),
+            vec![(0, 3), (3, 3)]
+        );
+        // Exactly two threads' worth of elements.
+        let n = 2 * MIN_ELEMENTS_PER_THREAD;
+        let d = configure(&[&[4, n / 4]], &[&[4, n / 4]]).unwrap();
+        assert_eq!(plan(8, &d, 16, &aligned(&[4])).items().len(), 2);
+        // Nothing to do: no items.
+        let d = configure(&[&[0, 4]], &[&[0, 4]]).unwrap();
+        assert!(plan(2, &d, 16, &aligned(&[4])).items().is_empty());
+    }
+
+    #[test]
+    fn one_row_splits_in_whole_vectors() {
+        let d = configure(&[&[100_000]], &[&[100_000]]).unwrap();
+        let p = plan(2, &d, 16, &aligned(&[4]));
+        let spans: Vec<_> = p.items().iter().map(|i| (i.first_elem, i.elems)).collect();
+        assert_eq!(spans, vec![(0, 50_000), (50_000, 50_000)]);
+        assert_eq!(p.items()[0].calls(1).collect::<Vec<_>>(), vec![(0, 1)]);
+        // 100 003 elements: the chunk rounds up to whole vectors (50 002 -> 50 016),
+        // the last is shorter.
+        let d = configure(&[&[100_003]], &[&[100_003]]).unwrap();
+        let p = plan(2, &d, 16, &aligned(&[4]));
+        let spans: Vec<_> = p.items().iter().map(|i| (i.first_elem, i.elems)).collect();
+        assert_eq!(spans, vec![(0, 50_016), (50_016, 100_003 - 50_016)]);
+        assert!(!p.nt_stores());
+    }
+
+    #[test]
+    fn non_temporal_stores_for_large_rows_of_four_byte_outputs() {
+        // One f32 output of exactly NT_STORE_MIN_BYTES: every item stores non-temporally.
+        let n = NT_STORE_MIN_BYTES / 4;
+        let d = configure(&[&[n]], &[&[n]]).unwrap();
+        let p = plan(2, &d, 16, &aligned(&[4]));
+        assert_eq!(p.items().len(), 2);
+        assert!(p.items().iter().all(|i| i.nt_stores));
+        // One element less: ordinary stores.
+        let d1 = configure(&[&[n - 1]], &[&[n - 1]]).unwrap();
+        assert!(!plan(2, &d1, 16, &aligned(&[4])).nt_stores());
+        // Two f32 outputs of half the size reach the threshold together.
+        let d2 = configure(&[&[n / 2]], &[&[n / 2], &[n / 2]]).unwrap();
+        assert!(plan(1, &d2, 16, &aligned(&[4, 4])).nt_stores());
+        // A bf16 or u8 output is stored with ordinary stores, however large.
+        assert!(!plan(2, &d, 16, &aligned(&[2])).nt_stores());
+        assert!(!plan(1, &d2, 16, &aligned(&[4, 1])).nt_stores());
+        // Several rows (b broadcast along them keeps the domain 2-D): ordinary stores.
+        let rows = configure(&[&[2, n], &[1, n]], &[&[2, n]]).unwrap();
+        assert_eq!(rows.dims, vec![2, n]);
+        assert!(!plan(2, &rows, 16, &aligned(&[4])).nt_stores());
+    }
+
+    #[test]
+    fn misaligned_outputs_get_an_ordinary_head_item() {
+        let n = NT_STORE_MIN_BYTES / 4 + 77;
+        let d = configure(&[&[n]], &[&[n]]).unwrap();
+        // 12 bytes past a 64-byte boundary: 13 elements reach the next one.
+        let out = [OutputPort {
+            elem_size: 4,
+            addr: 64 * 1000 + 12,
+        }];
+        let p = plan(2, &d, 16, &out);
+        let items = p.items();
+        assert_eq!(items.len(), 3);
+        assert_eq!((items[0].first_elem, items[0].elems), (0, 13));
+        assert!(!items[0].nt_stores);
+        // The rest splits in whole vectors from element 13 on, every start aligned.
+        let chunk = (n - 13).div_ceil(2).div_ceil(16) * 16;
+        assert_eq!((items[1].first_elem, items[1].elems), (13, chunk));
+        assert_eq!(
+            (items[2].first_elem, items[2].elems),
+            (13 + chunk, n - 13 - chunk)
+        );
+        assert!(items[1].nt_stores && items[2].nt_stores);
+        for it in items {
+            assert_eq!((64 * 1000 + 12 + 4 * it.first_elem) % 64 == 0, it.nt_stores);
+        }
+        // Outputs with different misalignments, or not a multiple of 4 bytes off:
+        // ordinary stores, no head.
+        for addrs in [[0, 12], [2, 2]] {
+            let outs: Vec<OutputPort> = addrs
+                .iter()
+                .map(|&addr| OutputPort {
+                    elem_size: 4,
+                    addr: 64 * 7 + addr,
+                })
+                .collect();
+            let d = configure(&[&[n]], &[&[n], &[n]]).unwrap();
+            let p = plan(1, &d, 16, &outs);
+            assert!(!p.nt_stores(), "{addrs:?}");
+            assert_eq!(p.items().len(), 1);
         }
     }
 }

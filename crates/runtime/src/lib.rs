@@ -10,7 +10,7 @@ pub mod config;
 mod exec;
 mod subgraph;
 
-pub use exec::{Executor, MIN_ELEMENTS_PER_THREAD, NT_STORE_MIN_BYTES};
+pub use exec::{Executor, MIN_ELEMENTS_PER_THREAD, NT_STORE_MIN_BYTES, OutputPort, Plan, WorkItem};
 pub use subgraph::{CompiledKernel, JitSubgraph, compile_kernel, predicted_pattern};
 
 /// Errors of the runtime.
