@@ -292,11 +292,11 @@ impl VecAsm {
             UnaryOp::Exp => self.exp_core(dst, x, 1.0, [s[0], s[1], s[2]]),
             UnaryOp::Log => self.log_full(dst, x, [s[0], s[1], s[2], s[3], s[4]]),
             UnaryOp::Sigmoid => {
-                self.v3(V3::And, s[0], x, Opnd::B(ABS))?;
+                self.v3(V3::Or, s[0], x, Opnd::B(SIGN))?;
                 self.sigmoid_from_abs(dst, x, false, 1.0, pred::LT_OQ, [s[0], s[1], s[2], s[3]])
             }
             UnaryOp::Swish { beta } => {
-                self.v3(V3::And, s[0], x, Opnd::B(ABS))?;
+                self.v3(V3::Or, s[0], x, Opnd::B(SIGN))?;
                 let neg = if beta < 0.0 { pred::GT_OQ } else { pred::LT_OQ };
                 let sc = [s[0], s[1], s[2], s[3]];
                 self.sigmoid_from_abs(dst, x, true, beta.abs(), neg, sc)
