@@ -8,8 +8,9 @@
 //!   IR after those passes, each headed `; subgraph NAME: after PASS`;
 //! - `--disasm`: every compiled kernel's disassembly under a `; subgraph ...` header;
 //! - `--dim NAME=VALUE`: per subgraph, the run-time values for those shapes (input
-//!   shapes, configured domain, broadcast pattern, strides, argument block, thread
-//!   split), `#`-commented.
+//!   shapes, configured domain, broadcast pattern, strides, port element sizes,
+//!   argument block, and the work split `Executor::plan` makes for vector-aligned
+//!   outputs), `#`-commented.
 //!
 //! The IR and kernels are those of the broadcast pattern the `--dim` shapes select,
 //! or, without `--dim`, of the pattern the declared shapes predict.
@@ -24,12 +25,11 @@ use clap::{Args, ValueEnum};
 use snipjit::ir::{NodeId, Op};
 use snipjit::{CompiledModel, Compiler, Graph, Options, Tensor};
 use snipjit_runtime::config::Domain;
-use snipjit_runtime::{JitSubgraph, predicted_pattern};
+use snipjit_runtime::{Executor, JitSubgraph, OutputPort, predicted_pattern};
 
 use crate::bind::{self, Bindings};
 use crate::error::CliError;
 use crate::run::Isa;
-use crate::split;
 
 /// Arguments of `snipjit dump`.
 #[derive(Debug, Args)]
@@ -246,13 +246,17 @@ pub fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<(), CliError> {
         }
     }
     if let Some(captured) = &runtime {
+        // The executor of --threads threads plans the work split shown (the same
+        // plan `Executor::run` follows).
+        let exec = Executor::new(args.threads)
+            .map_err(|e| CliError::Snipjit(snipjit::Error::Options(e.to_string())))?;
         text.push_str(&runtime_values(
             &model,
             &subgraphs,
             &bindings,
             captured,
             &configured,
-            args.threads,
+            &exec,
         ));
     }
     out.write_all(text.as_bytes()).map_err(CliError::Stdout)
@@ -401,9 +405,10 @@ fn runtime_values(
     bindings: &Bindings,
     captured: &[bind::Captured],
     configured: &HashMap<NodeId, (Vec<Vec<usize>>, Domain)>,
-    threads: usize,
+    exec: &Executor,
 ) -> String {
     let mut s = String::new();
+    let threads = exec.threads();
     let dims: Vec<String> = bindings.iter().map(|(n, v)| format!("{n}={v}")).collect();
     let _ = writeln!(
         s,
@@ -431,7 +436,15 @@ fn runtime_values(
         let Some((_, d)) = configured.get(&info.node) else {
             continue;
         };
-        let lanes = k.isa().lanes();
+        // The kernel of this pattern was compiled when the domain was configured.
+        let ck = match k.kernel(&d.bcast_inner) {
+            Ok(ck) => ck,
+            Err(e) => {
+                let _ = writeln!(s, "#   no kernel for these shapes: {e}");
+                continue;
+            }
+        };
+        let lanes = ck.lanes;
         let names = port_names(k.body());
         let predicted = predicted_pattern(k.body());
         let _ = writeln!(
@@ -465,9 +478,15 @@ fn runtime_values(
             "#   strides (elements, per domain dim): {}",
             strides.join(", ")
         );
+        let sizes: Vec<String> = names
+            .iter()
+            .zip(&ck.port_sizes)
+            .map(|(n, b)| format!("{n} {b}"))
+            .collect();
+        let _ = writeln!(s, "#   element bytes: {}", sizes.join(", "));
         let incs: Vec<String> = names
             .iter()
-            .zip(d.outer_increments(lanes, 4))
+            .zip(d.port_outer_increments(lanes, &ck.port_sizes))
             .map(|(n, b)| format!("{n} {b}"))
             .collect();
         let _ = writeln!(
@@ -482,28 +501,44 @@ fn runtime_values(
             w / lanes,
             w % lanes
         );
-        let plan = split::plan(d, lanes, threads, k.body().outputs.len());
+        // Output addresses are known only at run time: the split is shown for
+        // vector-aligned outputs (what fresh large buffers are, in practice).
+        let n_in = k.body().inputs.len();
+        let outputs: Vec<OutputPort> = ck.port_sizes[n_in.min(ck.port_sizes.len())..]
+            .iter()
+            .enumerate()
+            .map(|(i, &elem_size)| OutputPort {
+                elem_size,
+                addr: (i + 1) << 12,
+            })
+            .collect();
+        let plan = exec.plan(d, lanes, &outputs);
         let _ = writeln!(
             s,
             "#   thread split: {} work item(s){}",
-            plan.items.len(),
-            if plan.nt_stores {
-                " (non-temporal stores; an unaligned output adds a head item of < lanes elements)"
+            plan.items().len(),
+            if plan.nt_stores() {
+                " (for vector-aligned outputs; an unaligned output adds a head item of < lanes elements with ordinary stores)"
             } else {
                 ""
             }
         );
-        for (t, it) in plan.items.iter().enumerate() {
+        for (t, it) in plan.items().iter().enumerate() {
+            let calls: Vec<usize> = it.calls(d.m()).map(|(_, n)| n).collect();
             let _ = writeln!(
                 s,
-                "#     thread {t}: rows {}..{}, elements {}..{}: {} call(s), inner_work {}, outer_work {:?}",
+                "#     item {t}: rows {}..{}, elements {}..{}: {} call(s), inner_work {}, outer_work {calls:?}{}",
                 it.first_row,
                 it.first_row + it.rows,
                 it.first_elem,
                 it.first_elem + it.elems,
-                it.calls.len(),
+                calls.len(),
                 it.elems,
-                it.calls
+                if it.nt_stores {
+                    ", non-temporal stores"
+                } else {
+                    ""
+                }
             );
         }
     }

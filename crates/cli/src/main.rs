@@ -21,7 +21,6 @@ mod dump;
 mod error;
 mod output;
 mod run;
-mod split;
 
 use std::io::Write;
 use std::process::ExitCode;

@@ -14,6 +14,20 @@ fn example(name: &str) -> String {
     examples().join(name).display().to_string()
 }
 
+/// A model under `tests/fixtures`.
+fn fixture(name: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+        .display()
+        .to_string()
+}
+
+/// Why the JIT refuses `fixtures/i64_port.sg`: its explicit Subgraph node has an i64
+/// input port, which no kernel reads (the tokenizer never forms such a subgraph, but a
+/// model may bring one).
+const I64_REASON: &str = "port 'ids0' has dtype i64";
+
 fn snipjit(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_snipjit"))
         .args(args)
@@ -133,10 +147,27 @@ fn fused_prints_the_tokenized_graph_and_a_summary() {
     }
     assert!(out.contains("#   jit: true ("), "{out}");
 
-    // A subgraph the JIT cannot take says why.
+    // Comparisons, Select and Converts to bf16 and bool ports: one compiled kernel.
     let out = ok(&["dump", &example("select_convert.sg"), "--fused"]);
+    for line in [
+        "#   inputs: x: f32[N, 64], lo: f32[1, 64], hi: f32[1, 64]",
+        "#   outputs: outside: bool[N, 64], y: bf16[N, 64]",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+    assert!(out.contains("#   jit: true ("), "{out}");
+    assert!(!out.contains("jit: false"), "{out}");
+
+    // A subgraph the JIT cannot take says why.
+    let out = ok(&["dump", &fixture("i64_port.sg"), "--fused"]);
+    assert!(out.contains("# 1 subgraph(s), 0 compiled for "), "{out}");
     assert!(
-        out.contains("#   jit: false (") && out.contains("bool"),
+        out.contains("#   inputs: ids0: i64[N, 64], x0: f32[N, 64]"),
+        "{out}"
+    );
+    let jit = field(&out, "jit");
+    assert!(
+        jit.starts_with("false (") && jit.contains(I64_REASON),
         "{out}"
     );
 }
@@ -292,9 +323,94 @@ fn dim_prints_the_configured_domain_of_the_worked_example() {
             )
         );
         assert!(out.contains(
-            "#     thread 0: rows 0..3, elements 0..37: 1 call(s), inner_work 37, outer_work [3]"
+            "#     item 0: rows 0..3, elements 0..37: 1 call(s), inner_work 37, outer_work [3]"
         ));
     }
+}
+
+#[test]
+fn dim_argument_block_follows_each_ports_element_size() {
+    // fixtures/narrow_ports.sg: y: bf16[N, C] = Convert(Relu(Convert(x: u8[N, C]) + b:
+    // f32[1, C])). Per row, the main loop advances x by floor(C / lanes) vectors of u8
+    // (lanes bytes each), b of f32 (4 lanes bytes) and y of bf16 (2 lanes bytes); the
+    // outer increment is the row stride in bytes minus that (b's stride is 0).
+    //   C = 37: 2 x 16 or 4 x 8 lanes = 32 elements: x 37 - 32 = 5, b -128, y 74 - 64 = 10
+    //   C = 13, AVX-512: no full vector: x 13, b 0, y 26
+    //   C = 13, AVX2: 1 x 8 lanes: x 13 - 8 = 5, b -32, y 26 - 16 = 10
+    // The f32 numbers would be x 20, b -128, y 20 for C = 37.
+    let want = |isa: &str, c: usize| match (isa, c) {
+        (_, 37) => "x 5, b -128, y 10",
+        ("avx512", 13) => "x 13, b 0, y 26",
+        ("avx2", 13) => "x 5, b -32, y 10",
+        _ => unreachable!(),
+    };
+    for (isa, lanes) in isas() {
+        for c in [37, 13] {
+            let out = ok(&[
+                "dump",
+                &fixture("narrow_ports.sg"),
+                "--dim",
+                "N=3",
+                "--dim",
+                &format!("C={c}"),
+                "--isa",
+                isa,
+            ]);
+            assert_eq!(
+                field(&out, "inputs"),
+                format!("x u8[3, {c}], b f32[1, {c}]")
+            );
+            assert_eq!(field(&out, "element bytes"), "x 1, b 4, y 2");
+            assert_eq!(
+                field(&out, "strides (elements, per domain dim)"),
+                format!("x [{c}, 1], b [0, 1], y [{c}, 1]")
+            );
+            assert_eq!(
+                field(
+                    &out,
+                    &format!("argument block: outer increments (bytes, {lanes} lanes)")
+                ),
+                want(isa, c),
+                "{isa}, C={c}"
+            );
+        }
+    }
+}
+
+#[test]
+fn dim_thread_split_shows_non_temporal_stores() {
+    // gelu_chain at N = 2048: one row of 2 Mi f32 outputs, exactly the 8 MiB from
+    // which the executor's main loop stores non-temporally.
+    assert_eq!(2048 * 1024 * 4, snipjit_runtime::NT_STORE_MIN_BYTES);
+    let out = ok(&["dump", &example("gelu_chain.sg"), "--dim", "N=2048"]);
+    assert!(
+        field(&out, "thread split").starts_with("1 work item(s) (for vector-aligned outputs"),
+        "{out}"
+    );
+    assert!(out.contains(
+        "#     item 0: rows 0..1, elements 0..2097152: 1 call(s), inner_work 2097152, outer_work [1], non-temporal stores\n"
+    ), "{out}");
+    // A bf16 output of as many elements is stored with ordinary stores (the kernel
+    // has no narrow non-temporal store), over 2 threads in whole vectors.
+    let out = ok(&[
+        "dump",
+        &fixture("narrow_ports.sg"),
+        "--dim",
+        "N=1",
+        "--dim",
+        "C=2097152",
+        "--threads",
+        "2",
+    ]);
+    assert_eq!(
+        field(&out, "domain"),
+        "dims [1, 2097152], parallel [], M 1, W 2097152"
+    );
+    assert_eq!(field(&out, "thread split"), "2 work item(s)");
+    assert!(!out.contains("non-temporal"), "{out}");
+    assert!(out.contains(
+        "#     item 1: rows 0..1, elements 1048576..2097152: 1 call(s), inner_work 1048576, outer_work [1]\n"
+    ), "{out}");
 }
 
 #[test]
@@ -356,12 +472,10 @@ fn dim_thread_split() {
     );
     assert!(out.contains("#   thread split: 2 work item(s)\n"), "{out}");
     assert!(
-        out.contains("#     thread 0: rows 0..1, elements 0..32768: 1 call(s), inner_work 32768")
+        out.contains("#     item 0: rows 0..1, elements 0..32768: 1 call(s), inner_work 32768")
     );
     assert!(
-        out.contains(
-            "#     thread 1: rows 0..1, elements 32768..65536: 1 call(s), inner_work 32768"
-        )
+        out.contains("#     item 1: rows 0..1, elements 32768..65536: 1 call(s), inner_work 32768")
     );
     let small = ok(&[
         "dump",
@@ -390,19 +504,36 @@ fn dim_thread_split() {
         field(&rows, "domain"),
         "dims [65536, 2], parallel [], M 65536, W 2"
     );
-    assert!(rows.contains("#     thread 1: rows 32768..65536, elements 0..2: 1 call(s), inner_work 2, outer_work [32768]"), "{rows}");
+    assert!(rows.contains("#     item 1: rows 32768..65536, elements 0..2: 1 call(s), inner_work 2, outer_work [32768]"), "{rows}");
 }
 
 #[test]
 fn dim_on_an_interpreted_subgraph_names_the_reason() {
+    let out = ok(&["dump", &fixture("i64_port.sg"), "--dim", "N=2"]);
+    assert_eq!(field(&out, "inputs"), "ids0 i64[2, 64], x0 f32[2, 64]");
+    assert!(
+        field(&out, "runs on the interpreter").contains(I64_REASON),
+        "{out}"
+    );
+    // No kernel, so no domain, argument block or split.
+    for absent in ["#   domain:", "#   argument block:", "#   thread split:"] {
+        assert!(!out.contains(absent), "{absent} in\n{out}");
+    }
+
+    // select_convert's bool and bf16 ports compile: the kernel's values are shown.
     let out = ok(&["dump", &example("select_convert.sg"), "--dim", "N=2"]);
+    assert!(!out.contains("runs on the interpreter"), "{out}");
     assert_eq!(
         field(&out, "inputs"),
         "x f32[2, 64], lo f32[1, 64], hi f32[1, 64]"
     );
-    assert!(
-        field(&out, "runs on the interpreter").contains("bool"),
-        "{out}"
+    assert_eq!(
+        field(&out, "domain"),
+        "dims [2, 64], parallel [], M 2, W 64"
+    );
+    assert_eq!(
+        field(&out, "element bytes"),
+        "x 4, lo 4, hi 4, outside 1, y 2"
     );
 }
 
@@ -554,16 +685,34 @@ fn dot_output_is_well_formed() {
     );
     render_with_dot(&fused);
 
-    let relu = ok(&[
+    let refused = ok(&[
+        "dump",
+        &fixture("i64_port.sg"),
+        "--fused",
+        "--format",
+        "dot",
+    ]);
+    check_dot(&refused);
+    assert!(
+        refused.contains(&format!("\\njit false (cannot lower: {I64_REASON}")),
+        "{refused}"
+    );
+    render_with_dot(&refused);
+
+    let typed = ok(&[
         "dump",
         &example("select_convert.sg"),
         "--fused",
         "--format",
         "dot",
     ]);
-    check_dot(&relu);
-    assert!(relu.contains("jit false ("));
-    render_with_dot(&relu);
+    check_dot(&typed);
+    assert!(
+        typed.contains("label=\"subgraph0\\nkind elementwise\\njit true\";"),
+        "{typed}"
+    );
+    assert!(!typed.contains("jit false"), "{typed}");
+    render_with_dot(&typed);
 }
 
 #[test]
@@ -777,8 +926,32 @@ fn bench_isa_choice_and_interpreted_subgraphs() {
     } else {
         eprintln!("skipped: --isa avx2 checks (this CPU lacks AVX2/FMA/BMI2)");
     }
-    // select_convert's subgraph has bool and bf16 ports: the interpreter runs it, no
-    // kernel is compiled, and its line has no compile time.
+    // i64_port's subgraph has an i64 input port: the interpreter runs it, no kernel is
+    // compiled, and its line has no compile time.
+    let out = ok(&[
+        "bench",
+        &fixture("i64_port.sg"),
+        "--dim",
+        "N=4",
+        "--json",
+        "--target-ms",
+        "0",
+        "--min-iters",
+        "1",
+    ]);
+    let lines = json_lines(&out);
+    assert_eq!(lines.len(), 2);
+    let sub = &lines[1];
+    assert_eq!(sub["subgraph"], "subgraph0");
+    assert!(sub["compile_us"].is_null());
+    assert!(lines.iter().all(|v| v["compilations"] == 0), "{out}");
+    // ids in (i64), x in and y out (f32).
+    let bytes = (4 * 64 * 8 + 4 * 64 * 4 + 4 * 64 * 4) as f64;
+    let want = bytes / (sub["median_us"].as_f64().unwrap() * 1e-6) / 1e9;
+    let got = sub["gbps"].as_f64().unwrap();
+    assert!((got - want).abs() <= 1e-3 + 1e-3 * want, "{got} vs {want}");
+
+    // select_convert's bool and bf16 ports compile: one kernel, with a compile time.
     let out = ok(&[
         "bench",
         &example("select_convert.sg"),
@@ -794,8 +967,8 @@ fn bench_isa_choice_and_interpreted_subgraphs() {
     assert_eq!(lines.len(), 2);
     let sub = &lines[1];
     assert_eq!(sub["subgraph"], "subgraph0");
-    assert!(sub["compile_us"].is_null());
-    assert!(lines.iter().all(|v| v["compilations"] == 0));
+    assert!(sub["compile_us"].as_f64().unwrap() > 0.0, "{out}");
+    assert!(lines.iter().all(|v| v["compilations"] == 1), "{out}");
     // x, lo, hi in (f32); the subgraph's outputs are a bool mask and a bf16 tensor.
     let bytes = ((4 * 64 + 64 + 64) * 4 + 4 * 64 + 4 * 64 * 2) as f64;
     let want = bytes / (sub["median_us"].as_f64().unwrap() * 1e-6) / 1e9;
