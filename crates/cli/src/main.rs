@@ -6,8 +6,8 @@
 //!   [--dim NAME=VALUE]... [--threads N] [--isa ...] [--format sg|dot]`: prints the model,
 //!   its fused subgraphs, their linear IR, kernels and run-time values.
 //! - `snipjit bench MODEL [--dim NAME=V1,V2,...]... [--threads N] [--isa ...] [--json]
-//!   [--workload NAME] [--target-ms T] [--min-iters K]`: times the model and each
-//!   subgraph over every combination of the dim values.
+//!   [--workload NAME] [--target-ms T] [--min-iters K] [--fresh-outputs]`: times the
+//!   model and each subgraph over every combination of the dim values.
 //! - `snipjit demo`: runs the embedded example model and checks it against a formula.
 //!
 //! Errors print one line, `error: ...`, on stderr and exit with status 1 (command-line
