@@ -5,6 +5,7 @@
 #
 # Usage: scripts/bench/run.sh [eltwise|mha|all] [options]
 #   --runs K         repeat every measurement group K times (default 2; tables use the median)
+#   --start K        number the runs from K (default 1): adds runs to an existing --out DIR
 #   --out DIR        results directory (default /work/bench-results/<timestamp>; keep it
 #                    outside the repository)
 #   --no-build       do not run cargo build (use the existing target/release/snipjit)
@@ -14,6 +15,7 @@
 # Environment:
 #   PYTHON           Python with shared/bench/requirements.txt installed (default /work/venv/bin/python)
 #   PEER_BENCH_DIR   the peer scripts (default: <repo>/../shared/bench)
+#   ANCHOR_MAX_S     largest MHA sequence length, for the peers and snipjit (default 2048)
 #   SNIPJIT_ISAS     ISAs passed to `snipjit bench --isa` (default "auto"; e.g. "avx512 avx2")
 #   MAX_FOREIGN      before a group, wait while other processes use more than this many cores
 #                    (3-second probe); re-run the group if they used more than this on average
@@ -30,11 +32,12 @@ set -u -o pipefail
 
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 HERE="$REPO/scripts/bench"
-GROUP=all RUNS=2 OUT="" BUILD=1 PEERS=1 SNIPJIT=1
+GROUP=all RUNS=2 START=1 OUT="" BUILD=1 PEERS=1 SNIPJIT=1
 while [ $# -gt 0 ]; do
   case "$1" in
     eltwise|mha|all) GROUP="$1" ;;
     --runs) RUNS="$2"; shift ;;
+    --start) START="$2"; shift ;;
     --out) OUT="$2"; shift ;;
     --no-build) BUILD=0 ;;
     --no-peers) PEERS=0 ;;
@@ -158,6 +161,9 @@ peers() {
 ELT_N="4,64,1024,16384,65536"
 MHA_S="16,32,64,128,256,384,512,1024,2048"
 if [ "${ANCHOR_QUICK:-0}" = 1 ]; then ELT_N="4,64,1024" MHA_S="16,128"; fi
+if [ -n "${ANCHOR_MAX_S:-}" ]; then  # the peers' knob for the largest MHA S, honoured here too
+  MHA_S="$(echo "$MHA_S" | tr ',' '\n' | awk -v m="$ANCHOR_MAX_S" '$1 <= m' | paste -sd, -)"
+fi
 
 snipjit_script() {  # writes the bench commands for the selected group as a script
   local wl_flag=0 isa isa_args th
@@ -215,7 +221,7 @@ if [ "$SNIPJIT" = 1 ]; then
   fi
 fi
 
-for r in $(seq 1 "$RUNS"); do
+for r in $(seq "$START" $((START + RUNS - 1))); do
   [ "$PEERS" = 1 ] && peers "run_$r"
   [ "$HAVE_SNIPJIT" = 1 ] && snipjit "run_$r"
 done
