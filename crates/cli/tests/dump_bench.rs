@@ -457,25 +457,27 @@ fn dim_with_another_pattern_compiles_and_shows_that_kernel() {
 #[test]
 fn dim_thread_split() {
     // gelu_chain: [N, 1024] collapses to one row; 2 threads split it in halves once
-    // there are enough elements (the executor keeps at least 32 Ki elements a thread).
+    // there are enough elements (the executor keeps at least 64 Ki elements a thread).
     let out = ok(&[
         "dump",
         &example("gelu_chain.sg"),
         "--dim",
-        "N=64",
+        "N=128",
         "--threads",
         "2",
     ]);
     assert_eq!(
         field(&out, "domain"),
-        "dims [1, 65536], parallel [], M 1, W 65536"
+        "dims [1, 131072], parallel [], M 1, W 131072"
     );
     assert!(out.contains("#   thread split: 2 work item(s)\n"), "{out}");
     assert!(
-        out.contains("#     item 0: rows 0..1, elements 0..32768: 1 call(s), inner_work 32768")
+        out.contains("#     item 0: rows 0..1, elements 0..65536: 1 call(s), inner_work 65536")
     );
     assert!(
-        out.contains("#     item 1: rows 0..1, elements 32768..65536: 1 call(s), inner_work 32768")
+        out.contains(
+            "#     item 1: rows 0..1, elements 65536..131072: 1 call(s), inner_work 65536"
+        )
     );
     let small = ok(&[
         "dump",

@@ -247,7 +247,7 @@ impl Plan {
 }
 
 /// Elements below which a thread is not worth waking.
-pub const MIN_ELEMENTS_PER_THREAD: usize = 32 << 10;
+pub const MIN_ELEMENTS_PER_THREAD: usize = 64 << 10;
 
 /// What every work item of one run shares.
 struct Call<'a> {
