@@ -132,28 +132,8 @@ fn unary_text(u: UnaryOp) -> String {
     }
 }
 
-/// Prints an f32 as the `.sg` format does, so that it parses back to the same bits:
-/// the shortest round-trip decimal without a trailing `.0` (`1`, `0.5`, `-0`, `1e-45`),
-/// `inf`, `-inf`, `nan` (the quiet NaN `0x7fc00000`) or `nan(0x…)` with the exact bits.
-pub fn fmt_f32(v: f32) -> String {
-    if v.is_nan() {
-        let bits = v.to_bits();
-        if bits == f32::NAN.to_bits() {
-            "nan".into()
-        } else {
-            format!("nan(0x{bits:08x})")
-        }
-    } else if v.is_infinite() {
-        if v > 0.0 { "inf".into() } else { "-inf".into() }
-    } else {
-        // `{:?}` is Rust's shortest round-trip form ("0.1", "1e-45", "100.0").
-        let s = format!("{v:?}");
-        match s.strip_suffix(".0") {
-            Some(t) => t.to_string(),
-            None => s,
-        }
-    }
-}
+/// Prints an f32 as the `.sg` format does, so that it parses back to the same bits.
+pub use snipjit_ir::text::fmt_f32;
 
 /// One expression.
 #[derive(Clone, Debug, PartialEq)]

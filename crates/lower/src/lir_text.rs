@@ -45,6 +45,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Write as _;
 
+use snipjit_ir::text::{is_name_char, is_name_start, write_name};
 use snipjit_ir::{BinaryOp, DType, Dim, Shape, UnaryOp};
 
 use crate::lir::{
@@ -237,38 +238,6 @@ fn value_text(lir: &Lir, v: ValueId) -> String {
         Some(l) => format!("%{}:{}", v.0, loc_text(l)),
         None => format!("%{}", v.0),
     }
-}
-
-fn is_name_start(c: char) -> bool {
-    c.is_ascii_alphabetic() || c == '_' || c == '/'
-}
-
-fn is_name_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-')
-}
-
-/// Writes `name` bare when it is an identifier, else quoted (as the `.sg` format does).
-fn write_name(out: &mut String, name: &str) {
-    let mut chars = name.chars();
-    if chars.next().is_some_and(is_name_start) && chars.all(is_name_char) {
-        out.push_str(name);
-        return;
-    }
-    out.push('"');
-    for c in name.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 // ---------------------------------------------------------------------------------

@@ -74,17 +74,18 @@ impl fmt::Display for Pos {
 pub(crate) const MAX_NESTING: usize = 32;
 
 /// True for characters that may start a bare (unquoted) name.
-pub(crate) fn is_name_start(c: char) -> bool {
+pub fn is_name_start(c: char) -> bool {
     c.is_ascii_alphabetic() || c == '_' || c == '/'
 }
 
 /// True for characters that may continue a bare (unquoted) name.
-pub(crate) fn is_name_char(c: char) -> bool {
+pub fn is_name_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-')
 }
 
-/// Writes `name` bare when it is a valid bare name, else as a quoted string.
-pub(crate) fn write_name(out: &mut String, name: &str) {
+/// Writes `name` bare when it is a valid bare name, else as a quoted string (the
+/// linear-IR text form uses the same rules).
+pub fn write_name(out: &mut String, name: &str) {
     let mut chars = name.chars();
     let bare = chars.next().is_some_and(is_name_start) && chars.all(is_name_char);
     if bare {
@@ -122,7 +123,7 @@ fn fmt_non_nan_f32(v: f32) -> String {
 
 /// The text form of an f32: shortest round-trip decimal, `inf`, `-inf`, `nan`
 /// (the canonical quiet NaN `0x7fc00000`) or `nan(0x…)` with the exact bits.
-pub(crate) fn fmt_f32(v: f32) -> String {
+pub fn fmt_f32(v: f32) -> String {
     if v.is_nan() {
         let bits = v.to_bits();
         if bits == f32::NAN.to_bits() {
