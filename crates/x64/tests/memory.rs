@@ -5,60 +5,16 @@ mod common;
 use snipjit_ir::{BinaryOp, UnaryOp};
 use snipjit_x64::{jit_binary_map, jit_unary_map};
 
-/// Two anonymous pages; the second is PROT_NONE, so any access past the first faults.
-struct Guarded {
-    base: *mut u8,
-    page: usize,
-}
-
-impl Guarded {
-    fn new() -> Guarded {
-        // SAFETY: plain anonymous mapping and protection change of our own pages.
-        unsafe {
-            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
-            let base = libc::mmap(
-                std::ptr::null_mut(),
-                2 * page,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            assert_ne!(base, libc::MAP_FAILED);
-            let base = base as *mut u8;
-            assert_eq!(
-                libc::mprotect(base.add(page) as *mut _, page, libc::PROT_NONE),
-                0
-            );
-            Guarded { base, page }
-        }
-    }
-
-    /// The last `n` f32 of the readable page, ending exactly at the guard page.
-    fn tail_slice(&mut self, n: usize) -> &mut [f32] {
-        // SAFETY: the range lies inside the readable first page and is f32-aligned.
-        unsafe {
-            let end = self.base.add(self.page) as *mut f32;
-            std::slice::from_raw_parts_mut(end.sub(n), n)
-        }
-    }
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        // SAFETY: unmaps the mapping created in `new`.
-        unsafe {
-            libc::munmap(self.base as *mut _, 2 * self.page);
-        }
-    }
-}
-
 #[test]
 fn masked_tails_never_touch_memory_past_n() {
     for isa in common::isas("masked_tails_never_touch_memory_past_n") {
         let un = jit_unary_map(isa, UnaryOp::Exp).unwrap();
         let bin = jit_binary_map(isa, BinaryOp::Add).unwrap();
-        let (mut a, mut b, mut d) = (Guarded::new(), Guarded::new(), Guarded::new());
+        let (mut a, mut b, mut d) = (
+            common::Guarded::new(),
+            common::Guarded::new(),
+            common::Guarded::new(),
+        );
         for n in 1..=2 * isa.lanes() + 1 {
             let src: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
             a.tail_slice(n).copy_from_slice(&src);

@@ -182,57 +182,6 @@ fn tail_forms_are_masked_or_copied_by_count() {
     }
 }
 
-/// Two anonymous pages; the second is PROT_NONE.
-struct Guarded {
-    base: *mut u8,
-    page: usize,
-}
-
-impl Guarded {
-    fn new() -> Guarded {
-        // SAFETY: plain anonymous mapping and protection change of our own pages.
-        unsafe {
-            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
-            let base = libc::mmap(
-                std::ptr::null_mut(),
-                2 * page,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            );
-            assert_ne!(base, libc::MAP_FAILED);
-            let base = base as *mut u8;
-            assert_eq!(
-                libc::mprotect(base.add(page) as *mut _, page, libc::PROT_NONE),
-                0
-            );
-            Guarded { base, page }
-        }
-    }
-
-    /// The last `bytes` bytes of the readable page, ending at the guard page.
-    fn tail(&mut self, bytes: usize) -> &mut [u8] {
-        // SAFETY: the range lies inside the readable first page.
-        unsafe { std::slice::from_raw_parts_mut(self.base.add(self.page - bytes), bytes) }
-    }
-
-    /// The readable page.
-    fn page(&mut self) -> &mut [u8] {
-        // SAFETY: the first page is mapped read-write.
-        unsafe { std::slice::from_raw_parts_mut(self.base, self.page) }
-    }
-}
-
-impl Drop for Guarded {
-    fn drop(&mut self) {
-        // SAFETY: unmaps the mapping created in `new`.
-        unsafe {
-            libc::munmap(self.base as *mut _, 2 * self.page);
-        }
-    }
-}
-
 /// `y = Convert(Convert(x, f32), dt)`: loads and stores `dt`, values unchanged for the
 /// bytes this test writes.
 fn round_trip_graph(dt: DType) -> Graph {
@@ -278,7 +227,7 @@ fn typed_tails_never_touch_memory_past_the_count() {
             // SAFETY: the entry point follows the KernelFn ABI (snipjit_x64::abi).
             let f: snipjit_x64::abi::KernelFn =
                 unsafe { std::mem::transmute::<*const u8, _>(kernel.entry_ptr()) };
-            let (mut src, mut dst) = (Guarded::new(), Guarded::new());
+            let (mut src, mut dst) = (common::Guarded::new(), common::Guarded::new());
             for n in 1..=2 * isa.lanes() + 1 {
                 let data: Vec<u8> = (0..n).flat_map(|i| element(dt, i)).collect();
                 src.tail(data.len()).copy_from_slice(&data);

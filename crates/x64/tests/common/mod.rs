@@ -100,3 +100,67 @@ pub fn specials() -> Vec<f32> {
     }
     v
 }
+
+/// Two anonymous pages; the second is PROT_NONE, so any access past the first faults.
+pub struct Guarded {
+    base: *mut u8,
+    page: usize,
+}
+
+impl Guarded {
+    pub fn new() -> Guarded {
+        // SAFETY: plain anonymous mapping and protection change of our own pages.
+        unsafe {
+            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                2 * page,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(base, libc::MAP_FAILED);
+            let base = base as *mut u8;
+            assert_eq!(
+                libc::mprotect(base.add(page) as *mut _, page, libc::PROT_NONE),
+                0
+            );
+            Guarded { base, page }
+        }
+    }
+
+    /// The last `bytes` bytes of the readable page, ending at the guard page.
+    #[allow(dead_code)]
+    pub fn tail(&mut self, bytes: usize) -> &mut [u8] {
+        // SAFETY: the range lies inside the readable first page.
+        unsafe { std::slice::from_raw_parts_mut(self.base.add(self.page - bytes), bytes) }
+    }
+
+    /// The last `n` f32 of the readable page, ending exactly at the guard page.
+    #[allow(dead_code)] // not every test binary uses every accessor
+    pub fn tail_slice(&mut self, n: usize) -> &mut [f32] {
+        // SAFETY: the range lies inside the readable first page and is f32-aligned
+        // (the page is, and 4 * n bytes are taken from its end).
+        unsafe {
+            let end = self.base.add(self.page) as *mut f32;
+            std::slice::from_raw_parts_mut(end.sub(n), n)
+        }
+    }
+
+    /// The readable page.
+    #[allow(dead_code)]
+    pub fn page(&mut self) -> &mut [u8] {
+        // SAFETY: the first page is mapped read-write.
+        unsafe { std::slice::from_raw_parts_mut(self.base, self.page) }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping created in `new`.
+        unsafe {
+            libc::munmap(self.base as *mut _, 2 * self.page);
+        }
+    }
+}
