@@ -210,10 +210,8 @@ impl JitSubgraph {
                 t.shape == prep.full && t.dtype() == dtype && t.data.len() == numel
             });
             if !reusable {
-                let data = new_output(dtype, numel).ok_or_else(|| {
-                    RuntimeError::Shape(format!(
-                        "output {k} has dtype {dtype}, which the JIT does not write"
-                    ))
+                let data = new_output(dtype, numel).map_err(|reason| {
+                    RuntimeError::Shape(format!("output {k} ({dtype}[{numel}]): {reason}"))
                 })?;
                 let t = Tensor {
                     shape: prep.full.clone(),
@@ -269,6 +267,16 @@ impl JitSubgraph {
                     reason: format!("shape {:?} does not broadcast with {full:?}", t.shape),
                 }
             })?;
+        }
+        let numel = if full.contains(&0) {
+            Some(0)
+        } else {
+            full.iter().try_fold(1usize, |a, &d| a.checked_mul(d))
+        };
+        if numel.is_none_or(|n| n > MAX_OUTPUT_ELEMENTS) {
+            return Err(RuntimeError::Shape(format!(
+                "the outputs' shape {full:?} has more than {MAX_OUTPUT_ELEMENTS} elements"
+            )));
         }
         for &r in &body.outputs {
             let ty = &body.node(r).outputs[0].ty;
@@ -357,18 +365,22 @@ unsafe fn set_output_len(d: &mut TensorData, n: usize) {
 }
 
 /// An empty output of `dtype` with capacity for `n` elements (`None` for i64).
-fn new_output(dtype: DType, n: usize) -> Option<TensorData> {
-    Some(match dtype {
-        DType::F32 => TensorData::F32(with_capacity(n)),
-        DType::BF16 => TensorData::BF16(with_capacity(n)),
-        DType::F16 => TensorData::F16(with_capacity(n)),
-        DType::I8 => TensorData::I8(with_capacity(n)),
-        DType::U8 => TensorData::U8(with_capacity(n)),
-        DType::I32 => TensorData::I32(with_capacity(n)),
-        DType::Bool => TensorData::Bool(with_capacity(n)),
-        DType::I64 => return None,
+fn new_output(dtype: DType, n: usize) -> Result<TensorData, String> {
+    Ok(match dtype {
+        DType::F32 => TensorData::F32(with_capacity(n)?),
+        DType::BF16 => TensorData::BF16(with_capacity(n)?),
+        DType::F16 => TensorData::F16(with_capacity(n)?),
+        DType::I8 => TensorData::I8(with_capacity(n)?),
+        DType::U8 => TensorData::U8(with_capacity(n)?),
+        DType::I32 => TensorData::I32(with_capacity(n)?),
+        DType::Bool => TensorData::Bool(with_capacity(n)?),
+        DType::I64 => return Err("the JIT does not write i64".into()),
     })
 }
+
+/// The most elements an output may have (2^32: 16 GiB of f32), so that a broadcast of
+/// small inputs to an absurd shape is an error, not an allocation failure.
+pub const MAX_OUTPUT_ELEMENTS: usize = 1 << 32;
 
 /// Bytes from which output buffers ask for transparent huge pages.
 const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
@@ -376,8 +388,11 @@ const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
 /// A buffer with capacity for `n` elements, not yet initialized (the kernel writes
 /// every element before `set_len`). Large buffers are advised to use huge pages, so
 /// the first touch faults once per 2 MiB instead of once per 4 KiB.
-fn with_capacity<T>(n: usize) -> Vec<T> {
-    let v: Vec<T> = Vec::with_capacity(n);
+fn with_capacity<T>(n: usize) -> Result<Vec<T>, String> {
+    let mut v: Vec<T> = Vec::new();
+    // An allocation that cannot be met is an error, not an abort.
+    v.try_reserve_exact(n)
+        .map_err(|e| format!("cannot allocate the output: {e}"))?;
     let bytes = n * std::mem::size_of::<T>();
     if bytes >= HUGE_PAGE_MIN_BYTES {
         let start = v.as_ptr() as usize;
@@ -391,5 +406,5 @@ fn with_capacity<T>(n: usize) -> Vec<T> {
             unsafe { libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
         }
     }
-    v
+    Ok(v)
 }

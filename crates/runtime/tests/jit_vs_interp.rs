@@ -396,6 +396,36 @@ fn zero_size_and_bad_shapes() {
     assert!(Executor::new(100_000).is_err());
 }
 
+/// Small inputs that broadcast to an absurd output: a clean error, no allocation
+/// attempt, no abort.
+#[test]
+fn huge_broadcast_output_is_an_error() {
+    for isa in isas() {
+        let mut g = Graph::new("outer");
+        let x = g.add_input(
+            "x",
+            TensorType::new(DType::F32, shape(&[Dim::sym("N"), Dim::Static(1)])),
+        );
+        let y = g.add_input(
+            "y",
+            TensorType::new(DType::F32, shape(&[Dim::Static(1), Dim::sym("M")])),
+        );
+        let s = g.add_op("s", Op::Binary(BinaryOp::Add), &[x, y]).unwrap();
+        g.add_output("s", s);
+        let sg = JitSubgraph::new(g, isa).unwrap();
+        let exec = Executor::new(1).unwrap();
+        let n = 200_000;
+        let a = Tensor::from_f32(&[n, 1], vec![1.0; n]).unwrap();
+        let b = Tensor::from_f32(&[1, n], vec![2.0; n]).unwrap();
+        let e = sg.run(&[&a, &b], &exec).unwrap_err();
+        assert!(e.to_string().contains("elements"), "{e}");
+        // A zero-size dim makes the product zero even when the others are huge.
+        let z = Tensor::from_f32(&[0, 1], vec![]).unwrap();
+        let out = sg.run(&[&z, &b], &exec).unwrap();
+        assert_eq!(out[0].shape, vec![0, n]);
+    }
+}
+
 /// Outputs past `NT_STORE_MIN_BYTES` take the non-temporal path: a head call aligns
 /// the pointers, and the result must not change whatever the misalignment.
 #[test]
