@@ -86,3 +86,31 @@ fn eight_threads_with_different_shapes_match_sequential_runs() {
         }
     }
 }
+
+/// Compile once, run any shape: 100 different input shapes of one broadcast pattern
+/// give one compilation and the same kernel bytes (issue 3).
+#[test]
+fn hundred_shapes_one_compilation() {
+    let graph = parse_model(MODEL, "relu_bias.sg").expect("example parses");
+    let model = Compiler::new(Options::default())
+        .and_then(|c| c.compile(graph))
+        .expect("compiles");
+    let Some((_, Ok(sg))) = model.kernels().into_iter().next() else {
+        eprintln!("SKIPPED: no JIT on this CPU (the model runs on the interpreter)");
+        return;
+    };
+    let code = sg.kernels()[0].1.kernel.code().to_vec();
+    for k in 0..100usize {
+        let (n, c) = (1 + k % 7, 2 + (k * 37) % 301);
+        let out = model.run(&inputs(n, c, k as u32)).expect("runs");
+        assert_eq!(out[0].shape, vec![n, c]);
+    }
+    assert_eq!(model.stats().compilations, 1);
+    let kernels = sg.kernels();
+    assert_eq!(kernels.len(), 1);
+    assert_eq!(
+        kernels[0].1.kernel.code(),
+        code.as_slice(),
+        "byte-identical kernel"
+    );
+}
