@@ -32,6 +32,7 @@
 use std::path::Path;
 
 mod error;
+pub mod fuzz;
 mod jit;
 mod model;
 pub mod npy;

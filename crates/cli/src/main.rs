@@ -8,6 +8,8 @@
 //! - `snipjit bench MODEL [--dim NAME=V1,V2,...]... [--threads N] [--isa ...] [--json]
 //!   [--workload NAME] [--target-ms T] [--min-iters K] [--fresh-outputs]`: times the
 //!   model and each subgraph over every combination of the dim values.
+//! - `snipjit fuzz [--cases N] [--seed S] [--nan-inf] [--save-failures DIR]`: runs random
+//!   models on the JIT and the interpreter and compares them; exits 1 on any failure.
 //! - `snipjit demo`: runs the embedded example model and checks it against a formula.
 //!
 //! Errors print one line, `error: ...`, on stderr and exit with status 1 (command-line
@@ -19,6 +21,7 @@ mod demo;
 mod dot;
 mod dump;
 mod error;
+mod fuzz;
 mod output;
 mod run;
 
@@ -45,6 +48,8 @@ enum Command {
     Dump(dump::DumpArgs),
     /// Time a model and each of its subgraphs over a grid of shapes.
     Bench(bench::BenchArgs),
+    /// Run random models on the JIT and on the interpreter and compare the outputs.
+    Fuzz(fuzz::FuzzArgs),
     /// Run the built-in example (examples/gelu_chain.sg) and check its result.
     Demo,
 }
@@ -57,6 +62,15 @@ fn main() -> ExitCode {
         Command::Dump(args) => dump::dump(&args, &mut stdout),
         Command::Bench(args) => bench::bench(&args, &mut stdout),
         Command::Demo => demo::demo(&mut stdout),
+        Command::Fuzz(args) => match fuzz::fuzz(&args, &mut stdout) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                // The summary line is out; failures exit 1 whether or not stdout flushes.
+                let _ = stdout.flush();
+                return ExitCode::from(1);
+            }
+            Err(e) => Err(e),
+        },
     };
     let result = result.and_then(|()| stdout.flush().map_err(CliError::Stdout));
     match result {

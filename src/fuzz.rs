@@ -1,0 +1,931 @@
+//! Differential fuzzing: random models run by the JIT and by the reference interpreter.
+//!
+//! [`generate`] builds a random model from a seed and a case index (deterministic, no
+//! external RNG): an elementwise DAG of up to [`FuzzConfig::max_ops`] ops with forks
+//! and several outputs (unary, binary, comparisons with Select, Clamp, Pow with a
+//! scalar exponent, Convert round trips), sprinkled with ops that stay on the
+//! interpreter (Softmax, ReduceSum, MatMul, Transpose); shapes with tails, size-1
+//! broadcasts, dynamic dims and sometimes zero-size dims; inputs with large
+//! magnitudes, denormals and, on request, NaN and infinities.
+//!
+//! [`run_case`] compiles the model for every ISA and thread count of the config, runs
+//! it, and compares each output with [`snipjit_interp::run`]: ints and bools exactly,
+//! f32 with NaN equal to NaN, infinities equal only to themselves, and otherwise within
+//! [`FuzzConfig::ulps`] ULP, a relative and an absolute term.
+//!
+//! Discontinuous ops (comparisons, Floor/Ceil/Round/Sign, Mod, conversions to narrow
+//! types) only take values the JIT computes bit-exactly (see `Val::exact`), so a
+//! last-bit difference of a polynomial emitter never flips a branch and reports a
+//! false mismatch.
+
+use std::fmt;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use half::{bf16, f16};
+use snipjit_ir::{
+    BinaryOp, DType, Dim, GeluApprox, Graph, Op, ReduceKind, Shape, Tensor, TensorData, TensorType,
+    UnaryOp, ValueRef,
+};
+
+use crate::{Compiler, IsaChoice, Options};
+
+/// What [`generate`] and [`run_case`] do.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FuzzConfig {
+    /// Most ops per model (at least 1).
+    pub max_ops: usize,
+    /// Inputs may hold NaN and +-inf.
+    pub nan_inf: bool,
+    /// ISAs to compile for; [`available_isas`] by default.
+    pub isas: Vec<IsaChoice>,
+    /// Executor thread counts to run with (default 1..=4).
+    pub threads: Vec<usize>,
+    /// Every `big_every`-th case (0: never) has ~300k elements, so that the executor
+    /// really splits the work over threads.
+    pub big_every: u64,
+    /// Tolerance in f32 ULPs of the interpreter's value.
+    pub ulps: u32,
+    /// Relative tolerance (whichever of ULPs and relative is larger applies).
+    pub rel_tol: f64,
+    /// Absolute tolerance added to the above.
+    pub abs_tol: f64,
+}
+
+impl Default for FuzzConfig {
+    fn default() -> FuzzConfig {
+        FuzzConfig {
+            max_ops: 30,
+            nan_inf: false,
+            isas: available_isas(),
+            threads: vec![1, 2, 3, 4],
+            big_every: 0,
+            ulps: 32,
+            rel_tol: 1e-5,
+            abs_tol: 1e-6,
+        }
+    }
+}
+
+/// The explicit ISAs this CPU supports (AVX-512, AVX2), best first.
+pub fn available_isas() -> Vec<IsaChoice> {
+    [IsaChoice::Avx512, IsaChoice::Avx2]
+        .into_iter()
+        .filter(|i| i.is_supported())
+        .collect()
+}
+
+/// A generated model and its inputs.
+#[derive(Clone, Debug)]
+pub struct Case {
+    /// The model.
+    pub graph: Graph,
+    /// One tensor per graph input, in order.
+    pub inputs: Vec<Tensor>,
+}
+
+/// The first output element where the JIT and the interpreter disagree.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mismatch {
+    /// Output position.
+    pub output: usize,
+    /// Output name.
+    pub name: String,
+    /// Flat element index (`usize::MAX` when the shapes or dtypes differ).
+    pub index: usize,
+    /// The JIT's value (or shape/dtype), as text.
+    pub jit: String,
+    /// The interpreter's value (or shape/dtype), as text.
+    pub interp: String,
+    /// ISA of the failing run.
+    pub isa: IsaChoice,
+    /// Executor threads of the failing run.
+    pub threads: usize,
+}
+
+/// How one case ended.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Outcome {
+    /// Every output of every run matched the interpreter.
+    Pass,
+    /// An output differed.
+    Mismatch(Mismatch),
+    /// A panic, or an error where the interpreter succeeded (`isa`/`threads` name the
+    /// run, `None` when generation or the interpreter itself failed).
+    Crash {
+        isa: Option<IsaChoice>,
+        threads: Option<usize>,
+        message: String,
+    },
+}
+
+/// The result of [`run_case`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct CaseResult {
+    /// The seed of the run.
+    pub seed: u64,
+    /// The case within the run.
+    pub case_index: u64,
+    /// Pass, mismatch or crash.
+    pub outcome: Outcome,
+    /// The model as `.sg` text (empty if generation itself failed).
+    pub model_text: String,
+    /// The concrete input shapes.
+    pub input_shapes: Vec<Vec<usize>>,
+    /// For a mismatch: the first value (in topological order) that differs when it
+    /// alone is the model's output, from [`localize`].
+    pub culprit: Option<String>,
+}
+
+impl CaseResult {
+    /// True when the case passed.
+    pub fn passed(&self) -> bool {
+        self.outcome == Outcome::Pass
+    }
+
+    /// The `.sg` file to save for a failure: a comment header (seed, case, input
+    /// shapes, what failed), then the model.
+    pub fn failure_file(&self) -> String {
+        let mut s = format!(
+            "# snipjit fuzz: seed {} case {} (regenerate: snipjit::fuzz::generate({}, {}, ..))\n# input shapes: {:?}\n",
+            self.seed, self.case_index, self.seed, self.case_index, self.input_shapes
+        );
+        for line in self.outcome.to_string().lines() {
+            s.push_str(&format!("# {line}\n"));
+        }
+        if let Some(c) = &self.culprit {
+            s.push_str(&format!("# first differing value: {c}\n"));
+        }
+        s.push_str(&self.model_text);
+        s
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Pass => f.write_str("pass"),
+            Outcome::Mismatch(m) => write!(
+                f,
+                "mismatch on {} x{} threads: output {} '{}' element {}: jit {} vs interpreter {}",
+                m.isa, m.threads, m.output, m.name, m.index, m.jit, m.interp
+            ),
+            Outcome::Crash {
+                isa,
+                threads,
+                message,
+            } => {
+                let run = match (isa, threads) {
+                    (Some(i), Some(t)) => format!(" on {i} x{t} threads"),
+                    _ => String::new(),
+                };
+                write!(f, "crash{run}: {message}")
+            }
+        }
+    }
+}
+
+/// Generates case `case_index` of the run `seed`, compiles it for every ISA and thread
+/// count of `cfg`, and compares every output with the interpreter. Panics anywhere in
+/// compilation or execution are caught and reported as [`Outcome::Crash`].
+pub fn run_case(seed: u64, case_index: u64, cfg: &FuzzConfig) -> CaseResult {
+    let mut result = CaseResult {
+        seed,
+        case_index,
+        outcome: Outcome::Pass,
+        model_text: String::new(),
+        input_shapes: vec![],
+        culprit: None,
+    };
+    let crash = |isa, threads, message| Outcome::Crash {
+        isa,
+        threads,
+        message,
+    };
+    let case = match catch_unwind(|| generate(seed, case_index, cfg)) {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            result.outcome = crash(None, None, format!("generator: {e}"));
+            return result;
+        }
+        Err(p) => {
+            result.outcome = crash(
+                None,
+                None,
+                format!("generator panicked: {}", panic_text(&p)),
+            );
+            return result;
+        }
+    };
+    result.model_text = snipjit_ir::text::print(&case.graph);
+    result.input_shapes = case.inputs.iter().map(|t| t.shape.clone()).collect();
+    let want = match catch_unwind(|| snipjit_interp::run(&case.graph, &case.inputs)) {
+        Ok(Ok(w)) => w,
+        Ok(Err(e)) => {
+            result.outcome = crash(None, None, format!("interpreter: {e}"));
+            return result;
+        }
+        Err(p) => {
+            result.outcome = crash(
+                None,
+                None,
+                format!("interpreter panicked: {}", panic_text(&p)),
+            );
+            return result;
+        }
+    };
+    for &isa in &cfg.isas {
+        for &threads in &cfg.threads {
+            let outcome = check(&case.graph, &case.inputs, &want, cfg, isa, threads);
+            if outcome != Outcome::Pass {
+                if matches!(outcome, Outcome::Mismatch(_)) {
+                    result.culprit = localize(&case, isa, threads, cfg);
+                }
+                result.outcome = outcome;
+                return result;
+            }
+        }
+    }
+    result
+}
+
+/// Compiles and runs `graph` on one ISA and thread count and compares with `want`.
+fn check(
+    graph: &Graph,
+    inputs: &[Tensor],
+    want: &[Tensor],
+    cfg: &FuzzConfig,
+    isa: IsaChoice,
+    threads: usize,
+) -> Outcome {
+    let run = || -> Result<Vec<Tensor>, crate::Error> {
+        Compiler::new(Options { threads, isa })?
+            .compile(graph.clone())?
+            .run(inputs)
+    };
+    let crash = |message| Outcome::Crash {
+        isa: Some(isa),
+        threads: Some(threads),
+        message,
+    };
+    match catch_unwind(AssertUnwindSafe(run)) {
+        Ok(Ok(got)) => match compare(graph, &got, want, cfg, isa, threads) {
+            Some(m) => Outcome::Mismatch(m),
+            None => Outcome::Pass,
+        },
+        Ok(Err(e)) => crash(e.to_string()),
+        Err(p) => crash(format!("panic: {}", panic_text(&p))),
+    }
+}
+
+/// Finds the first value (in topological order) that differs between the JIT and the
+/// interpreter when it alone is the output of the model (its ancestors only), and
+/// describes it: `v5 = Mish(v4): <what differed>`. `None` if no single value differs.
+pub fn localize(case: &Case, isa: IsaChoice, threads: usize, cfg: &FuzzConfig) -> Option<String> {
+    let g = &case.graph;
+    for id in g.topo_order().ok()? {
+        let node = g.node(id);
+        if matches!(node.op, Op::Parameter | Op::Result | Op::Constant(_)) {
+            continue;
+        }
+        let mut probe = g.clone();
+        probe.outputs.clear();
+        probe.add_output("probe", ValueRef::new(id, 0));
+        probe.remove_dead().ok()?;
+        let Ok(Ok(want)) = catch_unwind(|| snipjit_interp::run(&probe, &case.inputs)) else {
+            continue;
+        };
+        let outcome = check(&probe, &case.inputs, &want, cfg, isa, threads);
+        if outcome != Outcome::Pass {
+            let args: Vec<&str> = node.inputs.iter().map(|&v| g.value_name(v)).collect();
+            return Some(format!(
+                "{} = {}({}): {outcome}",
+                node.outputs[0].name,
+                node.op.name(),
+                args.join(", ")
+            ));
+        }
+    }
+    None
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "(non-text panic payload)".into())
+}
+
+/// The first differing element of any output, or `None`.
+fn compare(
+    g: &Graph,
+    got: &[Tensor],
+    want: &[Tensor],
+    cfg: &FuzzConfig,
+    isa: IsaChoice,
+    threads: usize,
+) -> Option<Mismatch> {
+    let name = |o: usize| {
+        g.outputs
+            .get(o)
+            .map(|&id| g.node(id).outputs[0].name.clone())
+            .unwrap_or_default()
+    };
+    let mismatch = |output, index, jit: String, interp: String| Mismatch {
+        output,
+        name: name(output),
+        index,
+        jit,
+        interp,
+        isa,
+        threads,
+    };
+    if got.len() != want.len() {
+        let (j, i) = (
+            format!("{} outputs", got.len()),
+            format!("{} outputs", want.len()),
+        );
+        return Some(mismatch(0, usize::MAX, j, i));
+    }
+    for (o, (a, b)) in got.iter().zip(want).enumerate() {
+        if a.shape != b.shape || a.dtype() != b.dtype() {
+            let ty = |t: &Tensor| format!("{} {:?}", t.dtype().name(), t.shape);
+            return Some(mismatch(o, usize::MAX, ty(a), ty(b)));
+        }
+        let first_bad = match (&a.data, &b.data) {
+            (TensorData::F32(x), TensorData::F32(y)) => x
+                .iter()
+                .zip(y)
+                .position(|(&x, &y)| !f32_close(x, y, cfg))
+                .map(|i| (i, format!("{:e}", x[i]), format!("{:e}", y[i]))),
+            (TensorData::BF16(x), TensorData::BF16(y)) => first_diff(x, y, |v| v.is_nan()),
+            (TensorData::F16(x), TensorData::F16(y)) => first_diff(x, y, |v| v.is_nan()),
+            _ => (0..a.numel())
+                .find(|&i| a.data.get_i64(i) != b.data.get_i64(i))
+                .map(|i| {
+                    (
+                        i,
+                        a.data.get_i64(i).to_string(),
+                        b.data.get_i64(i).to_string(),
+                    )
+                }),
+        };
+        if let Some((i, x, y)) = first_bad {
+            return Some(mismatch(o, i, x, y));
+        }
+    }
+    None
+}
+
+fn first_diff<T: PartialEq + fmt::Debug>(
+    x: &[T],
+    y: &[T],
+    nan: fn(&T) -> bool,
+) -> Option<(usize, String, String)> {
+    x.iter()
+        .zip(y)
+        .position(|(a, b)| a != b && !(nan(a) && nan(b)))
+        .map(|i| (i, format!("{:?}", x[i]), format!("{:?}", y[i])))
+}
+
+/// `got` is close enough to the interpreter's `want` (see the module docs).
+pub fn f32_close(got: f32, want: f32, cfg: &FuzzConfig) -> bool {
+    if got.is_nan() || want.is_nan() {
+        return got.is_nan() && want.is_nan();
+    }
+    if got == want {
+        return true;
+    }
+    if got.is_infinite() || want.is_infinite() {
+        return false;
+    }
+    let (g, w) = (got as f64, want as f64);
+    let ulp = {
+        let m = want.abs();
+        (f32::from_bits(m.to_bits() + 1) - m) as f64
+    };
+    let tol = (cfg.ulps as f64 * ulp).max(cfg.rel_tol * w.abs()) + cfg.abs_tol;
+    (g - w).abs() <= tol
+}
+
+/// A small deterministic RNG (splitmix64).
+#[derive(Clone, Debug)]
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// Uniform in `0..n` (`n > 0`).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// True with probability `1/n`.
+    fn one_in(&mut self, n: usize) -> bool {
+        self.below(n) == 0
+    }
+    fn range(&mut self, lo: usize, hi: usize) -> usize {
+        lo + self.below(hi - lo + 1)
+    }
+    fn f32(&mut self, lo: f32, hi: f32) -> f32 {
+        lo + (hi - lo) * ((self.next() >> 40) as f32 / (1u64 << 24) as f32)
+    }
+    fn pick<T: Copy>(&mut self, v: &[T]) -> T {
+        v[self.below(v.len())]
+    }
+}
+
+/// A value of the model under construction.
+#[derive(Clone, Copy, Debug)]
+struct Val {
+    v: ValueRef,
+    /// Rank (values of lower rank broadcast along the leading dims).
+    rank: usize,
+    /// The JIT computes it bit-exactly like the interpreter (only correctly rounded
+    /// ops and selections on exact values), so discontinuous ops may use it.
+    exact: bool,
+    /// A product that `mul_add_to_fma` may fuse into a following Add/Sub.
+    product: bool,
+}
+
+/// Unary f32 ops, and whether the JIT's result is bit-exact.
+const UNARY: &[(UnaryOp, bool)] = &[
+    (UnaryOp::Abs, true),
+    (UnaryOp::Neg, true),
+    (UnaryOp::Relu, true),
+    (UnaryOp::Exp, false),
+    (UnaryOp::Log, false),
+    (UnaryOp::Sqrt, true),
+    (UnaryOp::Reciprocal, true),
+    (UnaryOp::Erf, false),
+    (UnaryOp::Tanh, false),
+    (UnaryOp::Sigmoid, false),
+    (UnaryOp::Gelu(GeluApprox::Erf), false),
+    (UnaryOp::Gelu(GeluApprox::Tanh), false),
+    (UnaryOp::Swish { beta: 1.0 }, false),
+    (UnaryOp::Swish { beta: 0.75 }, false),
+    (UnaryOp::HSwish, false),
+    (UnaryOp::HSigmoid, false),
+    (UnaryOp::Mish, false),
+    (UnaryOp::Elu { alpha: 0.5 }, false),
+    (UnaryOp::LeakyRelu { alpha: 0.125 }, true),
+    (UnaryOp::Softplus, false),
+];
+
+/// Discontinuous unary ops: exact inputs only.
+const STEP_UNARY: &[UnaryOp] = &[UnaryOp::Floor, UnaryOp::Ceil, UnaryOp::Round, UnaryOp::Sign];
+
+const BINARY: &[(BinaryOp, bool)] = &[
+    (BinaryOp::Add, true),
+    (BinaryOp::Sub, true),
+    (BinaryOp::Mul, true),
+    (BinaryOp::Div, true),
+    (BinaryOp::Max, true),
+    (BinaryOp::Min, true),
+    (BinaryOp::SquaredDifference, false),
+    (BinaryOp::PRelu, true),
+];
+
+const COMPARE: &[BinaryOp] = &[
+    BinaryOp::Equal,
+    BinaryOp::NotEqual,
+    BinaryOp::Less,
+    BinaryOp::LessEqual,
+    BinaryOp::Greater,
+    BinaryOp::GreaterEqual,
+];
+
+const CONVERT: &[DType] = &[
+    DType::BF16,
+    DType::F16,
+    DType::I32,
+    DType::U8,
+    DType::I8,
+    DType::Bool,
+];
+
+struct Builder<'c> {
+    g: Graph,
+    rng: Rng,
+    cfg: &'c FuzzConfig,
+    /// Declared full-rank dims and their concrete sizes.
+    dims: Vec<(Dim, usize)>,
+    f32s: Vec<Val>,
+    bools: Vec<Val>,
+    inputs: Vec<Tensor>,
+    names: usize,
+}
+
+type GenResult<T> = Result<T, String>;
+
+/// Generates case `case_index` of the run `seed`: the same arguments always give the
+/// same model and inputs.
+pub fn generate(seed: u64, case_index: u64, cfg: &FuzzConfig) -> GenResult<Case> {
+    let mut rng = Rng(seed ^ case_index.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    rng.next();
+    let rank = rng.range(1, 4);
+    let big = cfg.big_every > 0 && case_index % cfg.big_every == cfg.big_every - 1;
+    let zero_axis = rng.one_in(20).then(|| rng.below(rank));
+    let dims = (0..rank)
+        .map(|axis| {
+            let size = if Some(axis) == zero_axis {
+                0
+            } else if axis + 1 == rank {
+                if big {
+                    rng.range(60_000, 100_000)
+                } else {
+                    rng.range(1, 33)
+                }
+            } else if big {
+                rng.range(1, 3)
+            } else {
+                rng.range(1, 4)
+            };
+            let dim = if rng.one_in(2) {
+                Dim::sym(&format!("D{axis}"))
+            } else {
+                Dim::Static(size)
+            };
+            (dim, size)
+        })
+        .collect();
+    let mut b = Builder {
+        g: Graph::new(format!("fuzz_{seed}_{case_index}")),
+        rng,
+        cfg,
+        dims,
+        f32s: vec![],
+        bools: vec![],
+        inputs: vec![],
+        names: 0,
+    };
+    b.build()?;
+    Ok(Case {
+        graph: b.g,
+        inputs: b.inputs,
+    })
+}
+
+impl Builder<'_> {
+    fn name(&mut self, prefix: &str) -> String {
+        self.names += 1;
+        format!("{prefix}{}", self.names)
+    }
+
+    fn op(&mut self, op: Op, args: &[ValueRef]) -> GenResult<ValueRef> {
+        let name = self.name("v");
+        self.g
+            .add_op(name, op, args)
+            .map_err(|e| format!("building the model: {e}"))
+    }
+
+    fn rank_of(&self, v: ValueRef) -> usize {
+        self.g.value_type(v).shape.rank()
+    }
+
+    fn build(&mut self) -> GenResult<()> {
+        let n_inputs = self.rng.range(1, 4);
+        for i in 0..n_inputs {
+            self.add_input(i == 0)?;
+        }
+        let n_ops = self.rng.range(1, self.cfg.max_ops.max(1));
+        for _ in 0..n_ops {
+            self.add_random_op()?;
+        }
+        // Outputs: the last f32 value, plus up to two earlier values of any kind.
+        let last = *self.f32s.last().expect("an f32 input always exists");
+        self.g.add_output("out0", last.v);
+        for k in 1..=self.rng.below(3) {
+            let pool: Vec<Val> = self.f32s.iter().chain(&self.bools).copied().collect();
+            let p = self.rng.pick(&pool);
+            let is_f32 = self.g.value_type(p.v).dtype == DType::F32;
+            // A narrow-typed view of an exact value, now and then.
+            let v = if p.exact && is_f32 && self.rng.one_in(3) {
+                let to = self.rng.pick(CONVERT);
+                self.op(Op::Convert { to }, &[p.v])?
+            } else {
+                p.v
+            };
+            self.g.add_output(format!("out{k}"), v);
+        }
+        Ok(())
+    }
+
+    /// An input: full rank or lower, each dim full or a size-1 broadcast; mostly f32,
+    /// sometimes bool or a narrow type converted to f32.
+    fn add_input(&mut self, full: bool) -> GenResult<()> {
+        let rank = self.dims.len();
+        let rank = if full || !self.rng.one_in(5) {
+            rank
+        } else {
+            self.rng.range(1, rank)
+        };
+        let mut shape = Shape::scalar();
+        let mut concrete = vec![];
+        for (dim, size) in &self.dims[self.dims.len() - rank..] {
+            if !full && self.rng.one_in(4) {
+                shape.0.push(Dim::Static(1));
+                concrete.push(1);
+            } else {
+                shape.0.push(dim.clone());
+                concrete.push(*size);
+            }
+        }
+        let dtype = match self.rng.below(12) {
+            0 if !full => DType::Bool,
+            1 => self
+                .rng
+                .pick(&[DType::BF16, DType::F16, DType::I32, DType::U8, DType::I8]),
+            _ => DType::F32,
+        };
+        let name = format!("x{}", self.inputs.len());
+        let v = self.g.add_input(name, TensorType::new(dtype, shape));
+        let tensor = self.random_tensor(dtype, &concrete)?;
+        self.inputs.push(tensor);
+        let val = Val {
+            v,
+            rank,
+            exact: true,
+            product: false,
+        };
+        match dtype {
+            DType::Bool => self.bools.push(val),
+            DType::F32 => self.f32s.push(val),
+            _ => {
+                let v = self.op(Op::Convert { to: DType::F32 }, &[v])?;
+                self.f32s.push(Val { v, ..val });
+            }
+        }
+        Ok(())
+    }
+
+    fn random_f32(&mut self) -> f32 {
+        match self.rng.below(40) {
+            0 => self.rng.pick(&[1e30, -3e38, 3.4e38, 1e20, -1e25]),
+            1 => self.rng.pick(&[1e-40, -2e-42, 1.2e-38, 0.0, -0.0]),
+            2 if self.cfg.nan_inf => self.rng.pick(&[f32::NAN, f32::INFINITY, f32::NEG_INFINITY]),
+            3 => self.rng.f32(-100.0, 100.0),
+            4 => self.rng.pick(&[0.5, -0.5, 1.5, 2.5, -2.5, 1.0, 0.0]),
+            _ => self.rng.f32(-4.0, 4.0),
+        }
+    }
+
+    fn random_tensor(&mut self, dtype: DType, dims: &[usize]) -> GenResult<Tensor> {
+        let n: usize = dims.iter().product();
+        let data = match dtype {
+            DType::F32 => TensorData::F32((0..n).map(|_| self.random_f32()).collect()),
+            DType::BF16 => {
+                TensorData::BF16((0..n).map(|_| bf16::from_f32(self.random_f32())).collect())
+            }
+            DType::F16 => TensorData::F16(
+                (0..n)
+                    .map(|_| {
+                        let x = self.random_f32();
+                        let x = if self.cfg.nan_inf {
+                            x
+                        } else {
+                            x.clamp(-6e4, 6e4)
+                        };
+                        f16::from_f32(x)
+                    })
+                    .collect(),
+            ),
+            DType::I32 => TensorData::I32(
+                (0..n)
+                    .map(|_| match self.rng.below(10) {
+                        0 => self.rng.pick(&[i32::MIN, i32::MAX, 1 << 24, (1 << 24) + 1]),
+                        _ => self.rng.range(0, 2000) as i32 - 1000,
+                    })
+                    .collect(),
+            ),
+            DType::U8 => TensorData::U8((0..n).map(|_| self.rng.next() as u8).collect()),
+            DType::I8 => TensorData::I8((0..n).map(|_| self.rng.next() as i8).collect()),
+            DType::Bool => TensorData::Bool((0..n).map(|_| self.rng.one_in(2)).collect()),
+            DType::I64 => return Err("i64 inputs are not generated".into()),
+        };
+        Tensor::new(dims.to_vec(), data).map_err(|e| e.to_string())
+    }
+
+    fn pick_f32(&mut self, exact: bool) -> Option<Val> {
+        let pool: Vec<Val> = self
+            .f32s
+            .iter()
+            .filter(|v| v.exact || !exact)
+            .copied()
+            .collect();
+        (!pool.is_empty()).then(|| self.rng.pick(&pool))
+    }
+
+    fn push(&mut self, v: ValueRef, exact: bool, product: bool) {
+        let rank = self.rank_of(v);
+        let val = Val {
+            v,
+            rank,
+            exact,
+            product,
+        };
+        if self.g.value_type(v).dtype == DType::Bool {
+            self.bools.push(val);
+        } else {
+            self.f32s.push(val);
+        }
+    }
+
+    fn scalar(&mut self, x: f32) -> GenResult<ValueRef> {
+        self.op(Op::Constant(Tensor::scalar_f32(x)), &[])
+    }
+
+    fn add_random_op(&mut self) -> GenResult<()> {
+        let any = self.pick_f32(false).expect("an f32 input always exists");
+        match self.rng.below(20) {
+            0..=4 => {
+                let (op, exact) = self.rng.pick(UNARY);
+                let v = self.op(Op::Unary(op), &[any.v])?;
+                self.push(v, exact && any.exact, false);
+            }
+            5..=9 => {
+                let (op, exact) = self.rng.pick(BINARY);
+                let other = if self.rng.one_in(4) {
+                    let c = self.random_f32();
+                    let c = if c.is_nan() { 2.0 } else { c };
+                    Val {
+                        v: self.scalar(c)?,
+                        rank: 0,
+                        exact: true,
+                        product: false,
+                    }
+                } else {
+                    self.pick_f32(false).expect("non-empty")
+                };
+                let (a, b) = if self.rng.one_in(2) {
+                    (any, other)
+                } else {
+                    (other, any)
+                };
+                let v = self.op(Op::Binary(op), &[a.v, b.v])?;
+                let fma = matches!(op, BinaryOp::Add | BinaryOp::Sub) && (a.product || b.product);
+                self.push(v, exact && a.exact && b.exact && !fma, op == BinaryOp::Mul);
+            }
+            10 => {
+                let lo = self.rng.f32(-3.0, 1.0);
+                let hi = lo + self.rng.f32(0.0, 3.0);
+                let v = self.op(Op::Unary(UnaryOp::Clamp { min: lo, max: hi }), &[any.v])?;
+                self.push(v, any.exact, false);
+            }
+            11 => {
+                let e = self
+                    .rng
+                    .pick(&[0.0, 1.0, 2.0, 3.0, -1.0, 0.5, -0.5, 1.5, -2.0, 4.0]);
+                let e = self.scalar(e)?;
+                let v = self.op(Op::Binary(BinaryOp::Pow), &[any.v, e])?;
+                self.push(v, false, false);
+            }
+            12 | 13 => self.add_compare_select()?,
+            14 => {
+                if let Some(x) = self.pick_f32(true) {
+                    let to = self.rng.pick(CONVERT);
+                    let c = self.op(Op::Convert { to }, &[x.v])?;
+                    let back = self.op(Op::Convert { to: DType::F32 }, &[c])?;
+                    self.push(back, true, false);
+                }
+            }
+            15 => {
+                if let Some(x) = self.pick_f32(true) {
+                    let (op, exact) = if self.rng.one_in(3) {
+                        let y = self.pick_f32(true).expect("x is exact");
+                        (self.op(Op::Binary(BinaryOp::Mod), &[x.v, y.v])?, false)
+                    } else {
+                        let op = self.rng.pick(STEP_UNARY);
+                        (self.op(Op::Unary(op), &[x.v])?, true)
+                    };
+                    self.push(op, exact, false);
+                }
+            }
+            _ => self.add_interpreter_op(any)?,
+        }
+        Ok(())
+    }
+
+    /// A comparison of exact values (or a logical op of bools), and a Select.
+    fn add_compare_select(&mut self) -> GenResult<()> {
+        let cond = match (
+            self.pick_f32(true),
+            self.rng.one_in(3) && !self.bools.is_empty(),
+        ) {
+            (_, true) => {
+                let a = self.rng.pick(&self.bools);
+                let b = self.rng.pick(&self.bools);
+                let op = self.rng.pick(&[BinaryOp::And, BinaryOp::Or, BinaryOp::Xor]);
+                if self.rng.one_in(3) {
+                    self.op(Op::Unary(UnaryOp::Not), &[a.v])?
+                } else {
+                    self.op(Op::Binary(op), &[a.v, b.v])?
+                }
+            }
+            (Some(a), false) => {
+                let b = self.pick_f32(true).expect("a is exact");
+                let op = self.rng.pick(COMPARE);
+                self.op(Op::Binary(op), &[a.v, b.v])?
+            }
+            (None, false) => return Ok(()),
+        };
+        self.push(cond, true, false);
+        if self.rng.one_in(4) {
+            return Ok(());
+        }
+        let a = self.pick_f32(false).expect("non-empty");
+        let b = self.pick_f32(false).expect("non-empty");
+        let v = self.op(Op::Select, &[cond, a.v, b.v])?;
+        self.push(v, a.exact && b.exact, false);
+        Ok(())
+    }
+
+    /// Ops the elementwise tokenizer leaves to the interpreter: Softmax and ReduceSum
+    /// over the last axis, attention-like `(x x^T) x`, and a transposed detour.
+    /// Their inputs are exact, so the interpreter sees the same values in both runs.
+    fn add_interpreter_op(&mut self, any: Val) -> GenResult<()> {
+        let Some(x) = self.pick_f32(true) else {
+            return Ok(());
+        };
+        let rank = x.rank;
+        match self.rng.below(4) {
+            0 => {
+                let v = self.op(Op::Softmax { axis: -1 }, &[x.v])?;
+                self.push(v, false, false);
+            }
+            1 => {
+                let op = Op::Reduce {
+                    kind: ReduceKind::Sum,
+                    axes: vec![-1],
+                    keep_dims: true,
+                };
+                let v = self.op(op, &[x.v])?;
+                self.push(v, false, false);
+            }
+            2 if rank >= 2 => {
+                let mm = |a, b| Op::MatMul {
+                    transpose_a: a,
+                    transpose_b: b,
+                };
+                let s = self.op(mm(false, true), &[x.v, x.v])?;
+                let s = self.op(Op::Softmax { axis: -1 }, &[s])?;
+                let v = self.op(mm(false, false), &[s, x.v])?;
+                self.push(v, false, false);
+            }
+            _ if rank >= 2 => {
+                let mut perm: Vec<usize> = (0..rank).collect();
+                perm.swap(rank - 1, rank - 2);
+                let t = self.op(Op::Transpose { perm: perm.clone() }, &[x.v])?;
+                let (op, exact) = self.rng.pick(UNARY);
+                let u = self.op(Op::Unary(op), &[t])?;
+                let v = self.op(Op::Transpose { perm }, &[u])?;
+                self.push(v, exact, false);
+            }
+            _ => {
+                let v = self.op(Op::Unary(UnaryOp::Abs), &[any.v])?;
+                self.push(v, any.exact, false);
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_is_deterministic() {
+        let cfg = FuzzConfig::default();
+        for case in 0..20 {
+            let a = generate(7, case, &cfg).unwrap();
+            let b = generate(7, case, &cfg).unwrap();
+            assert_eq!(
+                snipjit_ir::text::print(&a.graph),
+                snipjit_ir::text::print(&b.graph)
+            );
+            assert_eq!(a.inputs, b.inputs);
+        }
+        let a = snipjit_ir::text::print(&generate(7, 0, &cfg).unwrap().graph);
+        let b = snipjit_ir::text::print(&generate(8, 0, &cfg).unwrap().graph);
+        assert_ne!(a, b, "different seeds give different models");
+    }
+
+    #[test]
+    fn tolerance() {
+        let cfg = FuzzConfig::default();
+        assert!(f32_close(f32::NAN, -f32::NAN, &cfg));
+        assert!(!f32_close(f32::NAN, 1.0, &cfg));
+        assert!(f32_close(f32::INFINITY, f32::INFINITY, &cfg));
+        assert!(!f32_close(f32::INFINITY, f32::MAX, &cfg));
+        assert!(!f32_close(f32::NEG_INFINITY, f32::INFINITY, &cfg));
+        let one_ulp_up = f32::from_bits(1e10f32.to_bits() + 1);
+        assert!(f32_close(one_ulp_up, 1e10, &cfg));
+        assert!(!f32_close(1.001e10, 1e10, &cfg));
+        assert!(f32_close(5e-7, 0.0, &cfg), "absolute term");
+        assert!(!f32_close(1e-4, 0.0, &cfg));
+    }
+}
