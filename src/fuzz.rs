@@ -40,8 +40,8 @@ pub struct FuzzConfig {
     pub isas: Vec<IsaChoice>,
     /// Executor thread counts to run with (default 1..=4).
     pub threads: Vec<usize>,
-    /// Every `big_every`-th case (0: never) has ~300k elements, so that the executor
-    /// really splits the work over threads.
+    /// Every `big_every`-th case (0: never) has 70k to 3.8M elements, so that the
+    /// executor really splits the work over threads (from 64 Ki elements a thread).
     pub big_every: u64,
     /// Tolerance in f32 ULPs of the interpreter's value.
     pub ulps: u32,
@@ -535,12 +535,12 @@ pub fn generate(seed: u64, case_index: u64, cfg: &FuzzConfig) -> GenResult<Case>
                 0
             } else if axis + 1 == rank {
                 if big {
-                    rng.range(60_000, 100_000)
+                    rng.range(70_000, 140_000)
                 } else {
                     rng.range(1, 33)
                 }
             } else if big {
-                rng.range(1, 3)
+                rng.range(2, 3)
             } else {
                 rng.range(1, 4)
             };
