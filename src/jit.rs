@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use snipjit_ir::{Graph, NodeId, Op, SubgraphKind, Tensor};
 use snipjit_runtime::{Executor, JitSubgraph};
@@ -37,6 +38,8 @@ pub(crate) struct Jit {
     /// Set when the whole model is one compiled subgraph: output `i` of the model is
     /// output `direct[i]` of that subgraph.
     direct: Option<(Arc<JitSubgraph>, Vec<usize>)>,
+    /// Kernel calls that fell back to the interpreter.
+    fallbacks: AtomicUsize,
 }
 
 /// The ISA the options ask for; `None` when the JIT cannot run on this CPU.
@@ -100,6 +103,7 @@ impl Jit {
             by_node,
             exec,
             direct,
+            fallbacks: AtomicUsize::new(0),
         })
     }
 
@@ -128,9 +132,13 @@ impl Jit {
     /// the shapes match, when the model is one compiled subgraph).
     pub fn run_into(&self, inputs: &[&Tensor], outputs: &mut Vec<Tensor>) -> Result<(), Error> {
         match &self.direct {
-            Some((sg, map)) if map.iter().enumerate().all(|(i, &m)| i == m) => sg
-                .run_into(inputs, outputs, &self.exec)
-                .map_err(|e| Error::Jit(e.to_string())),
+            Some((sg, map)) if map.iter().enumerate().all(|(i, &m)| i == m) => {
+                if sg.run_into(inputs, outputs, &self.exec).is_err() {
+                    self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    *outputs = self.interpret(inputs)?;
+                }
+                Ok(())
+            }
             _ => {
                 *outputs = self.run(inputs)?;
                 Ok(())
@@ -141,27 +149,49 @@ impl Jit {
     /// Runs the model on checked inputs.
     pub fn run(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, Error> {
         if let Some((sg, map)) = &self.direct {
-            let mut outs: Vec<Option<Tensor>> = sg
-                .run(inputs, &self.exec)
-                .map_err(|e| Error::Jit(e.to_string()))?
-                .into_iter()
-                .map(Some)
-                .collect();
-            return map
-                .iter()
-                .map(|&i| {
-                    outs[i].take().ok_or_else(|| {
-                        Error::Jit("a subgraph output feeds two model outputs".into())
-                    })
-                })
-                .collect();
+            match sg.run(inputs, &self.exec) {
+                Ok(outs) => {
+                    let mut outs: Vec<Option<Tensor>> = outs.into_iter().map(Some).collect();
+                    return map
+                        .iter()
+                        .map(|&i| {
+                            outs[i].take().ok_or_else(|| {
+                                Error::Jit("a subgraph output feeds two model outputs".into())
+                            })
+                        })
+                        .collect();
+                }
+                Err(_) => {
+                    self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    return self.interpret(inputs);
+                }
+            }
         }
+        self.interpret(inputs)
+    }
+
+    /// Walks the host graph on the interpreter, handing compiled Subgraph nodes to
+    /// their kernels. A kernel that cannot take a call (shapes outside what it
+    /// supports, e.g. a subgraph output smaller than the domain) leaves that call to
+    /// the interpreter, which is the reference: the result is the same, only slower.
+    fn interpret(&self, inputs: &[&Tensor]) -> Result<Vec<Tensor>, Error> {
         let hook = |id: NodeId, args: &[&Tensor]| {
             let f = &self.fused[*self.by_node.get(&id)?];
             let k = f.jit.as_ref().ok()?;
-            Some(k.run(args, &self.exec).map_err(|e| e.to_string()))
+            match k.run(args, &self.exec) {
+                Ok(outs) => Some(Ok(outs)),
+                Err(_) => {
+                    self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                    None
+                }
+            }
         };
         snipjit_interp::run_with(&self.graph, inputs, &hook).map_err(|e| Error::Interp(Box::new(e)))
+    }
+
+    /// Kernel calls the interpreter took over (see [`Jit::interpret`]).
+    pub fn fallbacks(&self) -> usize {
+        self.fallbacks.load(Ordering::Relaxed)
     }
 }
 

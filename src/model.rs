@@ -132,6 +132,14 @@ impl CompiledModel {
             .collect()
     }
 
+    /// Kernel calls so far that the interpreter ran instead, because the kernel could
+    /// not take the call's shapes (for example a subgraph output smaller than the
+    /// kernel's domain). The results are the interpreter's, so they are right; a
+    /// non-zero count says where the JIT is leaving speed on the table.
+    pub fn fallbacks(&self) -> usize {
+        self.jit.fallbacks()
+    }
+
     /// What compilation produced: the subgraphs found, whether each runs as a kernel,
     /// and how many kernels were compiled so far (one per subgraph and broadcast
     /// pattern, so new shapes of a seen pattern add none).
