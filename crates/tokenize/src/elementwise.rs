@@ -71,6 +71,9 @@ pub fn fusable(g: &Graph, node: NodeId) -> Option<Result<(), LeftOutReason>> {
     {
         return Some(Err(LeftOutReason::PowExponentNotScalarConstant));
     }
+    if let Op::Binary(BinaryOp::Mod) = n.op {
+        return Some(Err(LeftOutReason::ModNotExact));
+    }
     Some(Ok(()))
 }
 

@@ -48,6 +48,9 @@ pub enum LeftOutReason {
     DType(DType),
     /// A `Pow` whose exponent is not a scalar constant.
     PowExponentNotScalarConstant,
+    /// `Mod`: the JIT's emitter is exact only while `|a / b| < 2^23`, so the
+    /// interpreter (exact fmod) runs it.
+    ModNotExact,
     /// The node alone needs more data pointers than the budget, and spilling is off.
     OverPointerBudget { pointers: usize, budget: usize },
     /// Its region had fewer ops than `min_ops`.
@@ -62,6 +65,9 @@ impl fmt::Display for LeftOutReason {
             LeftOutReason::DType(d) => write!(f, "dtype {d} is not fused"),
             LeftOutReason::PowExponentNotScalarConstant => {
                 f.write_str("Pow exponent is not a scalar constant")
+            }
+            LeftOutReason::ModNotExact => {
+                f.write_str("Mod is exact in the JIT only for |a/b| < 2^23")
             }
             LeftOutReason::OverPointerBudget { pointers, budget } => write!(
                 f,

@@ -323,10 +323,9 @@ impl VecAsm {
             self.v3(V3::Sub, s2, s2, s3)?;
             let neg = self.cmp(pred::LT_OQ, x, Opnd::F(0.0), s5)?;
             self.blend(s2, neg, s2, s3)?;
-            // 0.5 * max(x, -40) * factor: the clamp turns -inf * 0 into -40 * 0.
-            self.mov_internal(s3, Opnd::F(-40.0))?;
-            self.v3(V3::Max, s3, s3, x)?;
-            self.v3(V3::Mul, s3, s3, Opnd::F(0.5))?;
+            // 0.5 * x * factor, the formula as written: at x = -inf it is -inf * 0 =
+            // NaN, as the interpreter and onnxruntime compute it.
+            self.v3(V3::Mul, s3, x, Opnd::F(0.5))?;
             self.v3(V3::Mul, dst, s3, s2)
         }
     }
@@ -363,18 +362,9 @@ impl VecAsm {
         self.exp_core_nonpositive(s1, s0, scale, [s0, s2, s3])?;
         self.v3(V3::Add, s2, s1, Opnd::F(1.0))?;
         if mul_x {
-            if neg_pred == pred::LT_OQ {
-                // x * e is taken only for x < 0: max(x, -FLT_MAX) keeps -inf * 0 from
-                // being NaN (a NaN x is not negative, so the blend below keeps it).
-                self.v3(V3::Max, s3, x, Opnd::F(f32::MIN))?;
-            } else {
-                // clamp(x, -FLT_MAX, FLT_MAX) * e: +-inf * 0 would be NaN.
-                self.mov_internal(s3, Opnd::F(f32::MIN))?;
-                self.v3(V3::Max, s3, s3, x)?;
-                self.mov_internal(s0, Opnd::F(f32::MAX))?;
-                self.v3(V3::Min, s3, s0, s3)?;
-            }
-            self.v3(V3::Mul, s3, s3, s1)?;
+            // x * e as written: +-inf * 0 = NaN where the formula gives it, as the
+            // interpreter and onnxruntime compute x * sigmoid(x).
+            self.v3(V3::Mul, s3, x, s1)?;
             let neg = self.cmp(neg_pred, x, Opnd::F(0.0), s1)?;
             self.blend(s0, neg, x, s3)?;
         } else {
@@ -396,9 +386,8 @@ impl VecAsm {
         self.v3(V3::Mul, s1, s1, s2)?;
         self.v3(V3::Add, s2, s1, Opnd::F(2.0))?;
         self.v3(V3::Div, s1, s1, s2)?;
-        self.mov_internal(s2, Opnd::F(-200.0))?;
-        self.v3(V3::Max, s2, s2, x)?;
-        self.v3(V3::Mul, dst, s1, s2)
+        // x * tanh(softplus(x)) as written: -inf * 0 = NaN, as the interpreter computes.
+        self.v3(V3::Mul, dst, s1, x)
     }
 
     /// `dst = x > 0 ? x : alpha expm1(x)`.

@@ -113,9 +113,9 @@ pub fn scratch_needed_binary(op: BinaryOp, isa: Isa) -> usize {
 pub fn scratch_needed_pow_static(exponent: f32, isa: Isa) -> usize {
     let _ = isa;
     match pow_kind(exponent) {
-        PowKind::Zero | PowKind::One | PowKind::Two | PowKind::Half => 0,
+        PowKind::Zero | PowKind::One | PowKind::Two => 0,
         PowKind::Three | PowKind::MinusOne => 1,
-        PowKind::MinusHalf => 2,
+        PowKind::Half | PowKind::MinusHalf => 2,
         PowKind::Int(_) => 2,
         PowKind::General => 6,
     }
@@ -339,16 +339,18 @@ impl VecAsm {
                 self.v3(V3::Mul, dst, dst, dst)
             }
             BinaryOp::Max | BinaryOp::Min => {
-                // vmaxps/vminps return the second operand if either is NaN: make that
-                // operand `a` wherever `a` is NaN, so a NaN on either side propagates.
-                let c = self.cmp(pred::UNORD_Q, a, a, s[0])?;
-                self.blend(s[0], c, b, a)?;
+                // The interpreter's `a >= b ? a : b` (Max) / `a <= b ? a : b` (Min), NaN
+                // if either is NaN. vmaxps/vminps(b, t) return t on equality (so `a`
+                // for -0 vs +0) and when either is NaN: t is `a`, or `b` where `b` is
+                // NaN, so a NaN on either side propagates.
+                let c = self.cmp(pred::UNORD_Q, b, b, s[0])?;
+                self.blend(s[0], c, a, b)?;
                 let v = if op == BinaryOp::Max {
                     V3::Max
                 } else {
                     V3::Min
                 };
-                self.v3(v, dst, a, s[0])
+                self.v3(v, dst, b, s[0])
             }
             BinaryOp::PRelu => {
                 self.v3(V3::Mul, s[0], a, b)?;
@@ -552,7 +554,8 @@ impl VecAsm {
 
     /// Emits `dst = src ^ exponent` for a compile-time exponent (fast paths listed in
     /// the module docs). IEEE `pow` special cases hold for the general path, except
-    /// `pow(-inf, non-integer) = NaN`. `0.5` is `sqrt` (so `pow(-0, 0.5) = -0`).
+    /// `pow(-inf, non-integer) = NaN`; `+-0.5` are `sqrt`-based with IEEE `pow`'s
+    /// results at `-0` and `-inf`.
     pub fn emit_pow_static(
         &mut self,
         dst: VReg,
@@ -579,11 +582,20 @@ impl VecAsm {
                 self.v3(V3::Mul, s[0], x, x)?;
                 self.v3(V3::Mul, dst, s[0], x)
             }
-            PowKind::Half => self.v2(V2::Sqrt, dst, x),
-            PowKind::MinusHalf => {
-                self.v2(V2::Sqrt, s[0], x)?;
-                self.mov_internal(s[1], Opnd::F(1.0))?;
-                self.v3(V3::Div, dst, s[1], s[0])
+            PowKind::Half | PowKind::MinusHalf => {
+                // IEEE pow, not sqrt, at the two points where they differ:
+                // pow(-0, +-0.5) = pow(+0, +-0.5) and pow(-inf, +-0.5) = pow(+inf, +-0.5).
+                // x + 0 turns -0 into +0; -inf becomes +inf.
+                self.v3(V3::Add, s[0], x, Opnd::F(0.0))?;
+                let c = self.cmp(pred::EQ_OQ, x, Opnd::F(f32::NEG_INFINITY), s[1])?;
+                self.blend(s[0], c, s[0], Opnd::F(f32::INFINITY))?;
+                if pow_kind(exponent) == PowKind::Half {
+                    self.v2(V2::Sqrt, dst, s[0])
+                } else {
+                    self.v2(V2::Sqrt, s[0], s[0])?;
+                    self.mov_internal(s[1], Opnd::F(1.0))?;
+                    self.v3(V3::Div, dst, s[1], s[0])
+                }
             }
             PowKind::MinusOne => {
                 self.mov_internal(s[0], Opnd::F(1.0))?;
