@@ -103,10 +103,10 @@ pub fn fuzz(args: &FuzzArgs, out: &mut impl Write) -> Result<bool, CliError> {
 mod tests {
     use super::*;
 
-    fn args(cases: u64, save_failures: Option<PathBuf>) -> FuzzArgs {
+    fn args(cases: u64, seed: u64, save_failures: Option<PathBuf>) -> FuzzArgs {
         FuzzArgs {
             cases,
-            seed: 1,
+            seed,
             nan_inf: false,
             big_every: 0,
             save_failures,
@@ -116,26 +116,26 @@ mod tests {
     #[test]
     fn passing_run_prints_the_summary() {
         let mut out = Vec::new();
-        assert!(fuzz(&args(5, None), &mut out).unwrap());
+        assert!(fuzz(&args(5, 1, None), &mut out).unwrap());
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "cases run: 5, mismatches: 0, crashes: 0\n"
         );
     }
 
-    /// Seed 1 case 18 fails today (a broadcast-shaped subgraph output, see
+    /// Seed 7 case 143 fails today (a zero of the other sign reaching a Div, see
     /// tests/fuzz_differential.rs): the run reports it and saves the model.
     #[test]
     fn failing_case_is_counted_and_saved() {
         let dir = std::env::temp_dir().join(format!("snipjit-fuzz-test-{}", std::process::id()));
         let mut out = Vec::new();
-        assert!(!fuzz(&args(19, Some(dir.clone())), &mut out).unwrap());
+        assert!(!fuzz(&args(144, 7, Some(dir.clone())), &mut out).unwrap());
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "cases run: 19, mismatches: 0, crashes: 1\n"
+            "cases run: 144, mismatches: 1, crashes: 0\n"
         );
-        let saved = std::fs::read_to_string(dir.join("seed1_case18.sg")).unwrap();
-        assert!(saved.starts_with("# snipjit fuzz: seed 1 case 18 "));
+        let saved = std::fs::read_to_string(dir.join("seed7_case143.sg")).unwrap();
+        assert!(saved.starts_with("# snipjit fuzz: seed 7 case 143 "));
         assert!(snipjit::parse_model(&saved, "saved.sg").is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
