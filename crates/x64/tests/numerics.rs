@@ -619,3 +619,30 @@ impl MapBits for Vec<f32> {
         self.iter().map(|v| v.to_bits()).collect()
     }
 }
+
+/// Odd functions keep the sign of a zero (the interpreter's and libm's `tanh(-0) = -0`):
+/// a later division by the result would otherwise flip an infinity.
+#[test]
+fn odd_functions_keep_the_sign_of_zero() {
+    use UnaryOp as U;
+    for isa in isas("odd_functions_keep_the_sign_of_zero") {
+        for op in [U::Tanh, U::Erf, U::Neg, U::Abs] {
+            let k = jit_unary_map(isa, op).unwrap();
+            let src = [-0.0f32, 0.0];
+            let mut dst = [f32::NAN; 2];
+            k.run1(&src, &mut dst).unwrap();
+            let want = match op {
+                U::Neg => [0.0f32, -0.0],
+                U::Abs => [0.0, 0.0],
+                _ => [-0.0, 0.0],
+            };
+            for (g, w) in dst.iter().zip(want) {
+                assert_eq!(
+                    g.to_bits(),
+                    w.to_bits(),
+                    "{op:?} on {isa}: got {g:e}, want {w:e}"
+                );
+            }
+        }
+    }
+}

@@ -251,7 +251,10 @@ impl VecAsm {
         self.v3(V3::Mul, s3, s3, s2)?;
         self.v3(V3::Fmadd213, s3, x, x)?;
         let c = self.cmp(pred::LT_OQ, s0, Opnd::F(TANH_SMALL), s2)?;
-        self.blend(dst, c, s1, s3)
+        self.blend(dst, c, s1, s3)?;
+        // tanh is odd: the result takes x's sign (s4, set above), so tanh(-0) = -0.
+        self.v3(V3::And, dst, dst, Opnd::B(ABS))?;
+        self.v3(V3::Or, dst, dst, s4)
     }
 
     /// `dst = erf(x)` (`gelu == false`) or `dst = 0.5 x (1 + erf(x / sqrt 2))`.
