@@ -11,8 +11,8 @@
 //! Other seeds still find cases, kept in the ignored test `known_failures`:
 //! - `KNOWN_SEED7` (finite inputs): a Div whose divisor is a zero of the other sign
 //!   (+inf vs -inf, NaN vs -inf): some op upstream returns +0 where the interpreter has
-//!   -0 ; the comparison treats the zeros as equal, so the
-//!   first differing value shown is the Div.
+//!   -0; the comparison treats the zeros as equal, so the first differing value shown
+//!   is the Div.
 //! - `KNOWN_SEED8` (NaN/inf inputs): the general Pow path with infinite or NaN operands
 //!   (NaN where IEEE pow gives inf), and two reports of the fuzzer's own: an in-bound
 //!   error of an input amplified past the tolerance by Exp (x ~ 81) and Pow.
