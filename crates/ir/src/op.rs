@@ -209,6 +209,17 @@ impl UnaryOp {
         }
     }
 
+    /// True for the ops that carry float parameters (Clamp, Swish, Elu, LeakyRelu).
+    pub fn has_params(self) -> bool {
+        matches!(
+            self,
+            UnaryOp::Clamp { .. }
+                | UnaryOp::Swish { .. }
+                | UnaryOp::Elu { .. }
+                | UnaryOp::LeakyRelu { .. }
+        )
+    }
+
     /// Every unary op with default parameters (for tests and tables).
     pub const ALL: [UnaryOp; 25] = [
         UnaryOp::Abs,

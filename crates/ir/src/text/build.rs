@@ -13,8 +13,8 @@ use super::Pos;
 use super::parse::{Arg, AttrVal, GraphAst, Lit, OpAst, PResult, RetItem, Sp, Stmt, TypeAst};
 use crate::infer::infer_op;
 use crate::{
-    BinaryOp, DType, GeluApprox, Graph, Node, NodeId, Op, Output, ReduceKind, Subgraph,
-    SubgraphKind, Tensor, TensorData, TensorType, UnaryOp, ValueRef,
+    BinaryOp, DType, Graph, Node, NodeId, Op, Output, ReduceKind, Subgraph, SubgraphKind, Tensor,
+    TensorData, TensorType, UnaryOp, ValueRef,
 };
 
 /// Builds the graph of a parsed `graph` block (recursing into subgraph bodies).
@@ -274,32 +274,12 @@ fn make_op(ast: &OpAst) -> PResult<Op> {
         ));
     }
     let mut a = Attrs::new(ast)?;
-    let simple_unary = [
-        UnaryOp::Abs,
-        UnaryOp::Neg,
-        UnaryOp::Relu,
-        UnaryOp::Exp,
-        UnaryOp::Log,
-        UnaryOp::Sqrt,
-        UnaryOp::Reciprocal,
-        UnaryOp::Erf,
-        UnaryOp::Tanh,
-        UnaryOp::Sigmoid,
-        UnaryOp::Gelu(GeluApprox::Erf),
-        UnaryOp::Gelu(GeluApprox::Tanh),
-        UnaryOp::HSwish,
-        UnaryOp::HSigmoid,
-        UnaryOp::Mish,
-        UnaryOp::Softplus,
-        UnaryOp::Floor,
-        UnaryOp::Ceil,
-        UnaryOp::Round,
-        UnaryOp::Sign,
-        UnaryOp::Not,
-    ];
     let op = if let Some(b) = BinaryOp::from_name(name) {
         Op::Binary(b)
-    } else if let Some(u) = simple_unary.into_iter().find(|u| u.name() == name) {
+    } else if let Some(u) = UnaryOp::ALL
+        .into_iter()
+        .find(|u| !u.has_params() && u.name() == name)
+    {
         Op::Unary(u)
     } else if let Some(kind) = ReduceKind::ALL.into_iter().find(|k| k.name() == name) {
         Op::Reduce {
