@@ -1,26 +1,13 @@
 //! Mutated ONNX bytes never panic the importer: truncations, byte flips, spliced
 //! garbage and random bytes all end in `Ok` or `Err`.
 
+mod rng;
+use rng::Rng;
+
 mod onnx_util;
 
 use onnx_util::*;
 use snipjit_ir::onnx::import_bytes;
-
-/// xorshift64*: a deterministic generator so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
 
 /// Valid models exercising many code paths (attributes, initializers, decompositions).
 fn seeds() -> Vec<Vec<u8>> {

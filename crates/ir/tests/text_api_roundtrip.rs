@@ -2,6 +2,9 @@
 //! bit-exactly: every op and attribute, every dtype, every kind of dim, special
 //! floats, multi-output and nested Subgraph nodes, odd names and arena orders.
 
+mod rng;
+use rng::Rng;
+
 use half::{bf16, f16};
 use snipjit_ir::infer::infer_op;
 use snipjit_ir::text::{parse, print};
@@ -687,22 +690,6 @@ fn empty_graph() {
     let x = g.add_input("x", TensorType::new(DType::I32, Shape::scalar()));
     g.add_output("x", x);
     assert_eq!(round_trip(&g), "graph scalar(x: i32[]) {\n  return x\n}\n");
-}
-
-/// xorshift64*: deterministic, so a failure reproduces.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// A random value name, sometimes one that needs quoting.

@@ -2,6 +2,9 @@
 //! of them, and random byte strings all give `Ok` or `Err`. Whatever parses is a
 //! valid graph whose printed form parses back to the same text.
 
+mod rng;
+use rng::Rng;
+
 use std::path::{Path, PathBuf};
 
 use snipjit_ir::text::{parse, print};
@@ -34,22 +37,6 @@ fn iters() -> usize {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(3000)
-}
-
-/// xorshift64*: a small deterministic generator, so failures reproduce.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
 }
 
 /// Parses; on success checks that the graph verifies and prints stably.
