@@ -881,6 +881,60 @@ impl VecAsm {
         self.enc(ins, "vroundps")
     }
 
+    /// AVX-512 only: `dst = vrangeps(a, b, imm)`, e.g. `imm = 0b1110` gives
+    /// `-min(|a|, |b|)` in one instruction (a NaN `a` passes through).
+    pub(crate) fn vrange(
+        &mut self,
+        dst: VReg,
+        a: VReg,
+        b: impl Into<Opnd>,
+        imm: u8,
+    ) -> Result<(), X64Error> {
+        if self.isa != Isa::Avx512 {
+            return Err(X64Error::Unsupported {
+                op: "vrangeps".into(),
+                isa: self.isa,
+                reason: "AVX-512DQ only".into(),
+            });
+        }
+        let code = Code::EVEX_Vrangeps_zmm_k1z_zmm_zmmm512b32_imm8_sae;
+        let (d, a) = (self.vr(dst), self.vr(a));
+        let ins = match self.resolve(b.into())? {
+            IOp::R(r) => Instruction::with4(code, d, a, r, u32::from(imm)),
+            IOp::M(m) => Instruction::with4(code, d, a, m, u32::from(imm)),
+        };
+        self.enc(ins, "vrangeps")
+    }
+
+    /// AVX-512 only: `dst = k ? a op b : dst` per lane (merge masking with opmask `k`).
+    pub(crate) fn v3_merge(
+        &mut self,
+        op: V3,
+        dst: VReg,
+        k: u8,
+        a: VReg,
+        b: impl Into<Opnd>,
+    ) -> Result<(), X64Error> {
+        let code = match (self.isa, op.code(self.isa)) {
+            (Isa::Avx512, Some(code)) => code,
+            _ => {
+                return Err(X64Error::Unsupported {
+                    op: format!("{op:?} with a merge mask"),
+                    isa: self.isa,
+                    reason: "opmasks are AVX-512 only".into(),
+                });
+            }
+        };
+        let (d, a) = (self.vr(dst), self.vr(a));
+        let mut ins = match self.resolve(b.into())? {
+            IOp::R(r) => Instruction::with3(code, d, a, r),
+            IOp::M(m) => Instruction::with3(code, d, a, m),
+        }
+        .map_err(|e| enc_err("masked op", e))?;
+        ins.set_op_mask(Register::K0 + u32::from(k));
+        self.enc(Ok(ins), &format!("{op:?}{{k}}"))
+    }
+
     /// `dst = src shift imm` on 32-bit lanes.
     pub(crate) fn vshift(
         &mut self,

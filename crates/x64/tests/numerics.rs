@@ -84,7 +84,7 @@ fn unary_cases() -> Vec<(UnaryOp, Bound, Box<dyn Fn(f64) -> f64>)> {
         ),
         (
             U::Swish { beta: 1.0 },
-            fixed(3.0),
+            fixed(3.5),
             Box::new(|x| x * sigmoid(x)),
         ),
         (

@@ -6,14 +6,15 @@ use crate::asm::{Opnd, Shift, V2, V3, pred, round};
 use crate::emit::{ABS, SIGN};
 use crate::{Isa, VReg, VecAsm, X64Error};
 
-/// Cephes `expf` polynomial: `e^r ~ 1 + r + r^2 P(r)` on [-ln2/2, ln2/2], written as
-/// one Horner chain (the last two coefficients are the `+1`s).
-const EXP_POLY: [f32; 8] = [
-    1.987_569_2e-4,
-    1.398_2e-3,
-    8.333_452e-3,
-    4.166_579_6e-2,
-    1.666_666_5e-1,
+/// `e^r ~ 1 + r + r^2 P(r)` on [-ln2/2, ln2/2], written as one Horner chain (the last
+/// two coefficients are the `+1`s). P is a degree-4 fit minimizing the relative error
+/// of `e^r` (3.6e-9 in exact arithmetic, with the `r^2` coefficient kept at exactly 1/2, 1/20 of an f32 ULP), so the f32 rounding of
+/// the six FMAs dominates; Cephes' degree-5 P gains nothing measurable for one FMA more.
+const EXP_POLY: [f32; 7] = [
+    1.386_378_7e-3,
+    8.367_476e-3,
+    4.166_723_8e-2,
+    1.666_653_5e-1,
     0.5,
     1.0,
     1.0,
@@ -128,6 +129,52 @@ impl VecAsm {
         self.exp_core_range(dst, x, scale, true, s)
     }
 
+    /// [`VecAsm::exp_core`] for an argument `scale * x` already in [`EXP_LO`, 0] or
+    /// NaN (see [`VecAsm::neg_abs_for_exp`]): no clamp at all.
+    pub(crate) fn exp_core_clamped(
+        &mut self,
+        dst: VReg,
+        x: VReg,
+        scale: f32,
+        s: [VReg; 3],
+    ) -> Result<(), X64Error> {
+        let [s0, s1, s2] = s;
+        match (scale == 1.0, x) {
+            // The argument is consumed in place when it sits in a scratch register.
+            (true, x) if x == s0 => self.exp_reduced(dst, s0, [s1, s0, s2]),
+            (true, x) if x == s2 => self.exp_reduced(dst, s2, [s0, s2, s1]),
+            (true, x) => {
+                self.mov_internal(s1, Opnd::R(x))?;
+                self.exp_reduced(dst, s1, [s0, s1, s2])
+            }
+            (false, x) => {
+                self.v3(V3::Mul, s1, x, Opnd::F(scale))?;
+                self.exp_reduced(dst, s1, [s0, s1, s2])
+            }
+        }
+    }
+
+    /// `s0 = -|x|`, clamped to `EXP_LO / scale` on AVX-512 (one `vrangeps`), so that
+    /// [`VecAsm::sigmoid_from_abs`] needs no clamp there. Returns whether it clamped.
+    pub(crate) fn neg_abs_for_exp(
+        &mut self,
+        s0: VReg,
+        x: VReg,
+        scale: f32,
+    ) -> Result<bool, X64Error> {
+        match self.isa() {
+            Isa::Avx512 => {
+                // imm: absolute minimum (0b10), sign forced to 1 (0b11 << 2).
+                self.vrange(s0, x, Opnd::F(-EXP_LO / scale), 0b1110)?;
+                Ok(true)
+            }
+            Isa::Avx2 => {
+                self.v3(V3::Or, s0, x, Opnd::B(SIGN))?;
+                Ok(false)
+            }
+        }
+    }
+
     fn exp_core_range(
         &mut self,
         dst: VReg,
@@ -153,16 +200,27 @@ impl VecAsm {
             self.v3(V3::Min, s0, s0, s1)?;
             s0
         };
-        // n = round(x log2 e); r = x - n ln2 (two steps).
-        let n = if clamped == s1 { s2 } else { s1 };
-        self.v3(V3::Mul, n, clamped, Opnd::F(LOG2E))?;
+        let others = if clamped == s1 {
+            [s0, s1, s2]
+        } else {
+            [s2, s0, s1]
+        };
+        self.exp_reduced(dst, clamped, others)
+    }
+
+    /// `dst = exp(c)` for `c` in [`EXP_LO`, `EXP_HI`] or NaN, held in `s[1]`; `s[0]`
+    /// and `s[2]` are scratch.
+    fn exp_reduced(&mut self, dst: VReg, c: VReg, s: [VReg; 3]) -> Result<(), X64Error> {
+        debug_assert_eq!(c, s[1]);
+        let (acc, n) = (s[0], s[2]);
+        // n = round(c log2 e); r = c - n ln2 (two steps).
+        self.v3(V3::Mul, n, c, Opnd::F(LOG2E))?;
         self.vround(n, n, round::NEAREST)?;
-        self.v3(V3::Fnmadd231, clamped, n, Opnd::F(LN2_HI))?;
-        self.v3(V3::Fnmadd231, clamped, n, Opnd::F(LN2_LO))?;
+        self.v3(V3::Fnmadd231, c, n, Opnd::F(LN2_HI))?;
+        self.v3(V3::Fnmadd231, c, n, Opnd::F(LN2_LO))?;
         // Horner into the register that is neither r nor n (x is no longer read).
-        let acc = if clamped == s1 { s0 } else { s2 };
-        self.horner(acc, clamped, &EXP_POLY)?;
-        self.scale_pow2(dst, acc, n, clamped)
+        self.horner(acc, c, &EXP_POLY)?;
+        self.scale_pow2(dst, acc, n, c)
     }
 
     /// `dst = p * 2^n` for integral `n` in [-150, 128] (held as f32). Clobbers `n` and
@@ -359,12 +417,41 @@ impl VecAsm {
         neg_pred: u8,
         s: [VReg; 4],
     ) -> Result<(), X64Error> {
+        self.sigmoid_from_abs_clamped(dst, x, mul_x, scale, neg_pred, false, s)
+    }
+
+    /// [`VecAsm::sigmoid_from_abs`]; `clamped` says that `s[0]` is already at least
+    /// `EXP_LO / scale` (as [`VecAsm::neg_abs_for_exp`] leaves it on AVX-512).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn sigmoid_from_abs_clamped(
+        &mut self,
+        dst: VReg,
+        x: VReg,
+        mul_x: bool,
+        scale: f32,
+        neg_pred: u8,
+        clamped: bool,
+        s: [VReg; 4],
+    ) -> Result<(), X64Error> {
         let [s0, s1, s2, s3] = s;
         // s0 holds -|a| (the caller's): the exponent is never positive, so exp needs
         // no overflow clamp.
-        self.exp_core_nonpositive(s1, s0, scale, [s0, s2, s3])?;
+        if clamped {
+            self.exp_core_clamped(s1, s0, scale, [s0, s2, s3])?;
+        } else {
+            self.exp_core_nonpositive(s1, s0, scale, [s0, s2, s3])?;
+        }
         self.v3(V3::Add, s2, s1, Opnd::F(1.0))?;
-        if mul_x {
+        if mul_x && self.isa() == Isa::Avx512 {
+            // s0 = x, times e where the argument is negative (merge masking): one
+            // instruction fewer than multiply and blend, same values.
+            let neg = self.cmp(neg_pred, x, Opnd::F(0.0), s3)?;
+            let crate::asm::Cond::K(k) = neg else {
+                unreachable!("AVX-512 compares into an opmask")
+            };
+            self.mov_internal(s0, Opnd::R(x))?;
+            self.v3_merge(V3::Mul, s0, k, x, s1)?;
+        } else if mul_x {
             // x * e as written: +-inf * 0 = NaN where the formula gives it, as the
             // interpreter and onnxruntime compute x * sigmoid(x).
             self.v3(V3::Mul, s3, x, s1)?;
