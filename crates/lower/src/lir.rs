@@ -547,3 +547,49 @@ impl fmt::Display for Lir {
         f.write_str(&self.to_text())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn offsets_normalize_and_print() {
+        let s1 = Offset::term(1, Quantity::Stride(1));
+        let main = Quantity::Main { dim: 0, step: 16 };
+        let tail = Quantity::Tail { dim: 0, step: 16 };
+        // -span0 + tail0/16 is what the main loop advanced, negated.
+        let fin = Offset::term(-1, Quantity::Span(0)).plus(&Offset::term(1, tail));
+        assert_eq!(fin, Offset::term(-1, main));
+        assert_eq!(fin.to_string(), "-main0/16");
+        // Terms merge and cancel; the constant prints last.
+        let o = s1
+            .plus(&fin)
+            .plus(&Offset::constant(-3))
+            .plus(&Offset::term(2, Quantity::Stride(1)));
+        assert_eq!(o.to_string(), "3*stride1 - main0/16 - 3");
+        assert!(o.plus(&o.times(-1)).is_zero());
+        assert_eq!(Offset::constant(16).as_constant(), Some(16));
+        assert_eq!(o.as_constant(), None);
+        assert_eq!(Offset::zero().to_string(), "0");
+    }
+
+    #[test]
+    fn offsets_evaluate_per_port() {
+        // Row of 37 f32 elements, 16 lanes: main 32, tail 5, row stride 37.
+        let work = [37, 3];
+        let (full, row_bcast) = ([1, 37], [1, 0]);
+        let inc = Offset::term(1, Quantity::Stride(1))
+            .plus(&Offset::term(-1, Quantity::Main { dim: 0, step: 16 }));
+        assert_eq!(inc.eval(&work, &full), Some(5));
+        assert_eq!(inc.eval(&work, &row_bcast), Some(-32));
+        let t = Quantity::Tail { dim: 0, step: 16 };
+        assert_eq!(t.eval(&work, &full), Some(5));
+        assert_eq!(t.eval(&[32, 3], &full), Some(0));
+        assert_eq!(Quantity::Span(1).eval(&work, &full), Some(111));
+        // A dim the domain does not have, a zero step, an overflow.
+        assert_eq!(Quantity::Stride(2).eval(&work, &full), None);
+        assert_eq!(Quantity::Main { dim: 0, step: 0 }.eval(&work, &full), None);
+        let big = Offset::term(i64::MAX, Quantity::Stride(1));
+        assert_eq!(big.eval(&work, &full), None);
+    }
+}
