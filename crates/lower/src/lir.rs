@@ -207,9 +207,10 @@ impl fmt::Display for Quantity {
 /// A symbolic pointer move of one port, in elements of the port's dtype:
 /// `constant + sum(coef * quantity)`.
 ///
-/// Kept in a normal form (terms sorted by quantity, one term per quantity, no zero
-/// coefficient, and `a*span<d> - a*tail<d>/<s>` written `a*main<d>/<s>`), so two
-/// offsets are equal exactly when their forms are. An offset without terms is a
+/// Kept in a normal form by its constructors and operations (terms sorted by
+/// quantity, one term per quantity, no zero coefficient, and `a*span<d> -
+/// a*tail<d>/<s>` written `a*main<d>/<s>`), so two offsets are equal exactly when
+/// their forms are; the fields are public for reading. An offset without terms is a
 /// compile-time constant, which the kernel adds as an immediate; any other is
 /// evaluated by the configurator per shape and read from the runtime argument block.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]

@@ -83,7 +83,13 @@ impl Domain {
             Port::Input(i) => i,
             Port::Output(o) => n_in + o,
         };
-        for l in lir.loops.iter().filter(|l| l.dim == 0) {
+        // An empty domain runs nothing (and a zero-length row has no stride to check).
+        let loops = if self.numel() == 0 {
+            &[][..]
+        } else {
+            &lir.loops[..]
+        };
+        for l in loops.iter().filter(|l| l.dim == 0) {
             for p in l.ports.iter().filter(|p| p.incremented) {
                 let q = index(p.port);
                 if self.kernel_strides(q).is_some_and(|s| s[0] != 1) {
@@ -306,5 +312,11 @@ mod tests {
     fn zero_size_domain() {
         let d = configure(&[&[0, 4]], &[&[0, 4]]).unwrap();
         assert_eq!(d.numel(), 0);
+        // A zero-length row: b[3, 1] is broadcast along it, yet the pattern says
+        // full (a row of 0 is no broadcast); nothing runs, the block still evaluates.
+        let d = configure(&[&[3, 0], &[3, 1]], &[&[3, 0]]).unwrap();
+        assert_eq!(d.bcast_inner, vec![false, false]);
+        let lir = lowered(BIAS, &d.bcast_inner, snipjit_x64::Isa::Avx2);
+        assert_eq!(d.runtime_args(&lir).unwrap(), vec![0, 4, 0]);
     }
 }
