@@ -89,13 +89,31 @@ impl Domain {
         } else {
             &lir.loops[..]
         };
+        // The kernel moves a port along the row exactly when it is not broadcast
+        // there (a row of one element has nothing to move over).
         for l in loops.iter().filter(|l| l.dim == 0) {
-            for p in l.ports.iter().filter(|p| p.incremented) {
+            for p in &l.ports {
                 let q = index(p.port);
-                if self.kernel_strides(q).is_some_and(|s| s[0] != 1) {
+                let stride = self.kernel_strides(q).map_or(1, |s| s[0]);
+                let fits = if p.incremented {
+                    stride == 1
+                } else {
+                    stride == 0 || self.w() <= 1
+                };
+                if !fits {
                     return Err(RuntimeError::Shape(format!(
-                        "port {q} is broadcast along the inner dim, but the kernel moves it \
-                         there: the kernel was compiled for another broadcast pattern"
+                        "port {q} is {} along the inner dim, but the kernel {} it there: \
+                         the kernel was compiled for another broadcast pattern",
+                        if stride == 0 {
+                            "broadcast"
+                        } else {
+                            "not broadcast"
+                        },
+                        if p.incremented {
+                            "moves"
+                        } else {
+                            "does not move"
+                        },
                     )));
                 }
             }
@@ -268,9 +286,11 @@ mod tests {
         // the row and steps one element per row.
         let lir = lowered(BIAS, &d.bcast_inner, snipjit_x64::Isa::Avx2);
         assert_eq!(d.runtime_args(&lir).unwrap(), vec![40 - 32, 4, 40 - 32]);
-        // The kernel of another pattern does not fit the domain.
+        // The kernel of another pattern does not fit the domain, either way.
         let other = lowered(BIAS, &[false, false], snipjit_x64::Isa::Avx2);
         assert!(d.runtime_args(&other).is_err());
+        let full = configure(&[&[4, 10], &[4, 10]], &[&[4, 10]]).unwrap();
+        assert!(full.runtime_args(&lir).is_err());
     }
 
     #[test]

@@ -53,6 +53,59 @@ fn lower(isa: Isa, bcast: &[bool], skip: &[&str]) -> Lir {
     lir
 }
 
+/// Calls the kernel of `lir` on an `m x w` domain (b a column `[m, 1]` or a row
+/// `[1, w]`) with the argument block the configurator evaluates from `lir`, and
+/// checks every output element (and two sentinels after the output).
+fn check(lir: &Lir, isa: Isa, column: bool, m: usize, w: usize, what: &str) {
+    let b_shape = if column { [m, 1] } else { [1, w] };
+    let d = configure(&[&[m, w], &b_shape], &[&[m, w]]).unwrap();
+    if d.bcast_inner != [false, column] {
+        // b[1, 1] or b[m, 1] with w == 1 is another pattern, whose kernel this is
+        // not: the configurator refuses it.
+        assert!(d.runtime_args(lir).is_err(), "{isa} {what} w={w}");
+        return;
+    }
+    let rt = d.runtime_args(lir).unwrap();
+    assert_eq!(rt.len(), lir.rt_slots().len());
+    let kernel = snipjit_x64::codegen::emit_elementwise(lir, isa).unwrap();
+    // SAFETY: the entry point follows the KernelFn ABI (snipjit_x64::abi).
+    let f: KernelFn = unsafe { std::mem::transmute(kernel.entry_ptr()) };
+    let x: Vec<u8> = (0..m * w).map(|i| (i * 37 % 251) as u8).collect();
+    let b: Vec<f32> = (0..b_shape[0] * b_shape[1])
+        .map(|i| i as f32 * 7.5 - 60.0)
+        .collect();
+    let mut y = vec![bf16::from_f32(-1.0); m * w + 2];
+    let ptrs = [
+        x.as_ptr() as *mut u8,
+        b.as_ptr() as *mut u8,
+        y.as_mut_ptr() as *mut u8,
+    ];
+    let args = CallArgs {
+        ptrs: ptrs.as_ptr(),
+        rt: rt.as_ptr(),
+        scratch: std::ptr::null_mut(),
+        inner_work: w as i64,
+        outer_work: m as i64,
+        flags: 0,
+    };
+    assert_eq!(lir.spill_slots, 0, "no scratchpad is passed");
+    // SAFETY: x, b and y hold the domain's elements of their dtypes (u8, f32,
+    // bf16), as the strides of `d` reach them; the kernel spills nothing.
+    unsafe { f(&args) };
+    for r in 0..m {
+        for c in 0..w {
+            let bv = if column { b[r] } else { b[c] };
+            let want = bf16::from_f32((x[r * w + c] as f32 + bv).max(0.0));
+            assert_eq!(y[r * w + c], want, "{isa} {what} w={w} [{r}, {c}]");
+        }
+    }
+    assert_eq!(
+        &y[m * w..],
+        &[bf16::from_f32(-1.0); 2],
+        "{isa} {what}: overrun"
+    );
+}
+
 #[test]
 fn kernels_with_and_without_offset_passes_agree() {
     let variants: [&[&str]; 3] = [
@@ -74,55 +127,62 @@ fn kernels_with_and_without_offset_passes_agree() {
                 } else {
                     assert!(slots > 3, "{isa} {skip:?}: {slots} slots");
                 }
-                let kernel = snipjit_x64::codegen::emit_elementwise(&lir, isa).unwrap();
-                // SAFETY: the entry point follows the KernelFn ABI (snipjit_x64::abi).
-                let f: KernelFn = unsafe { std::mem::transmute(kernel.entry_ptr()) };
-                let m = 3usize;
                 for w in 1..=2 * lanes + 1 {
-                    let b_shape = if column { [m, 1] } else { [1, w] };
-                    let d = configure(&[&[m, w], &b_shape], &[&[m, w]]).unwrap();
-                    if d.bcast_inner != bcast {
-                        continue; // w == 1: the column broadcast is no broadcast
-                    }
-                    let rt = d.runtime_args(&lir).unwrap();
-                    assert_eq!(rt.len(), slots);
-                    let x: Vec<u8> = (0..m * w).map(|i| (i * 37 % 251) as u8).collect();
-                    let b: Vec<f32> = (0..b_shape[0] * b_shape[1])
-                        .map(|i| i as f32 * 7.5 - 60.0)
-                        .collect();
-                    // Two sentinel elements after the output catch overruns.
-                    let mut y = vec![bf16::from_f32(-1.0); m * w + 2];
-                    let ptrs = [
-                        x.as_ptr() as *mut u8,
-                        b.as_ptr() as *mut u8,
-                        y.as_mut_ptr() as *mut u8,
-                    ];
-                    let args = CallArgs {
-                        ptrs: ptrs.as_ptr(),
-                        rt: rt.as_ptr(),
-                        scratch: std::ptr::null_mut(),
-                        inner_work: w as i64,
-                        outer_work: m as i64,
-                        flags: 0,
-                    };
-                    // SAFETY: x, b and y hold the domain's elements of their dtypes
-                    // (u8, f32, bf16), as the strides of `d` reach them; the kernel
-                    // spills nothing here (no scratchpad).
-                    assert_eq!(lir.spill_slots, 0);
-                    unsafe { f(&args) };
-                    for r in 0..m {
-                        for c in 0..w {
-                            let bv = if column { b[r] } else { b[c] };
-                            let want = bf16::from_f32((x[r * w + c] as f32 + bv).max(0.0));
-                            assert_eq!(
-                                y[r * w + c],
-                                want,
-                                "{isa} column={column} skip={skip:?} w={w} [{r}, {c}]"
-                            );
-                        }
-                    }
-                    assert_eq!(&y[m * w..], &[bf16::from_f32(-1.0); 2], "overrun");
+                    check(
+                        &lir,
+                        isa,
+                        column,
+                        3,
+                        w,
+                        &format!("column={column} skip={skip:?}"),
+                    );
                 }
+            }
+        }
+    }
+}
+
+/// A vector loop whose static work amount is one step runs once: no back edge and
+/// no increments (OptimizeLoopSingleEvaluation folds them into the finalization
+/// offsets, CleanupLoopOffsets into the row increment). Called with rows of exactly
+/// that many elements, as the static work amount promises.
+#[test]
+fn a_static_single_step_loop_has_no_back_edge() {
+    use snipjit_lower::Pass;
+    use snipjit_lower::passes::{
+        cleanup_loop_offsets::CleanupLoopOffsets,
+        optimize_loop_single_evaluation::OptimizeLoopSingleEvaluation,
+    };
+    for isa in isas() {
+        let lanes = isa.lanes();
+        let target = snipjit_x64::codegen::target(isa);
+        for column in [false, true] {
+            let mut lir = lower(
+                isa,
+                &[false, column],
+                &["optimize_loop_single_evaluation", "cleanup_loop_offsets"],
+            );
+            let full = lower(isa, &[false, column], &[]);
+            lir.loops[1].work = Some(lanes);
+            OptimizeLoopSingleEvaluation.run(&mut lir, &target).unwrap();
+            CleanupLoopOffsets.run(&mut lir, &target).unwrap();
+            snipjit_lower::verify::verify(&lir).unwrap();
+            assert!(lir.loops[1].once && lir.loops[2].once);
+            let code = snipjit_x64::codegen::emit_elementwise(&lir, isa).unwrap();
+            let dynamic = snipjit_x64::codegen::emit_elementwise(&full, isa).unwrap();
+            assert!(
+                code.code().len() < dynamic.code().len(),
+                "{isa}: no back edge, no increments: shorter code"
+            );
+            for m in [1, 3] {
+                check(
+                    &lir,
+                    isa,
+                    column,
+                    m,
+                    lanes,
+                    &format!("static column={column}"),
+                );
             }
         }
     }
