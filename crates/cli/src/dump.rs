@@ -484,16 +484,37 @@ fn runtime_values(
             .map(|(n, b)| format!("{n} {b}"))
             .collect();
         let _ = writeln!(s, "#   element bytes: {}", sizes.join(", "));
-        let incs: Vec<String> = names
-            .iter()
-            .zip(d.port_outer_increments(lanes, &ck.port_sizes))
-            .map(|(n, b)| format!("{n} {b}"))
-            .collect();
-        let _ = writeln!(
-            s,
-            "#   argument block: outer increments (bytes, {lanes} lanes): {}",
-            incs.join(", ")
-        );
+        // The argument block as the kernel's linear IR lays it out (Lir::rt_slots).
+        let n_in = ck.lir.inputs.len();
+        let slots = ck.lir.rt_slots();
+        match d.runtime_args(&ck.lir) {
+            Ok(vals) => {
+                let incs: Vec<String> = slots
+                    .iter()
+                    .zip(vals)
+                    .map(|(slot, b)| {
+                        let q = match slot.port {
+                            snipjit_lower::lir::Port::Input(i) => i,
+                            snipjit_lower::lir::Port::Output(o) => n_in + o,
+                        };
+                        let what = match slot.what {
+                            snipjit_lower::lir::Move::Increment => "inc",
+                            snipjit_lower::lir::Move::Finalization => "fin",
+                        };
+                        let name = names.get(q).map_or("?", String::as_str);
+                        format!("{name} L{} {what} {} = {b}", slot.loop_id.0, slot.offset)
+                    })
+                    .collect();
+                let _ = writeln!(
+                    s,
+                    "#   argument block (bytes, {lanes} lanes): {}",
+                    incs.join(", ")
+                );
+            }
+            Err(e) => {
+                let _ = writeln!(s, "#   argument block: {e}");
+            }
+        }
         let w = d.w();
         let _ = writeln!(
             s,

@@ -8,8 +8,8 @@
 //!   in0 x: f32[N, C]
 //!   in1 b: f32[N, 1] bcast_inner
 //!   out0 y: f32[N, C]
-//!   loop L0: dim=1 step=1 main ports=[in0, in1, out0]
-//!   loop L1: dim=0 step=16 main ports=[in0, in1(fixed), out0]
+//!   loop L0: dim=1 step=1 main ports=[in0 inc=stride1 - main0/16, in1 inc=stride1, out0 inc=stride1 - main0/16]
+//!   loop L1: dim=0 step=16 main ports=[in0 inc=16, in1(fixed), out0 inc=16]
 //!   scratch [r31]
 //!   LoopBegin L0
 //!     LoopBegin L1
@@ -49,7 +49,8 @@ use snipjit_ir::text::{is_name_char, is_name_start, write_name};
 use snipjit_ir::{BinaryOp, DType, Dim, Shape, UnaryOp};
 
 use crate::lir::{
-    Expr, ExprKind, Lir, Location, LoopId, LoopInfo, LoopKind, PhysReg, Port, PortInfo, ValueId,
+    Expr, ExprKind, Lir, Location, LoopId, LoopInfo, LoopKind, LoopPort, Offset, PhysReg, Port,
+    PortInfo, Quantity, ValueId,
 };
 
 /// The most values (and location-table entries) a parsed `Lir` may have; bounds the
@@ -90,23 +91,19 @@ pub fn print_lir(lir: &Lir) -> String {
         port_line(&mut s, "out", i, p);
     }
     for (i, l) in lir.loops.iter().enumerate() {
-        let ports: Vec<String> = l
-            .ports
-            .iter()
-            .map(|&(p, inc)| {
-                let n = port_text(p);
-                if inc { n } else { format!("{n}(fixed)") }
-            })
-            .collect();
+        let ports: Vec<String> = l.ports.iter().map(loop_port_text).collect();
         let kind = match l.kind {
             LoopKind::Main => "main",
             LoopKind::Tail => "tail",
         };
+        let _ = write!(s, "  loop L{i}: dim={} step={}", l.dim, l.step);
+        if let Some(w) = l.work {
+            let _ = write!(s, " work={w}");
+        }
         let _ = writeln!(
             s,
-            "  loop L{i}: dim={} step={} {kind} ports=[{}]",
-            l.dim,
-            l.step,
+            " {kind}{} ports=[{}]",
+            if l.once { " once" } else { "" },
             ports.join(", ")
         );
     }
@@ -212,6 +209,21 @@ fn port_line(s: &mut String, prefix: &str, i: usize, p: &PortInfo) {
     s.push('\n');
 }
 
+/// `in0`, `in1(fixed)`, `out0 inc=16 fin=-span0`: moves that are zero are left out.
+fn loop_port_text(p: &LoopPort) -> String {
+    let mut t = port_text(p.port);
+    if !p.incremented {
+        t.push_str("(fixed)");
+    }
+    if !p.increment.is_zero() {
+        let _ = write!(t, " inc={}", p.increment);
+    }
+    if !p.finalization.is_zero() {
+        let _ = write!(t, " fin={}", p.finalization);
+    }
+    t
+}
+
 fn port_text(p: Port) -> String {
     match p {
         Port::Input(i) => format!("in{i}"),
@@ -254,7 +266,7 @@ enum Tok {
     Num(String),
     /// `%N`.
     Value(u32),
-    /// One of `: = , [ ] ( ) @ ?`.
+    /// One of `: = , [ ] ( ) @ ? + - *`.
     Punct(char),
 }
 
@@ -316,6 +328,10 @@ fn lex_line(line: &str) -> Result<Vec<Token>, (usize, String)> {
         } else if c == '-' && chars[i + 1..].starts_with(&['i', 'n', 'f']) {
             i += 4;
             Tok::Num("-inf".into())
+        } else if matches!(c, '-' | '+' | '*') {
+            // Signs and products of loop offsets (`stride1 - main0/16`, `2*span1`).
+            i += 1;
+            Tok::Punct(c)
         } else if c == '%' {
             let start = i + 1;
             i += 1;
@@ -646,6 +662,73 @@ impl Cursor<'_> {
         Err(self.err_expected(&format!("{what} ({prefix}N)")))
     }
 
+    /// A loop offset: terms joined by `+` and `-` (`16`, `-span0`, `stride1 - main0/16`,
+    /// `2*stride1 + 3`).
+    fn offset(&mut self) -> Result<Offset, LirParseError> {
+        let mut sign = if self.eat_punct('-') { -1 } else { 1 };
+        let mut acc = Offset::zero();
+        loop {
+            acc = acc.plus(&self.offset_term()?.times(sign));
+            sign = if self.eat_punct('+') {
+                1
+            } else if self.eat_punct('-') {
+                -1
+            } else {
+                return Ok(acc);
+            };
+        }
+    }
+
+    /// `N`, `N*QUANTITY` or `QUANTITY` (a signed `N` only at the start of an offset).
+    fn offset_term(&mut self) -> Result<Offset, LirParseError> {
+        let col = self.col();
+        if let Some(Tok::Num(n)) = self.peek() {
+            let n = n.clone();
+            let v: i64 = n
+                .parse()
+                .map_err(|_| self.err_at(col, format!("'{n}' is not an integer offset")))?;
+            self.i += 1;
+            if !self.eat_punct('*') {
+                return Ok(Offset::constant(v));
+            }
+            return Ok(Offset::term(v, self.quantity()?));
+        }
+        Ok(Offset::term(1, self.quantity()?))
+    }
+
+    /// `stride<d>`, `span<d>`, `main<d>/<step>` or `tail<d>/<step>`.
+    fn quantity(&mut self) -> Result<Quantity, LirParseError> {
+        let col = self.col();
+        let what = "a loop quantity (strideD, spanD, mainD/STEP or tailD/STEP)";
+        let Some(Tok::Ident(s)) = self.peek() else {
+            return Err(self.err_expected(what));
+        };
+        let s = s.clone();
+        let num = |t: &str| -> Option<usize> {
+            (!t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| t.parse().ok())
+                .flatten()
+        };
+        let stepped = |rest: &str| -> Option<(usize, usize)> {
+            let (d, st) = rest.split_once('/')?;
+            Some((num(d)?, num(st)?))
+        };
+        let q = if let Some(r) = s.strip_prefix("stride") {
+            num(r).map(Quantity::Stride)
+        } else if let Some(r) = s.strip_prefix("span") {
+            num(r).map(Quantity::Span)
+        } else if let Some(r) = s.strip_prefix("main") {
+            stepped(r).map(|(dim, step)| Quantity::Main { dim, step })
+        } else if let Some(r) = s.strip_prefix("tail") {
+            stepped(r).map(|(dim, step)| Quantity::Tail { dim, step })
+        } else {
+            None
+        };
+        let q = q.ok_or_else(|| self.err_at(col, format!("'{s}' is not {what}")))?;
+        self.i += 1;
+        Ok(q)
+    }
+
     fn port(&mut self) -> Result<Port, LirParseError> {
         match self.peek() {
             Some(Tok::Ident(s)) if s.starts_with("out") => {
@@ -788,6 +871,10 @@ impl Parser<'_> {
                 c.punct(':')?;
                 let dim = c.key_int("dim")?;
                 let step = c.key_int("step")?;
+                let work = match c.peek() {
+                    Some(Tok::Ident(s)) if s == "work" => Some(c.key_int("work")?),
+                    _ => None,
+                };
                 let kind = match c.ident("'main' or 'tail'")? {
                     (k, _) if k == "main" => LoopKind::Main,
                     (k, _) if k == "tail" => LoopKind::Tail,
@@ -798,6 +885,13 @@ impl Parser<'_> {
                         ));
                     }
                 };
+                let once = match c.peek() {
+                    Some(Tok::Ident(s)) if s == "once" => {
+                        c.i += 1;
+                        true
+                    }
+                    _ => false,
+                };
                 c.keyword("ports")?;
                 c.punct('=')?;
                 c.punct('[')?;
@@ -805,13 +899,23 @@ impl Parser<'_> {
                 if !c.eat_punct(']') {
                     loop {
                         let p = c.port()?;
-                        let mut inc = true;
+                        let mut lp = LoopPort::new(p, true);
                         if c.eat_punct('(') {
                             c.keyword("fixed")?;
                             c.punct(')')?;
-                            inc = false;
+                            lp.incremented = false;
                         }
-                        ports.push((p, inc));
+                        if matches!(c.peek(), Some(Tok::Ident(s)) if s == "inc") {
+                            c.i += 1;
+                            c.punct('=')?;
+                            lp.increment = c.offset()?;
+                        }
+                        if matches!(c.peek(), Some(Tok::Ident(s)) if s == "fin") {
+                            c.i += 1;
+                            c.punct('=')?;
+                            lp.finalization = c.offset()?;
+                        }
+                        ports.push(lp);
                         if c.list_end()? {
                             break;
                         }
@@ -820,7 +924,9 @@ impl Parser<'_> {
                 lir.loops.push(LoopInfo {
                     dim,
                     step,
+                    work,
                     kind,
+                    once,
                     ports,
                 });
                 Ok(())
@@ -1243,17 +1349,31 @@ mod tests {
                 e(ExprKind::PowStatic(f32::NEG_INFINITY), &[], Some(2), &[]),
             ],
             loops: vec![
-                LoopInfo {
-                    dim: 1,
-                    step: 1,
-                    kind: LoopKind::Main,
-                    ports: vec![],
-                },
+                LoopInfo::new(1, 1, LoopKind::Main),
                 LoopInfo {
                     dim: 0,
                     step: 8,
+                    work: Some(3),
                     kind: LoopKind::Tail,
-                    ports: vec![(Port::Output(0), false), (Port::Input(1), true)],
+                    once: true,
+                    ports: vec![
+                        LoopPort::new(Port::Output(0), false),
+                        LoopPort {
+                            port: Port::Input(1),
+                            incremented: true,
+                            increment: Offset::term(-2, Quantity::Stride(7))
+                                .plus(&Offset::constant(-5)),
+                            finalization: Offset::term(1, Quantity::Main { dim: 0, step: 8 })
+                                .plus(&Offset::term(3, Quantity::Span(1)))
+                                .plus(&Offset::constant(9)),
+                        },
+                        LoopPort {
+                            port: Port::Input(2),
+                            incremented: false,
+                            increment: Offset::constant(-16),
+                            finalization: Offset::term(-1, Quantity::Tail { dim: 2, step: 1 }),
+                        },
+                    ],
                 },
             ],
             num_values: 5,
@@ -1282,7 +1402,7 @@ lir \"odd kernel \\\"q\\\"\\n\" values=5
   in1 \"x:0\": bf16[?, \"?\", \"3\", N] bcast_inner
   out0 in0: bf16[0, 7] bcast_inner
   loop L0: dim=1 step=1 main ports=[]
-  loop L1: dim=0 step=8 tail ports=[out0(fixed), in1]
+  loop L1: dim=0 step=8 work=3 tail once ports=[out0(fixed), in1 inc=-2*stride7 - 5 fin=3*span1 + main0/8 + 9, in2(fixed) inc=-16 fin=-tail2/1]
   spill_slots 0 temps [r1]
   locations 7
   value %4:r3

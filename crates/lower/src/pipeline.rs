@@ -6,20 +6,27 @@ use snipjit_ir::Graph;
 
 use crate::lir::Lir;
 use crate::passes::{
-    assign_registers::AssignRegisters, convert_power_to_power_static::ConvertPowerToPowerStatic,
-    extract_loop_invariants::ExtractLoopInvariants, fuse_swish::FuseSwish, init_loops::InitLoops,
-    insert_broadcast_move::InsertBroadcastMove, insert_load_store::InsertLoadStore,
-    insert_loops::InsertLoops, insert_specific_iterations::InsertSpecificIterations,
-    mark_loops::MarkLoops, mul_add_to_fma::MulAddToFma,
+    assign_registers::AssignRegisters, cleanup_loop_offsets::CleanupLoopOffsets,
+    convert_power_to_power_static::ConvertPowerToPowerStatic,
+    extract_loop_invariants::ExtractLoopInvariants, fuse_loops::FuseLoops, fuse_swish::FuseSwish,
+    init_loops::InitLoops, insert_broadcast_move::InsertBroadcastMove,
+    insert_load_store::InsertLoadStore, insert_loops::InsertLoops,
+    insert_specific_iterations::InsertSpecificIterations, mark_loops::MarkLoops,
+    mul_add_to_fma::MulAddToFma, optimize_loop_single_evaluation::OptimizeLoopSingleEvaluation,
 };
 use crate::{LowerError, Pass, Target};
 
 /// Data-flow passes: rewrite the expression DAG before loops exist.
 pub const DATA_FLOW: &[&dyn Pass] = &[&ConvertPowerToPowerStatic, &FuseSwish, &MulAddToFma];
 
-/// Control-flow passes: loops, memory access, registers, tails.
+/// Control-flow passes: loops, memory access, registers, tails, pointer moves.
+///
+/// OptimizeLoopSingleEvaluation runs before CleanupLoopOffsets (as in Snippets): it
+/// turns the tail's increments into a finalization offset, which the cleanup then
+/// folds into the outer loop's increment.
 pub const CONTROL_FLOW: &[&dyn Pass] = &[
     &MarkLoops,
+    &FuseLoops,
     &InsertLoadStore,
     &InsertBroadcastMove,
     &ExtractLoopInvariants,
@@ -27,6 +34,8 @@ pub const CONTROL_FLOW: &[&dyn Pass] = &[
     &InsertLoops,
     &AssignRegisters,
     &InsertSpecificIterations,
+    &OptimizeLoopSingleEvaluation,
+    &CleanupLoopOffsets,
 ];
 
 /// Names of every pass, in pipeline order (plus `build` for the initial IR).

@@ -2,13 +2,17 @@
 //!
 //! Checks SSA (one definition per value, definitions before uses), loop brackets
 //! (balanced, each loop opened once, expressions inside exactly their marked loops),
-//! and, once registers are assigned, replays the allocation: no expression overwrites
-//! a register whose value is still to be read, including across loop back edges.
+//! the loop manager (every port entry names a port a load or store inside the loop
+//! touches, once; a fixed port has no increment; a tail moves by multiples of its
+//! own tail step; a single-evaluation loop runs at most once and has no increments,
+//! so no back edge), and, once registers are assigned, replays the allocation: no
+//! expression overwrites a register whose value is still to be read, including
+//! across loop back edges.
 
 use std::collections::HashMap;
 
 use crate::LowerError;
-use crate::lir::{ExprKind, Lir, Location, LoopId, register_repr};
+use crate::lir::{ExprKind, Lir, Location, LoopId, LoopKind, Port, Quantity, register_repr};
 
 /// Verifies `lir`; the error names the expression index and the reason.
 pub fn verify(lir: &Lir) -> Result<(), LowerError> {
@@ -150,8 +154,86 @@ pub fn verify(lir: &Lir) -> Result<(), LowerError> {
             format!("loop L{} is never closed", l.0),
         ));
     }
+    check_loops(lir)?;
     if !lir.locations.is_empty() {
         check_allocation(lir, &def)?;
+    }
+    Ok(())
+}
+
+/// The loop manager's invariants (the error names the loop's first expression, or
+/// 0 for a loop that marks none).
+fn check_loops(lir: &Lir) -> Result<(), LowerError> {
+    for (li, l) in lir.loops.iter().enumerate() {
+        let id = LoopId(li as u32);
+        let first = lir.exprs.iter().position(|e| e.loops.contains(&id));
+        let err = |reason: String| LowerError::Verify {
+            expr: first.unwrap_or(0),
+            reason: format!("loop L{li}: {reason}"),
+        };
+        if l.step == 0 {
+            return Err(err("step 0".into()));
+        }
+        for (k, p) in l.ports.iter().enumerate() {
+            let name = match p.port {
+                Port::Input(i) => format!("in{i}"),
+                Port::Output(o) => format!("out{o}"),
+            };
+            if lir.port_info(p.port).is_none() {
+                return Err(err(format!("port {name} does not exist")));
+            }
+            if l.ports[..k].iter().any(|q| q.port == p.port) {
+                return Err(err(format!("port {name} is listed twice")));
+            }
+            let touched = lir.exprs.iter().any(|e| {
+                e.loops.contains(&id)
+                    && match e.kind {
+                        ExprKind::Load { input } | ExprKind::BroadcastLoad { input } => {
+                            p.port == Port::Input(input)
+                        }
+                        ExprKind::Store { output } => p.port == Port::Output(output),
+                        _ => false,
+                    }
+            });
+            if !touched {
+                return Err(err(format!(
+                    "port {name} is listed, but no load or store inside the loop touches it"
+                )));
+            }
+            if !p.incremented && !p.increment.is_zero() {
+                return Err(err(format!(
+                    "port {name} is fixed (broadcast along dim {}) but has increment {}",
+                    l.dim, p.increment
+                )));
+            }
+            let tail_step = Quantity::Tail {
+                dim: l.dim,
+                step: l.step,
+            };
+            if l.kind == LoopKind::Tail
+                && !(p.increment.constant == 0
+                    && p.increment.terms.iter().all(|&(_, q)| q == tail_step))
+            {
+                return Err(err(format!(
+                    "tail increment {} of port {name} is not a multiple of {tail_step} \
+                     (it must vanish when the tail does not run)",
+                    p.increment
+                )));
+            }
+            if l.once && !p.increment.is_zero() {
+                return Err(err(format!(
+                    "runs once (no back edge) but increments port {name} by {}",
+                    p.increment
+                )));
+            }
+        }
+        if l.once && l.kind != LoopKind::Tail && l.work.is_none_or(|w| w > l.step) {
+            return Err(err(format!(
+                "is marked once, but is no tail and its work amount ({}) may exceed its step {}",
+                l.work.map_or("dynamic".into(), |w| w.to_string()),
+                l.step
+            )));
+        }
     }
     Ok(())
 }

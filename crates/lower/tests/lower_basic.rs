@@ -174,3 +174,60 @@ fn non_elementwise_body_is_refused() {
     let e = lower(&g, &[false], &target(32), &mut |_, _| {}).unwrap_err();
     assert!(e.to_string().contains("Softmax"), "{e}");
 }
+
+#[test]
+fn loop_manager_after_the_pipeline() {
+    use snipjit_lower::lir::{LoopKind, Move, Offset, Port, Quantity};
+    let mut after_mark = None;
+    let mut after_fuse = None;
+    // b broadcast along the row: fixed in the inner loops.
+    let lir = lower(
+        &relu_bias(),
+        &[false, true],
+        &target(32),
+        &mut |name, l| match name {
+            "mark_loops" => after_mark = Some(l.clone()),
+            "fuse_loops" => after_fuse = Some(l.clone()),
+            _ => {}
+        },
+    )
+    .unwrap();
+    // One loop nest: nothing to fuse.
+    assert_eq!(after_mark, after_fuse);
+    assert_eq!(lir.loops.len(), 3);
+    let (outer, main, tail) = (&lir.loops[0], &lir.loops[1], &lir.loops[2]);
+    let row = Offset::term(1, Quantity::Stride(1))
+        .plus(&Offset::term(-1, Quantity::Main { dim: 0, step: 16 }));
+    let stride = Offset::term(1, Quantity::Stride(1));
+    for p in &outer.ports {
+        let want = if p.port == Port::Input(1) {
+            &stride
+        } else {
+            &row
+        };
+        assert_eq!(&p.increment, want, "{:?}", p.port);
+        assert!(p.finalization.is_zero());
+    }
+    for p in &main.ports {
+        let moves = p.port != Port::Input(1);
+        assert_eq!(p.incremented, moves);
+        let want = Offset::constant(if moves { 16 } else { 0 });
+        assert_eq!(p.increment, want);
+        assert!(p.finalization.is_zero());
+    }
+    assert_eq!((tail.kind, tail.once), (LoopKind::Tail, true));
+    assert!(!main.once && !outer.once);
+    assert!(
+        tail.ports
+            .iter()
+            .all(|p| p.increment.is_zero() && p.finalization.is_zero())
+    );
+    // The argument block: the outer increment of each port, nothing else.
+    let slots = lir.rt_slots();
+    assert_eq!(slots.len(), 3);
+    assert!(
+        slots
+            .iter()
+            .all(|s| s.loop_id.0 == 0 && s.what == Move::Increment)
+    );
+}

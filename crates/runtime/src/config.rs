@@ -6,11 +6,17 @@
 //! configurator first collapses trailing dims on which every port agrees
 //! (OptimizeDomain), so that `W` is as long as the layouts allow, then computes:
 //! - the broadcast pattern (which inputs are broadcast along `W`): it selects the kernel;
-//! - per port and per domain dim, the byte stride (0 where the port is broadcast);
-//! - per port, the outer increment: the bytes to add after a row, given that the
-//!   kernel's main loop already advanced unbroadcast ports by `floor(W / lanes)` vectors.
+//! - per port and per domain dim, the stride in elements (0 where the port is broadcast);
+//! - the runtime argument block of a kernel ([`Domain::runtime_args`]): the kernel's
+//!   linear IR says which pointer moves depend on the shape, symbolically
+//!   ([`snipjit_lower::lir::Offset`]); the configurator evaluates each for this
+//!   domain, in bytes. For the elementwise pipeline that is one value per port, the
+//!   outer loop's increment `stride1 - main0/LANES`: the row stride minus what the
+//!   main loop already advanced (CleanupLoopOffsets folded it so).
 
 use snipjit_ir::broadcast_concrete;
+use snipjit_lower::Lir;
+use snipjit_lower::lir::Port;
 
 use crate::RuntimeError;
 
@@ -46,32 +52,91 @@ impl Domain {
         self.dims.iter().product()
     }
 
-    /// The outer increment in bytes of every port for `lanes`-wide vectors, every port
-    /// holding elements of `elem` bytes (see [`Domain::port_outer_increments`]).
-    pub fn outer_increments(&self, lanes: usize, elem: usize) -> Vec<i64> {
-        self.port_outer_increments(lanes, &vec![elem; self.strides.len()])
+    /// Work amount per kernel dim, innermost first: `[W, M]`.
+    pub fn kernel_work(&self) -> [usize; 2] {
+        [self.w(), self.m()]
     }
 
-    /// The outer increment in bytes of every port (inputs, then outputs) for
-    /// `lanes`-wide vectors, port `p` holding elements of `sizes[p]` bytes: the row
-    /// stride minus what the kernel's main loop already advanced
-    /// (`floor(W / lanes) * lanes * size`, nothing for an inner-broadcast input).
-    pub fn port_outer_increments(&self, lanes: usize, sizes: &[usize]) -> Vec<i64> {
-        let w = self.w();
-        let rank = self.dims.len();
-        let n_in = self.bcast_inner.len();
-        self.strides
-            .iter()
-            .zip(sizes)
-            .enumerate()
-            .map(|(p, (s, &elem))| {
-                let incremented = p >= n_in || !self.bcast_inner[p];
-                let advanced = if incremented {
-                    (w / lanes) * lanes * elem
+    /// Strides (elements) of port `q` (inputs, then outputs) per kernel dim,
+    /// innermost first.
+    pub fn kernel_strides(&self, q: usize) -> Option<[usize; 2]> {
+        let s = self.strides.get(q)?;
+        Some([s[s.len() - 1], s[s.len() - 2]])
+    }
+
+    /// The runtime argument block of the kernel `lir` for this domain: every slot of
+    /// `lir.rt_slots()` (the pointer moves that depend on the shape), evaluated for
+    /// the domain's work amounts and the port's strides, times the port's element
+    /// size. The kernel must have been lowered for this domain's broadcast pattern:
+    /// a port that moves along the inner dim must be contiguous there.
+    pub fn runtime_args(&self, lir: &Lir) -> Result<Vec<i64>, RuntimeError> {
+        let n_in = lir.inputs.len();
+        if n_in != self.bcast_inner.len() || n_in + lir.outputs.len() != self.strides.len() {
+            return Err(RuntimeError::Shape(format!(
+                "the kernel has {} inputs and {} outputs, the domain {} ports",
+                n_in,
+                lir.outputs.len(),
+                self.strides.len()
+            )));
+        }
+        let index = |p: Port| match p {
+            Port::Input(i) => i,
+            Port::Output(o) => n_in + o,
+        };
+        // An empty domain runs nothing (and a zero-length row has no stride to check).
+        let loops = if self.numel() == 0 {
+            &[][..]
+        } else {
+            &lir.loops[..]
+        };
+        // The kernel moves a port along the row exactly when it is not broadcast
+        // there (a row of one element has nothing to move over).
+        for l in loops.iter().filter(|l| l.dim == 0) {
+            for p in &l.ports {
+                let q = index(p.port);
+                let stride = self.kernel_strides(q).map_or(1, |s| s[0]);
+                let fits = if p.incremented {
+                    stride == 1
                 } else {
-                    0
+                    stride == 0 || self.w() <= 1
                 };
-                (s[rank - 2] * elem) as i64 - advanced as i64
+                if !fits {
+                    return Err(RuntimeError::Shape(format!(
+                        "port {q} is {} along the inner dim, but the kernel {} it there: \
+                         the kernel was compiled for another broadcast pattern",
+                        if stride == 0 {
+                            "broadcast"
+                        } else {
+                            "not broadcast"
+                        },
+                        if p.incremented {
+                            "moves"
+                        } else {
+                            "does not move"
+                        },
+                    )));
+                }
+            }
+        }
+        let work = self.kernel_work();
+        lir.rt_slots()
+            .iter()
+            .map(|slot| {
+                let q = index(slot.port);
+                let strides = self
+                    .kernel_strides(q)
+                    .ok_or_else(|| RuntimeError::Shape(format!("port {q} is not in the domain")))?;
+                let size = lir.port_info(slot.port).map_or(0, |p| p.dtype.size()) as i64;
+                slot.offset
+                    .eval(&work, &strides)
+                    .and_then(|v| v.checked_mul(size))
+                    .ok_or_else(|| {
+                        RuntimeError::Shape(format!(
+                            "the pointer move {} of port {q} in loop L{} cannot be evaluated \
+                             for the domain {:?} (a dim the kernel does not walk, or an overflow)",
+                            slot.offset, slot.loop_id.0, self.dims
+                        ))
+                    })
             })
             .collect()
     }
@@ -177,6 +242,17 @@ mod tests {
         assert_eq!(d.strides[0][1], 1);
     }
 
+    /// The final linear IR of `sg` (a `.sg` graph) lowered for `isa` and the inner
+    /// broadcast pattern `bcast`.
+    fn lowered(sg: &str, bcast: &[bool], isa: snipjit_x64::Isa) -> Lir {
+        let g = snipjit_ir::text::parse(sg, "t.sg").unwrap();
+        let target = snipjit_x64::codegen::target(isa);
+        snipjit_lower::lower(&g, bcast, &target, &mut |_, _| {}).unwrap()
+    }
+
+    const BIAS: &str = "graph bias(x: f32[N, C], b: f32[?, ?]) {\n  \
+        s: f32[?, ?] = Add(x, b)\n  y: f32[?, ?] = Relu(s)\n  return y\n}\n";
+
     #[test]
     fn row_broadcast_keeps_two_dims() {
         // The worked example of DESIGN.md: y[N, C] = relu(x[N, C] + b[1, C]).
@@ -184,8 +260,20 @@ mod tests {
         assert_eq!(d.dims, vec![3, 37]);
         assert_eq!(d.bcast_inner, vec![false, false]);
         assert_eq!(d.strides[1], vec![0, 1]);
-        // 16 lanes: the main loop advances x, b, y by 2 vectors = 128 bytes per row.
-        assert_eq!(d.outer_increments(16, 4), vec![148 - 128, -128, 148 - 128]);
+        // 16 lanes: the main loop advances x, b, y by 2 vectors = 128 bytes per row;
+        // after the row x and y move on to the next row (148 bytes from its start),
+        // b returns to its row start.
+        let lir = lowered(BIAS, &d.bcast_inner, snipjit_x64::Isa::Avx512);
+        assert_eq!(
+            d.runtime_args(&lir).unwrap(),
+            vec![148 - 128, -128, 148 - 128]
+        );
+        // 8 lanes: 4 vectors, the same 128 bytes.
+        let lir = lowered(BIAS, &d.bcast_inner, snipjit_x64::Isa::Avx2);
+        assert_eq!(
+            d.runtime_args(&lir).unwrap(),
+            vec![148 - 128, -128, 148 - 128]
+        );
     }
 
     #[test]
@@ -194,24 +282,34 @@ mod tests {
         assert_eq!(d.dims, vec![4, 10]);
         assert_eq!(d.bcast_inner, vec![false, true]);
         assert_eq!(d.strides[1], vec![1, 0]);
-        assert_eq!(d.outer_increments(8, 4), vec![40 - 32, 4, 40 - 32]);
+        // 8 lanes: one vector (32 bytes) per row for x and y; b is never moved along
+        // the row and steps one element per row.
+        let lir = lowered(BIAS, &d.bcast_inner, snipjit_x64::Isa::Avx2);
+        assert_eq!(d.runtime_args(&lir).unwrap(), vec![40 - 32, 4, 40 - 32]);
+        // The kernel of another pattern does not fit the domain, either way.
+        let other = lowered(BIAS, &[false, false], snipjit_x64::Isa::Avx2);
+        assert!(d.runtime_args(&other).is_err());
+        let full = configure(&[&[4, 10], &[4, 10]], &[&[4, 10]]).unwrap();
+        assert!(full.runtime_args(&lir).is_err());
     }
 
     #[test]
     fn increments_follow_each_ports_element_size() {
         // x: u8[4, 10], b: f32[4, 1] (inner broadcast), y: bf16[4, 10]; 8 lanes: the
         // main loop advances x by 8 bytes and y by 16 per row.
+        let sg = "graph narrow(x: u8[N, C], b: f32[?, ?]) {\n  \
+            xf: f32[N, C] = Convert(x, to=f32)\n  s: f32[?, ?] = Add(xf, b)\n  \
+            y: bf16[?, ?] = Convert(s, to=bf16)\n  return y\n}\n";
         let d = configure(&[&[4, 10], &[4, 1]], &[&[4, 10]]).unwrap();
-        assert_eq!(
-            d.port_outer_increments(8, &[1, 4, 2]),
-            vec![10 - 8, 4, 20 - 16]
-        );
-        // Row broadcast: b[1, 10] of bool returns to its row start.
+        let lir = lowered(sg, &d.bcast_inner, snipjit_x64::Isa::Avx2);
+        assert_eq!(d.runtime_args(&lir).unwrap(), vec![10 - 8, 4, 20 - 16]);
+        // Row broadcast: b[1, 10] returns to its row start (-8 f32 = -32 bytes).
         let d = configure(&[&[3, 10], &[1, 10]], &[&[3, 10]]).unwrap();
-        assert_eq!(
-            d.port_outer_increments(4, &[2, 1, 4]),
-            vec![20 - 16, -8, 40 - 32]
-        );
+        let lir = lowered(sg, &d.bcast_inner, snipjit_x64::Isa::Avx2);
+        assert_eq!(d.runtime_args(&lir).unwrap(), vec![10 - 8, -32, 20 - 16]);
+        // AVX-512, 16 lanes and a row of 10: no full vector, nothing to take back.
+        let lir = lowered(sg, &d.bcast_inner, snipjit_x64::Isa::Avx512);
+        assert_eq!(d.runtime_args(&lir).unwrap(), vec![10, 0, 20]);
     }
 
     #[test]
@@ -234,5 +332,11 @@ mod tests {
     fn zero_size_domain() {
         let d = configure(&[&[0, 4]], &[&[0, 4]]).unwrap();
         assert_eq!(d.numel(), 0);
+        // A zero-length row: b[3, 1] is broadcast along it, yet the pattern says
+        // full (a row of 0 is no broadcast); nothing runs, the block still evaluates.
+        let d = configure(&[&[3, 0], &[3, 1]], &[&[3, 0]]).unwrap();
+        assert_eq!(d.bcast_inner, vec![false, false]);
+        let lir = lowered(BIAS, &d.bcast_inner, snipjit_x64::Isa::Avx2);
+        assert_eq!(d.runtime_args(&lir).unwrap(), vec![0, 4, 0]);
     }
 }

@@ -120,7 +120,8 @@ impl Executor {
     }
 
     /// Runs `k` over `domain`: `ins` and `outs` are the base pointers of the ports,
-    /// `rt` the runtime argument block for the domain (one outer increment per port).
+    /// `rt` the runtime argument block for the domain (the kernel's runtime pointer
+    /// moves, see [`Domain::runtime_args`]).
     ///
     /// The work items are those of [`Executor::plan`]. Items go to the pool's threads
     /// when there are several (each thread then has at least
@@ -131,7 +132,7 @@ impl Executor {
     /// Every pointer must be valid for the elements (of its port's dtype, see
     /// [`CompiledKernel::port_sizes`]) its port's strides reach over the domain (inputs
     /// readable, outputs writable and not aliasing inputs or each other), and `rt` must
-    /// be `domain.port_outer_increments(k.lanes, &k.port_sizes)`.
+    /// be `domain.runtime_args(&k.lir)`.
     pub unsafe fn run(
         &self,
         k: &CompiledKernel,

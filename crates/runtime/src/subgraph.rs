@@ -291,7 +291,7 @@ impl JitSubgraph {
         let out_shapes: Vec<&[usize]> = body.outputs.iter().map(|_| full.as_slice()).collect();
         let domain = configure(&in_shapes, &out_shapes)?;
         let kernel = self.kernel(&domain.bcast_inner)?;
-        let rt = domain.port_outer_increments(kernel.lanes, &kernel.port_sizes);
+        let rt = domain.runtime_args(&kernel.lir)?;
         let p = Arc::new(Prepared {
             shapes: inputs.iter().map(|t| t.shape.clone()).collect(),
             full,
@@ -311,7 +311,8 @@ struct Prepared {
     full: Vec<usize>,
     domain: crate::config::Domain,
     kernel: Arc<CompiledKernel>,
-    /// The runtime argument block (outer increments per port).
+    /// The runtime argument block: the kernel's runtime pointer moves evaluated for
+    /// the domain ([`crate::config::Domain::runtime_args`]).
     rt: Vec<i64>,
 }
 

@@ -450,7 +450,7 @@ fn large_outputs_with_non_temporal_stores() {
             for offset in [0usize, 1, 3, 5] {
                 let mut out = vec![f32::NAN; n + 16];
                 let domain = configure(&[&[n]], &[&[n]]).unwrap();
-                let rt = domain.port_outer_increments(k.lanes, &k.port_sizes);
+                let rt = domain.runtime_args(&k.lir).unwrap();
                 // SAFETY: x holds n elements; out holds n elements from `offset`.
                 unsafe {
                     exec.run(

@@ -3,14 +3,16 @@
 //! A kernel is `extern "sysv64" fn(args: *const CallArgs)`. Everything that depends on
 //! the concrete shape is data: [`CallArgs`] (per call: data pointers already offset to
 //! the call's first element, the work amounts, the per-thread scratchpad) and the
-//! runtime argument block it points to (per shape: one `i64` outer increment per port).
-//! The kernel's code never contains a shape.
+//! runtime argument block it points to (per shape: one `i64` per pointer move of the
+//! loop manager that is not a compile-time constant, in the order of
+//! `snipjit_lower::Lir::rt_slots`: for the elementwise kernels, one outer-loop
+//! increment per port). The kernel's code never contains a shape.
 //!
 //! # Register roles inside an elementwise kernel
 //! | register | role | why |
 //! |---|---|---|
 //! | `rdi` | `*const CallArgs` | first sysv64 argument; read for work amounts and pointers |
-//! | `rsi` | runtime argument block | outer increments are added from it after each row |
+//! | `rsi` | runtime argument block | runtime pointer moves (per row: the outer increments) are added from it |
 //! | `rdx` | constant-pool base | EVEX constants are addressed as `[rdx + disp]` (no RIP-relative EVEX) |
 //! | `rcx` | inner work remaining | `bzhi` takes the tail count from it to build the mask |
 //! | `r8` | outer rows remaining | counts down to zero |
@@ -27,7 +29,8 @@ use std::mem::{offset_of, size_of};
 pub struct CallArgs {
     /// Data pointers, inputs then outputs, at the first element of this call.
     pub ptrs: *const *mut u8,
-    /// The runtime argument block: `i64` outer increment (bytes) per port.
+    /// The runtime argument block: one `i64` (bytes) per runtime pointer move, slot
+    /// `k` at byte `8 k` (`snipjit_lower::Lir::rt_slots` gives the layout).
     pub rt: *const i64,
     /// Per-thread scratchpad (spilled vector values).
     pub scratch: *mut u8,

@@ -1,17 +1,21 @@
 //! Code generation: register-allocated linear IR to one shape-agnostic kernel.
 //!
 //! The kernel follows [`crate::abi`]: it reads the work amounts and data pointers from
-//! `CallArgs`, the per-row pointer moves from the runtime argument block, and nothing
-//! else; the shape never appears in the code. Loop structure (see `snipjit_lower`):
+//! `CallArgs`, the pointer moves that depend on the shape from the runtime argument
+//! block, and nothing else; the shape never appears in the code. Every pointer move
+//! is the loop manager's (`LoopInfo::ports`): a constant increment or finalization
+//! offset is an immediate, any other is read from its argument-block slot
+//! (`Lir::rt_slots`); a zero move emits nothing, and a loop marked `once` has no
+//! increments and no back edge. For the elementwise pipeline's LIR:
 //!
 //! ```text
 //!   hoisted invariants
 //!   r8 = outer_work ; if r8 <= 0 goto done
 //! row:
 //!   rcx = inner_work
-//!   while rcx >= lanes { main body ; advance moving pointers one vector ; rcx -= lanes }
-//!   if rcx != 0 { tail mask from rcx ; masked tail body }
-//!   every moving pointer += rt[port] ; if --r8 != 0 goto row
+//!   while rcx >= lanes { main body ; moving pointers += lanes * size (immediates) ; rcx -= lanes }
+//!   if rcx != 0 { tail mask from rcx ; masked tail body }       (once: no back edge)
+//!   every pointer += rt[slot] (row stride - what the main loop advanced) ; if --r8 != 0 goto row
 //! done:
 //! ```
 
@@ -20,7 +24,11 @@
 
 use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, dynasm};
 use snipjit_lower::Target;
-use snipjit_lower::lir::{Expr, ExprKind, Lir, Location, LoopKind, Port};
+use std::collections::HashMap;
+
+use snipjit_lower::lir::{
+    Expr, ExprKind, Lir, Location, LoopId, LoopInfo, LoopKind, Move, Offset, Port,
+};
 
 use crate::abi::{
     ARGS_FLAGS, ARGS_INNER_WORK, ARGS_OUTER_WORK, ARGS_PTRS, ARGS_RT, ARGS_SCRATCH, FLAG_NT_STORES,
@@ -99,6 +107,8 @@ struct Gen<'a> {
     nt: bool,
     /// The stack buffer AVX2 tails of sub-dword ports go through.
     tail_buf: Mem,
+    /// Byte offset in the runtime argument block of every runtime pointer move.
+    slots: HashMap<(LoopId, Port, Move), i32>,
 }
 
 /// A loop whose LoopBegin was emitted: (kind, dim, top label, end label, id, index of
@@ -163,6 +173,12 @@ pub fn emit_elementwise(lir: &Lir, isa: Isa) -> Result<Kernel, X64Error> {
         open: vec![],
         nt: false,
         tail_buf: Mem::new(Gpr::Rsp, (stack_ptrs * 8) as i32),
+        slots: lir
+            .rt_slots()
+            .into_iter()
+            .enumerate()
+            .map(|(k, s)| ((s.loop_id, s.port, s.what), 8 * k as i32))
+            .collect(),
     };
     let frame = g.a.prologue(&used);
     let ops = g.a.ops();
@@ -254,34 +270,85 @@ impl Gen<'_> {
         }
     }
 
-    /// Advances the moving pointers one vector and loops back to `top` while at least
-    /// one more full vector remains.
-    fn main_loop_latch(&mut self, info: &snipjit_lower::lir::LoopInfo, top: DynamicLabel) {
-        let lanes = self.isa.lanes() as i32;
-        for (p, inc) in &info.ports {
-            if *inc {
-                let idx = self.port_index(*p);
-                let size = self.port_dtype(*p).size() as i32;
-                self.add_imm(idx, lanes * size);
+    /// Adds a pointer move of loop `l` to `port`'s pointer: an immediate when the move
+    /// is a constant, else the value of its argument-block slot; nothing when zero.
+    fn add_move(
+        &mut self,
+        l: LoopId,
+        port: Port,
+        what: Move,
+        off: &Offset,
+    ) -> Result<(), X64Error> {
+        let idx = self.port_index(port);
+        if let Some(c) = off.as_constant() {
+            let bytes = c
+                .checked_mul(self.port_dtype(port).size() as i64)
+                .ok_or_else(|| X64Error::Assembler(format!("pointer move {off} overflows")))?;
+            if bytes == 0 {
+                return Ok(());
             }
+            if let Ok(imm) = i32::try_from(bytes) {
+                self.add_imm(idx, imm);
+                return Ok(());
+            }
+            let ops = self.a.ops();
+            dynasm!(ops ; .arch x64 ; mov Rq(TMP.num()), QWORD bytes);
+        } else {
+            let slot = *self.slots.get(&(l, port, what)).ok_or_else(|| {
+                X64Error::Assembler(format!(
+                    "no argument-block slot for the {what:?} of L{} on {port:?}",
+                    l.0
+                ))
+            })?;
+            let ops = self.a.ops();
+            dynasm!(ops ; .arch x64 ; mov Rq(TMP.num()), [Rq(RT.num()) + slot]);
         }
         let ops = self.a.ops();
-        dynasm!(ops
-            ; .arch x64
-            ; sub Rq(INNER.num()), lanes
-            ; cmp Rq(INNER.num()), lanes
-            ; jae =>top
-        );
-    }
-
-    fn add_rt(&mut self, p: usize) {
-        let off = 8 * p as i32;
-        let ops = self.a.ops();
-        dynasm!(ops ; .arch x64 ; mov Rq(TMP.num()), [Rq(RT.num()) + off]);
-        match self.homes[p] {
+        match self.homes[idx] {
             PtrHome::Reg(r) => dynasm!(ops ; .arch x64 ; add Rq(r.num()), Rq(TMP.num())),
             PtrHome::Stack(s) => dynasm!(ops ; .arch x64 ; add [rsp + s], Rq(TMP.num())),
         }
+        Ok(())
+    }
+
+    /// The per-iteration increments of loop `l` (none for a loop that runs once).
+    fn increments(&mut self, l: LoopId, info: &LoopInfo) -> Result<(), X64Error> {
+        if !info.once {
+            for p in &info.ports {
+                self.add_move(l, p.port, Move::Increment, &p.increment)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The finalization offsets of loop `l`, after its last iteration.
+    fn finalizations(&mut self, l: LoopId, info: &LoopInfo) -> Result<(), X64Error> {
+        for p in &info.ports {
+            self.add_move(l, p.port, Move::Finalization, &p.finalization)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the increments and loops back to `top` while at least one more full
+    /// vector remains; a loop that runs once only counts its step off.
+    fn main_loop_latch(
+        &mut self,
+        l: LoopId,
+        info: &LoopInfo,
+        top: DynamicLabel,
+    ) -> Result<(), X64Error> {
+        let lanes = self.isa.lanes() as i32;
+        self.increments(l, info)?;
+        let ops = self.a.ops();
+        dynasm!(ops ; .arch x64 ; sub Rq(INNER.num()), lanes);
+        if !info.once {
+            dynasm!(ops
+                ; .arch x64
+                ; cmp Rq(INNER.num()), lanes
+                ; jae =>top
+            );
+        }
+        Ok(())
     }
 
     fn spill_mem(&self, slot: u32) -> Mem {
@@ -365,7 +432,7 @@ impl Gen<'_> {
                     (0, LoopKind::Main) => {
                         // The regular loop, then the same body with non-temporal stores,
                         // entered from the LoopBegin when the call's flags ask for it.
-                        self.main_loop_latch(&info, top);
+                        self.main_loop_latch(id, &info, top)?;
                         let nt_top = self.a.new_label();
                         let ops = self.a.ops();
                         dynasm!(ops ; .arch x64 ; jmp =>end ; nt: ; =>nt_top);
@@ -374,24 +441,28 @@ impl Gen<'_> {
                             self.expr(i)?;
                         }
                         self.nt = false;
-                        self.main_loop_latch(&info, nt_top);
+                        self.main_loop_latch(id, &info, nt_top)?;
                         self.a.bind(end);
                     }
-                    (0, LoopKind::Tail) => self.a.bind(end),
+                    (0, LoopKind::Tail) => {
+                        // A tail runs at most once: no back edge.
+                        self.increments(id, &info)?;
+                        self.a.bind(end);
+                    }
                     _ => {
-                        for (p, _) in &info.ports {
-                            let idx = self.port_index(*p);
-                            self.add_rt(idx);
-                        }
+                        self.increments(id, &info)?;
                         let ops = self.a.ops();
-                        dynasm!(ops
-                            ; .arch x64
-                            ; dec Rq(OUTER.num())
-                            ; jnz =>top
-                            ; =>end
-                        );
+                        if !info.once {
+                            dynasm!(ops
+                                ; .arch x64
+                                ; dec Rq(OUTER.num())
+                                ; jnz =>top
+                            );
+                        }
+                        dynasm!(ops ; .arch x64 ; =>end);
                     }
                 }
+                self.finalizations(id, &info)?;
                 Ok(())
             }
             ExprKind::Store { output } => {

@@ -6,10 +6,16 @@
 //!         with L2 a `tail` loop: its loads and stores are masked to the remainder.
 //! Holds after: the tail body is the main body with fresh SSA values in the same
 //! locations (both bodies run one after the other, so registers stay valid).
+//! Pointer moves: the main loop keeps its increments (full steps); the tail's one
+//! step moves a port by `tail<d>/<step>`; the finalization offsets move to the tail,
+//! the last iteration of the row, so `main + tail + fin` still returns each pointer
+//! where the loop found it:
+//!   before: `L1 ... in0 inc=16 fin=-span0`
+//!   after:  `L1 ... in0 inc=16` and `L2 ... tail ... in0 inc=tail0/16 fin=-span0`
 
 use std::collections::HashMap;
 
-use crate::lir::{Expr, ExprKind, Lir, LoopInfo, LoopKind};
+use crate::lir::{Expr, ExprKind, Lir, LoopInfo, LoopKind, LoopPort, Offset, Quantity};
 use crate::{LowerError, Pass, Target};
 
 #[derive(Debug)]
@@ -38,8 +44,30 @@ impl Pass for InsertSpecificIterations {
                     pass: self.name(),
                     reason: format!("LoopBegin L{} has no end", l.0),
                 })?;
+            let tail_ports = info
+                .ports
+                .iter()
+                .map(|p| LoopPort {
+                    increment: if p.increment.is_zero() {
+                        Offset::zero()
+                    } else {
+                        Offset::term(
+                            1,
+                            Quantity::Tail {
+                                dim: info.dim,
+                                step: info.step,
+                            },
+                        )
+                    },
+                    ..p.clone()
+                })
+                .collect();
+            for p in &mut lir.loops[l.0 as usize].ports {
+                p.finalization = Offset::zero();
+            }
             let tail = lir.new_loop(LoopInfo {
                 kind: LoopKind::Tail,
+                ports: tail_ports,
                 ..info
             });
             let mut rename = HashMap::new();

@@ -24,18 +24,8 @@ impl Pass for MarkLoops {
                 reason: "loops are already marked".into(),
             });
         }
-        let outer = lir.new_loop(LoopInfo {
-            dim: 1,
-            step: 1,
-            kind: LoopKind::Main,
-            ports: vec![],
-        });
-        let inner = lir.new_loop(LoopInfo {
-            dim: 0,
-            step: target.lanes,
-            kind: LoopKind::Main,
-            ports: vec![],
-        });
+        let outer = lir.new_loop(LoopInfo::new(1, 1, LoopKind::Main));
+        let inner = lir.new_loop(LoopInfo::new(0, target.lanes, LoopKind::Main));
         for e in &mut lir.exprs {
             e.loops = [outer, inner].into_iter().collect();
         }

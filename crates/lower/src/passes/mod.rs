@@ -1,8 +1,10 @@
 //! The passes, one per file. `crate::pipeline` lists them in order.
 
 pub mod assign_registers;
+pub mod cleanup_loop_offsets;
 pub mod convert_power_to_power_static;
 pub mod extract_loop_invariants;
+pub mod fuse_loops;
 pub mod fuse_swish;
 pub mod init_loops;
 pub mod insert_broadcast_move;
@@ -11,6 +13,7 @@ pub mod insert_loops;
 pub mod insert_specific_iterations;
 pub mod mark_loops;
 pub mod mul_add_to_fma;
+pub mod optimize_loop_single_evaluation;
 
 use crate::lir::Lir;
 
