@@ -153,7 +153,10 @@ pub fn tokenize_with_report(
         .graph
         .topo_order()
         .map_err(TokenizeError::Internal)?;
-    let position = |name: &str| topo.iter().position(|&n| outlined.graph.node(n).name == name);
+    let position = |name: &str| {
+        topo.iter()
+            .position(|&n| outlined.graph.node(n).name == name)
+    };
     summaries.sort_by_key(|s| position(&s.name));
     let report = TokenizeReport {
         subgraphs: summaries

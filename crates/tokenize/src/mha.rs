@@ -214,7 +214,10 @@ pub enum NotMha {
     /// The mask is a one-element constant, not a mask.
     MaskScalar,
     /// The mask's shape does not broadcast into the scores' shape.
-    MaskNotBroadcastable { mask: Shape, scores: Shape },
+    MaskNotBroadcastable {
+        mask: Box<Shape>,
+        scores: Box<Shape>,
+    },
     /// A mask `Select` whose fill value is not a one-element f32 constant.
     SelectFillNotScalarConstant,
     /// An op of the chain changes the scores' shape.
@@ -269,7 +272,10 @@ impl fmt::Display for NotMha {
             }
             NotMha::ScoresShapeChanged(n) => write!(f, "'{n}' changes the scores' shape"),
             NotMha::Layout { operand, perm } => {
-                write!(f, "{operand} layout {perm:?} has the head dim not innermost")
+                write!(
+                    f,
+                    "{operand} layout {perm:?} has the head dim not innermost"
+                )
             }
             NotMha::ProbsTransposed => f.write_str("second MatMul transposes the softmax"),
             NotMha::OperandInsidePattern(o) => write!(f, "{o} is computed inside the pattern"),
@@ -668,7 +674,10 @@ impl<'g> Ctx<'g> {
             if n == out.0.node {
                 continue;
             }
-            if self.users[n.index()].iter().any(|(u, _)| !nodes.contains(u)) {
+            if self.users[n.index()]
+                .iter()
+                .any(|(u, _)| !nodes.contains(u))
+            {
                 return Err(NotMha::UsedOutside(g.node(n).outputs[0].name.clone()));
             }
         }
@@ -725,8 +734,8 @@ impl<'g> Ctx<'g> {
         let (m, s) = (self.shape(value), self.shape(scores));
         if !broadcasts_into(m, s) {
             return Err(NotMha::MaskNotBroadcastable {
-                mask: m.clone(),
-                scores: s.clone(),
+                mask: Box::new(m.clone()),
+                scores: Box::new(s.clone()),
             });
         }
         Ok(FoundMask { value, select })
@@ -734,8 +743,9 @@ impl<'g> Ctx<'g> {
 }
 
 /// True if `small` broadcasts into `big` without growing it, whatever the dynamic
-/// dims turn out to be: each dim of `small` (aligned right) is 1 or the same dim as
-/// `big`'s (a named dynamic dim matches only itself, `?` nothing).
+/// dims turn out to be: each dim of `small` (aligned right) is 1, the same dim as
+/// `big`'s (a named dynamic dim matches only itself, `?` nothing), or dynamic
+/// against a static `n` (at run time it is 1 or `n`, or the op fails anyway).
 fn broadcasts_into(small: &Shape, big: &Shape) -> bool {
     let (rs, rb) = (small.rank(), big.rank());
     rs <= rb
@@ -743,7 +753,11 @@ fn broadcasts_into(small: &Shape, big: &Shape) -> bool {
             .dims()
             .iter()
             .zip(&big.dims()[rb - rs..])
-            .all(|(m, s)| m.is_one() || (m == s && *s != Dim::Dynamic(None)))
+            .all(|(m, s)| match (m, s) {
+                _ if m.is_one() => true,
+                (Dim::Dynamic(_), Dim::Static(_)) => true,
+                _ => m == s && *s != Dim::Dynamic(None),
+            })
 }
 
 /// The canonical shape `transpose(shape, perm)`.
@@ -822,9 +836,7 @@ pub fn analyze_mha(body: &Graph) -> Result<MhaPattern, NotMha> {
         )));
     };
     if body.node(result).inputs.first() != Some(&found.output.0) {
-        return Err(NotMha::Body(
-            "the result is not the block's output".into(),
-        ));
+        return Err(NotMha::Body("the result is not the block's output".into()));
     }
     for n in body.node_ids() {
         let node = body.node(n);
