@@ -132,7 +132,7 @@ pub fn tokenize_with_report(
     let mut left_out = Vec::new();
     let mut current = None;
     if cfg.mha {
-        let found = mha::find_regions(graph)?;
+        let found = mha::find_regions(graph, cfg)?;
         left_out = found.left_out;
         if !found.regions.is_empty() {
             let outlined = outline::outline(graph, &found.regions)?;

@@ -46,7 +46,7 @@ use snipjit_ir::infer::norm_axis;
 use snipjit_ir::{BinaryOp, DType, Dim, Graph, NodeId, Op, Shape, SubgraphKind, ValueRef};
 
 use crate::outline::Region;
-use crate::{LeftOut, LeftOutReason, TokenizeError, is_scalar_constant};
+use crate::{LeftOut, LeftOutReason, TokenizeConfig, TokenizeError, is_scalar_constant};
 
 /// The head sizes (D of Q and K, and Dv of V) an MHA subgraph may have.
 pub const HEAD_SIZES: RangeInclusive<usize> = 16..=256;
@@ -236,6 +236,12 @@ pub enum NotMha {
     UsedOutside(String),
     /// Nothing reads the block's output.
     Unused,
+    /// The block has more ops than [`crate::TokenizeConfig::max_ops`].
+    TooManyOps { ops: usize, max_ops: usize },
+    /// The block has fewer ops than [`crate::TokenizeConfig::min_ops`].
+    BelowMinOps { ops: usize, min_ops: usize },
+    /// The block needs more data pointers than the budget, and spilling is off.
+    OverPointerBudget { pointers: usize, budget: usize },
     /// A subgraph body that is not exactly one attention block ([`analyze_mha`]).
     Body(String),
 }
@@ -281,6 +287,16 @@ impl fmt::Display for NotMha {
             NotMha::OperandInsidePattern(o) => write!(f, "{o} is computed inside the pattern"),
             NotMha::UsedOutside(v) => write!(f, "'{v}' is also used outside the pattern"),
             NotMha::Unused => f.write_str("the output is not used"),
+            NotMha::TooManyOps { ops, max_ops } => {
+                write!(f, "{ops} ops, more than max_ops {max_ops}")
+            }
+            NotMha::BelowMinOps { ops, min_ops } => {
+                write!(f, "{ops} ops, below min_ops {min_ops}")
+            }
+            NotMha::OverPointerBudget { pointers, budget } => write!(
+                f,
+                "needs {pointers} data pointers, budget is {budget} and spilling is off"
+            ),
             NotMha::Body(why) => write!(f, "not an attention body: {why}"),
         }
     }
@@ -774,8 +790,42 @@ pub struct MhaRegions {
     pub left_out: Vec<LeftOut>,
 }
 
-/// Finds the attention blocks of `g` (see the module docs).
-pub fn find_regions(g: &Graph) -> Result<MhaRegions, TokenizeError> {
+/// Checks a match against the limits of `cfg` (op count, pointer budget).
+fn within_limits(g: &Graph, m: &Found, cfg: &TokenizeConfig) -> Result<(), NotMha> {
+    let ops = m.nodes.len();
+    if ops > cfg.max_ops {
+        return Err(NotMha::TooManyOps {
+            ops,
+            max_ops: cfg.max_ops,
+        });
+    }
+    if ops < cfg.min_ops {
+        return Err(NotMha::BelowMinOps {
+            ops,
+            min_ops: cfg.min_ops,
+        });
+    }
+    if !cfg.allow_pointer_spill {
+        let mut inputs: Vec<ValueRef> = [m.q.0, m.k.0, m.v.0]
+            .into_iter()
+            .chain(m.mask.as_ref().map(|k| k.value))
+            .filter(|v| !is_scalar_constant(g, v.node))
+            .collect();
+        inputs.sort();
+        inputs.dedup();
+        let pointers = inputs.len() + 1;
+        if pointers > cfg.max_data_pointers {
+            return Err(NotMha::OverPointerBudget {
+                pointers,
+                budget: cfg.max_data_pointers,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Finds the attention blocks of `g` (see the module docs) within `cfg`'s limits.
+pub fn find_regions(g: &Graph, cfg: &TokenizeConfig) -> Result<MhaRegions, TokenizeError> {
     let ctx = Ctx::new(g);
     let topo = g.topo_order().map_err(TokenizeError::InvalidGraph)?;
     let mut claimed = vec![false; g.nodes.len()];
@@ -784,7 +834,7 @@ pub fn find_regions(g: &Graph) -> Result<MhaRegions, TokenizeError> {
         let Some(result) = ctx.match_softmax(n) else {
             continue;
         };
-        match result {
+        match result.and_then(|m| within_limits(g, &m, cfg).map(|()| m)) {
             Ok(m) if m.nodes.iter().all(|x| !claimed[x.index()]) => {
                 let mut nodes = m.nodes;
                 nodes.sort();

@@ -729,3 +729,50 @@ fn pattern_alone_computes_what_the_body_computes() {
     }
     assert!(checked >= 30, "only {checked} bodies checked");
 }
+
+#[test]
+fn config_limits_apply_to_blocks() {
+    let refusal = |cfg: TokenizeConfig| {
+        let (_, out, report) = tokenize_text_with(BERT, &cfg);
+        assert!(mha_nodes(&out).is_empty());
+        refusals(&report)
+    };
+    // q, k, v, mask and the output: 5 pointers.
+    assert_eq!(
+        refusal(TokenizeConfig {
+            max_data_pointers: 4,
+            allow_pointer_spill: false,
+            ..TokenizeConfig::default()
+        }),
+        vec![NotMha::OverPointerBudget {
+            pointers: 5,
+            budget: 4
+        }]
+    );
+    assert_eq!(
+        refusal(TokenizeConfig {
+            max_ops: 8,
+            ..TokenizeConfig::default()
+        }),
+        vec![NotMha::TooManyOps { ops: 9, max_ops: 8 }]
+    );
+    assert_eq!(
+        refusal(TokenizeConfig {
+            min_ops: 10,
+            ..TokenizeConfig::default()
+        }),
+        vec![NotMha::BelowMinOps {
+            ops: 9,
+            min_ops: 10
+        }]
+    );
+    // With spilling on, the budget never splits a block.
+    let (_, out, _) = tokenize_text_with(
+        BERT,
+        &TokenizeConfig {
+            max_data_pointers: 2,
+            ..TokenizeConfig::default()
+        },
+    );
+    assert_eq!(mha_nodes(&out).len(), 1);
+}
