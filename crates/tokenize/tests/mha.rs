@@ -776,3 +776,319 @@ fn config_limits_apply_to_blocks() {
     );
     assert_eq!(mha_nodes(&out).len(), 1);
 }
+
+// --- random attention blocks -----------------------------------------------------
+
+/// What the generator built, to compare with what `analyze_mha` reads back.
+#[derive(Debug)]
+struct Built {
+    q_perm: Vec<usize>,
+    k_perm: Vec<usize>,
+    v_perm: Vec<usize>,
+    out_perm: Vec<usize>,
+    head_size: usize,
+    v_head_size: usize,
+    scale: Option<MhaScale>,
+    /// `None`: no mask; `Some(None)`: additive; `Some(Some(keep_when))`: boolean.
+    mask: Option<Option<bool>>,
+}
+
+/// A random attention block over static sizes: layouts, K^T by flag, Transpose or
+/// pre-transposed, batch broadcasting of K and V, scale on Q (before or after its
+/// Transpose) or on the scores, additive or boolean masks of random broadcast shape,
+/// Identities, and an output Transpose.
+fn random_block(rng: &mut common::Rng) -> (Graph, Built) {
+    use snipjit_ir::{BinaryOp, Shape, TensorType};
+    let r = if rng.chance(50) { 3 } else { 4 };
+    let pick = |rng: &mut common::Rng, xs: &[usize]| *rng.pick(xs);
+    let (b, h) = (1 + rng.below(2), 1 + rng.below(3));
+    let (s, l) = (1 + rng.below(5), 1 + rng.below(6));
+    let d = pick(rng, &[16, 24, 32, 64]);
+    let dv = pick(rng, &[16, 32, 48]);
+    // K and V may share one batch slice across B (or N).
+    let kb = if rng.chance(25) { 1 } else { b };
+    let mut g = Graph::new("rand");
+    let f32t = |dims: &[usize]| TensorType::new(DType::F32, Shape::fixed(dims));
+    // Canonical batch dims.
+    // For 3D one dim N = b * h, or 1 when K and V are shared.
+    let batch = |bb: usize| match r {
+        3 if bb == b => vec![b * h],
+        3 => vec![1],
+        _ => vec![bb, h],
+    };
+    let with = |bb: usize, tail: &[usize]| {
+        let mut v = batch(bb);
+        v.extend_from_slice(tail);
+        v
+    };
+    let ident: Vec<usize> = (0..r).collect();
+    let c_val = pick(rng, &[1, 2, 3]) as f32 * 0.125;
+    let scale_where = rng.below(4); // 0 none, 1 scores, 2 Q before Transpose, 3 Q after
+    let scale_op = if rng.chance(50) {
+        BinaryOp::Mul
+    } else {
+        BinaryOp::Div
+    };
+    let c = g
+        .add_op("c", Op::Constant(Tensor::scalar_f32(c_val)), &[])
+        .unwrap();
+    let mut scale = None;
+    let mk_scale = |at| MhaScale {
+        op: if scale_op == BinaryOp::Mul {
+            ScaleOp::Mul
+        } else {
+            ScaleOp::Div
+        },
+        value: c_val,
+        at,
+    };
+
+    // Q
+    let q_bshd = r == 4 && rng.chance(50);
+    let (mut q, q_perm) = if q_bshd {
+        (g.add_input("q", f32t(&[b, s, h, d])), vec![0, 2, 1, 3])
+    } else {
+        (g.add_input("q", f32t(&with(b, &[s, d]))), ident.clone())
+    };
+    if scale_where == 2 {
+        q = g.add_op("qs", Op::Binary(scale_op), &[q, c]).unwrap();
+        scale = Some(mk_scale(ScaleAt::Q));
+    }
+    if q_bshd {
+        q = g
+            .add_op(
+                "qt",
+                Op::Transpose {
+                    perm: vec![0, 2, 1, 3],
+                },
+                &[q],
+            )
+            .unwrap();
+    }
+    if scale_where == 3 {
+        q = g.add_op("qs2", Op::Binary(scale_op), &[q, c]).unwrap();
+        scale = Some(mk_scale(ScaleAt::Q));
+    }
+
+    // K: a) flag, b) Transpose of the last two, c) [B, L, H, D] to [B, H, D, L],
+    // d) [B, L, H, D] to [B, H, L, D] plus flag, e) pre-transposed.
+    let k_kind = if r == 3 {
+        pick(rng, &[0, 1, 4])
+    } else {
+        rng.below(5)
+    };
+    let swap_last = |p: &mut Vec<usize>| p.swap(r - 1, r - 2);
+    let (k, flag, k_perm) = match k_kind {
+        0 => (
+            g.add_input("k", f32t(&with(kb, &[l, d]))),
+            true,
+            ident.clone(),
+        ),
+        1 => {
+            let k = g.add_input("k", f32t(&with(kb, &[l, d])));
+            let mut p = ident.clone();
+            swap_last(&mut p);
+            let kt = g.add_op("kt", Op::Transpose { perm: p }, &[k]).unwrap();
+            (kt, false, ident.clone())
+        }
+        2 => {
+            let k = g.add_input("k", f32t(&[kb, l, h, d]));
+            let kt = g
+                .add_op(
+                    "kt",
+                    Op::Transpose {
+                        perm: vec![0, 2, 3, 1],
+                    },
+                    &[k],
+                )
+                .unwrap();
+            (kt, false, vec![0, 2, 1, 3])
+        }
+        3 => {
+            let k = g.add_input("k", f32t(&[kb, l, h, d]));
+            let kt = g
+                .add_op(
+                    "kt",
+                    Op::Transpose {
+                        perm: vec![0, 2, 1, 3],
+                    },
+                    &[k],
+                )
+                .unwrap();
+            (kt, true, vec![0, 2, 1, 3])
+        }
+        _ => {
+            let mut p = ident.clone();
+            swap_last(&mut p);
+            (g.add_input("k", f32t(&with(kb, &[d, l]))), false, p)
+        }
+    };
+
+    // V
+    let v_bshd = r == 4 && rng.chance(50);
+    let (v, v_perm) = if v_bshd {
+        let v = g.add_input("v", f32t(&[kb, l, h, dv]));
+        let vt = g
+            .add_op(
+                "vt",
+                Op::Transpose {
+                    perm: vec![0, 2, 1, 3],
+                },
+                &[v],
+            )
+            .unwrap();
+        (vt, vec![0, 2, 1, 3])
+    } else {
+        (g.add_input("v", f32t(&with(kb, &[l, dv]))), ident.clone())
+    };
+
+    let mut x = g
+        .add_op(
+            "scores",
+            Op::MatMul {
+                transpose_a: false,
+                transpose_b: flag,
+            },
+            &[q, k],
+        )
+        .unwrap();
+    if rng.chance(20) {
+        x = g.add_op("same", Op::Identity, &[x]).unwrap();
+    }
+    if scale_where == 1 {
+        let ins = if scale_op == BinaryOp::Mul && rng.chance(50) {
+            [c, x]
+        } else {
+            [x, c]
+        };
+        x = g.add_op("scaled", Op::Binary(scale_op), &ins).unwrap();
+        scale = Some(mk_scale(ScaleAt::Scores));
+    }
+    let scores_dims = with(b, &[s, l]);
+    let mask_rank = 1 + rng.below(r);
+    let mask_dims: Vec<usize> = scores_dims[r - mask_rank..]
+        .iter()
+        .map(|&n| if rng.chance(40) { 1 } else { n })
+        .collect();
+    let mask = match rng.below(3) {
+        0 => None,
+        1 => {
+            let m = g.add_input("mask", f32t(&mask_dims));
+            let ins = if rng.chance(50) { [x, m] } else { [m, x] };
+            x = g.add_op("masked", Op::Binary(BinaryOp::Add), &ins).unwrap();
+            Some(None)
+        }
+        _ => {
+            let m = g.add_input(
+                "keep",
+                TensorType::new(DType::Bool, Shape::fixed(&mask_dims)),
+            );
+            let fill = g
+                .add_op("fill", Op::Constant(Tensor::scalar_f32(-1e9)), &[])
+                .unwrap();
+            let keep_when = rng.chance(50);
+            let ins = if keep_when {
+                [m, x, fill]
+            } else {
+                [m, fill, x]
+            };
+            x = g.add_op("masked", Op::Select, &ins).unwrap();
+            Some(Some(keep_when))
+        }
+    };
+    let axis = if rng.chance(50) { -1 } else { r as i64 - 1 };
+    let p = g.add_op("probs", Op::Softmax { axis }, &[x]).unwrap();
+    let mut o = g
+        .add_op(
+            "context",
+            Op::MatMul {
+                transpose_a: false,
+                transpose_b: false,
+            },
+            &[p, v],
+        )
+        .unwrap();
+    let out_perm = if r == 4 && rng.chance(50) {
+        o = g
+            .add_op(
+                "ot",
+                Op::Transpose {
+                    perm: vec![0, 2, 1, 3],
+                },
+                &[o],
+            )
+            .unwrap();
+        vec![0, 2, 1, 3]
+    } else {
+        ident.clone()
+    };
+    if rng.chance(20) {
+        o = g.add_op("out", Op::Identity, &[o]).unwrap();
+    }
+    g.add_output("y", o);
+    let built = Built {
+        q_perm,
+        k_perm,
+        v_perm,
+        out_perm,
+        head_size: d,
+        v_head_size: dv,
+        scale,
+        mask,
+    };
+    (g, built)
+}
+
+#[test]
+fn random_blocks_fuse_and_analyze_to_what_was_built() {
+    let mut rng = common::Rng::new(0x5eed);
+    for case in 0..200 {
+        let (g, want) = random_block(&mut rng);
+        verify(&g).unwrap_or_else(|e| panic!("case {case}: generator made a bad graph: {e}"));
+        let (out, report) = tokenize_with_report(&g, &TokenizeConfig::default()).unwrap();
+        let what = format!("case {case}: {want:?}\n{}", text::print(&g));
+        assert!(refusals(&report).is_empty(), "{what}\n{report}");
+        let nodes = mha_nodes(&out);
+        assert_eq!(nodes.len(), 1, "{what}\n{report}");
+        // Everything but the Parameters and the Result is inside the block (an
+        // unused scale constant aside).
+        assert_eq!(
+            out.nodes
+                .iter()
+                .filter(|n| !matches!(n.op, Op::Constant(_)))
+                .count(),
+            g.inputs.len() + 2,
+            "{what}\n{}",
+            text::print(&out)
+        );
+        let b = body(nodes[0]);
+        let p = analyze_mha(b).unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(p.q.perm, want.q_perm, "{what}");
+        assert_eq!(p.k.perm, want.k_perm, "{what}");
+        assert_eq!(p.v.perm, want.v_perm, "{what}");
+        assert_eq!(p.output.perm, want.out_perm, "{what}");
+        assert_eq!(
+            (p.head_size, p.v_head_size),
+            (want.head_size, want.v_head_size)
+        );
+        assert_eq!(p.scale, want.scale, "{what}");
+        let mask = p.mask.as_ref().map(|m| match m {
+            MhaMask::Additive { .. } => None,
+            MhaMask::Boolean { keep_when, .. } => Some(*keep_when),
+        });
+        assert_eq!(mask, want.mask, "{what}");
+        assert_eq!(input_name(b, p.q.input), "q");
+        assert_eq!(input_name(b, p.k.input), "k");
+        assert_eq!(input_name(b, p.v.input), "v");
+
+        common::assert_same_results(&g, &out, case);
+        let inputs = common::random_inputs(b, &mut rng);
+        let want_out = snipjit_interp::run(b, &inputs).unwrap();
+        let (shape, got) = sdpa_from_pattern(&p, &inputs);
+        assert_eq!(want_out[0].shape, shape, "{what}");
+        for (i, (w, g)) in to_f32(&want_out[0]).iter().zip(&got).enumerate() {
+            let ok = (w - g).abs() <= 2e-3 + 1e-3 * w.abs();
+            assert!(ok, "{what}: element {i}: body {w}, pattern {g}");
+        }
+    }
+}
