@@ -65,7 +65,7 @@ impl Rng {
         let n = shape.iter().product();
         let v = (0..n)
             .map(|i| {
-                if self.next() % 5 == 0 && i % 7 != 0 {
+                if self.next().is_multiple_of(5) && !i.is_multiple_of(7) {
                     -10000.0
                 } else {
                     0.0
@@ -77,7 +77,7 @@ impl Rng {
 
     fn bools(&mut self, shape: &[usize]) -> Tensor {
         let n = shape.iter().product();
-        let v = (0..n).map(|_| self.next() % 4 != 0).collect();
+        let v = (0..n).map(|_| !self.next().is_multiple_of(4)).collect();
         Tensor::new(shape.to_vec(), TensorData::Bool(v)).unwrap()
     }
 }
