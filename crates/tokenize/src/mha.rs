@@ -335,11 +335,10 @@ impl<'g> Ctx<'g> {
             match &node.op {
                 Op::Identity => {}
                 Op::Binary(op @ (BinaryOp::Mul | BinaryOp::Div)) => {
-                    let (d, value) = self
+                    let (_, value) = self
                         .scale_operands(node, *op)
                         .filter(|(d, _)| *d == data)
                         .ok_or(NotMha::ScaleNotScalarConstant)?;
-                    debug_assert_eq!(d, data);
                     if mask.is_some() {
                         return Err(NotMha::ScaleAfterMask);
                     }
