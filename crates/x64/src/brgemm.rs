@@ -995,3 +995,77 @@ impl Gen {
         Ok(())
     }
 }
+
+// ----- FMA peak reference ------------------------------------------------------------
+
+/// A JIT loop of independent register-only FMAs: the FMA-throughput reference the
+/// brgemm benches report their efficiency against (the same probe as a C loop of 12
+/// accumulator chains, but through this crate's own encoder).
+#[derive(Debug)]
+pub struct FmaPeak {
+    kernel: Kernel,
+}
+
+/// Independent accumulator chains in [`FmaPeak`]: enough to hide a 4-cycle FMA latency
+/// on two pipes.
+const PEAK_CHAINS: usize = 12;
+
+impl FmaPeak {
+    /// Compiles the loop for `isa`.
+    pub fn compile(isa: Isa) -> Result<FmaPeak, X64Error> {
+        let mut a = VecAsm::new(isa, Gpr::Rdx)?;
+        let frame = a.prologue(&[]);
+        let (code, zero) = match isa {
+            Isa::Avx512 => (
+                Code::EVEX_Vfmadd231ps_zmm_k1z_zmm_zmmm512b32_er,
+                Code::EVEX_Vxorps_zmm_k1z_zmm_zmmm512b32,
+            ),
+            Isa::Avx2 => (
+                Code::VEX_Vfmadd231ps_ymm_ymm_ymmm256,
+                Code::VEX_Vxorps_ymm_ymm_ymmm256,
+            ),
+        };
+        for r in 0..PEAK_CHAINS + 2 {
+            let v = a.vr(VReg(r as u8));
+            a.enc(Instruction::with3(zero, v, v, v), "vxorps")?;
+        }
+        let top = a.new_label();
+        let done = a.new_label();
+        dynasm!(a.ops() ; .arch x64 ; test rdi, rdi ; jle =>done ; =>top);
+        let (x, y) = (
+            a.vr(VReg(PEAK_CHAINS as u8)),
+            a.vr(VReg(PEAK_CHAINS as u8 + 1)),
+        );
+        for r in 0..PEAK_CHAINS {
+            let v = a.vr(VReg(r as u8));
+            a.enc(Instruction::with3(code, v, x, y), "vfmadd231ps")?;
+        }
+        dynasm!(a.ops() ; .arch x64 ; dec rdi ; jnz =>top ; =>done);
+        a.epilogue(&frame);
+        Ok(FmaPeak {
+            kernel: a.finalize()?,
+        })
+    }
+
+    /// Floating-point operations per loop iteration (2 per FMA lane).
+    pub fn flops_per_iter(&self) -> u64 {
+        (2 * PEAK_CHAINS * self.kernel.isa().lanes()) as u64
+    }
+
+    /// Runs `iters` iterations.
+    pub fn run(&self, iters: u64) -> Result<(), X64Error> {
+        let isa = self.kernel.isa();
+        if !isa.is_supported() {
+            return Err(X64Error::IsaUnsupported { isa });
+        }
+        let iters = i64::try_from(iters)
+            .map_err(|_| X64Error::Args(format!("{iters} iterations exceed i64")))?;
+        // SAFETY: the CPU supports the ISA; the code reads no memory and takes the count
+        // in rdi per the sysv64 ABI.
+        unsafe {
+            let f: unsafe extern "sysv64" fn(i64) = std::mem::transmute(self.kernel.entry_ptr());
+            f(iters);
+        }
+        Ok(())
+    }
+}
