@@ -852,138 +852,216 @@ impl Gen {
         Ok(())
     }
 
-    /// Transposed B: gathers the panel of `rax` (= nb) rows of B^T at `[rsp + S_BSRC]`
-    /// into the scratch as K×N_blk (row k holds B^T[n0 + j, k] at column j). Keeps rax.
+    /// Transposed B: repacks the panel of `rax` (= nb) rows of B^T at `[rsp + S_BSRC]`
+    /// into the scratch as K×N_blk (scratch row k holds B^T[n0 + j, k] at column j).
+    /// Each group of `lanes` rows that lies wholly in the panel is transposed in
+    /// registers, `lanes`×`lanes` at a time ([`transpose_plan`]); the K remainder of
+    /// such a group, and a group cut by the panel's end, go through masked
+    /// `vgatherdps`. Keeps rax; clobbers every other GPR the m loop sets up afterwards.
     fn repack(&mut self) -> Result<(), X64Error> {
         let nr = self.bl.nr;
+        let lanes = self.isa.lanes() as i32;
+        let end = self.a.new_label();
+        dynasm!(self.a.ops() ; .arch x64 ; cmp QWORD [rdi + OFF_K], 0 ; jle =>end);
+        if self.isa == Isa::Avx512 {
+            // k2.. = rows of each group inside the panel: 16 bits of (1 << nb) - 1 each.
+            dynasm!(self.a.ops() ; .arch x64 ; mov r11, -1);
+            self.a.enc(
+                Instruction::with3(
+                    Code::VEX_Bzhi_r64_rm64_r64,
+                    Register::R11,
+                    Register::R11,
+                    Register::RAX,
+                ),
+                "bzhi",
+            )?;
+            for v in 0..nr {
+                dynasm!(self.a.ops() ; .arch x64 ; mov rcx, r11 ; shr rcx, (16 * v) as i8);
+                self.a.enc(
+                    Instruction::with2(
+                        Code::VEX_Kmovw_kr_r32,
+                        Register::K2 + v as u32,
+                        Register::ECX,
+                    ),
+                    "kmovw",
+                )?;
+            }
+        }
+        for v in 0..nr {
+            let partial = self.a.new_label();
+            let next = self.a.new_label();
+            dynasm!(self.a.ops()
+                ; .arch x64
+                ; cmp rax, lanes * (v as i32 + 1)
+                ; jl =>partial
+            );
+            self.transpose_chunks(v)?;
+            dynasm!(self.a.ops()
+                ; .arch x64
+                ; test QWORD [rdi + OFF_K], lanes - 1
+                ; jz =>next
+            );
+            self.gather_loop(v, true)?;
+            dynasm!(self.a.ops()
+                ; .arch x64
+                ; jmp =>next
+                ; =>partial
+                ; cmp rax, lanes * v as i32
+                ; jle =>next
+            );
+            self.gather_loop(v, false)?;
+            self.a.bind(next);
+        }
+        self.a.bind(end);
+        Ok(())
+    }
+
+    /// Transposes the full K chunks of row group `v` (rows `lanes*v ..` of the panel)
+    /// into the scratch.
+    fn transpose_chunks(&mut self, v: usize) -> Result<(), X64Error> {
+        let lanes = self.isa.lanes();
         let nblk = self.nblk();
-        let iota: Vec<u8> = (0..64u32).flat_map(|i| i.to_le_bytes()).collect();
-        let iota = self.a.const_table(&iota, 64)?;
         let vb = self.isa.vec_bytes() as i32;
+        let (plan, out) = transpose_plan(self.isa)?;
+        // Row bases of rows 0, 3, 6, 9, 12, 15 of the group; rows 3b+1, 3b+2 via ldb.
+        let bases = [Gpr::R11, Gpr::Rcx, Gpr::Rsi, Gpr::R8, Gpr::R9, Gpr::R10];
+        let nbases = lanes.div_ceil(3);
         dynasm!(self.a.ops()
             ; .arch x64
-            ; mov r14, [rsp + S_BSRC]
+            ; mov r12, [rdi + OFF_LDB]
+            ; shl r12, 2
+            ; mov r11, r12
+            ; imul r11, r11, (lanes * v) as i32
+            ; add r11, [rsp + S_BSRC]
             ; mov r13, [rdi + OFF_SCRATCH]
+            ; add r13, v as i32 * vb
             ; mov r15, [rdi + OFF_K]
-            ; mov rcx, [rdi + OFF_LDB]
+            ; sar r15, lanes.trailing_zeros() as i8
         );
-        // Index vectors idx_v = (16v + j) * ldb and row masks (rows < nb).
-        let (idx0, tmp) = match self.isa {
-            Isa::Avx512 => (24, 28),
-            Isa::Avx2 => (4, 12),
-        };
-        let t = self.v(tmp);
-        match self.isa {
-            Isa::Avx512 => self.a.enc(
-                Instruction::with2(Code::EVEX_Vpbroadcastd_zmm_k1z_r32, t, Register::ECX),
-                "vpbroadcastd",
-            )?,
-            Isa::Avx2 => {
-                let x = Register::XMM0 + tmp as u32;
-                self.a.enc(
-                    Instruction::with2(Code::VEX_Vmovd_xmm_rm32, x, Register::ECX),
-                    "vmovd",
-                )?;
-                self.a.enc(
-                    Instruction::with2(Code::VEX_Vpbroadcastd_ymm_xmmm32, t, x),
-                    "vpbroadcastd",
-                )?;
-            }
+        for w in bases.windows(2).take(nbases - 1) {
+            self.plus3(w[1], w[0], Gpr::R12);
         }
+        let top = self.a.new_label();
+        let done = self.a.new_label();
+        dynasm!(self.a.ops() ; .arch x64 ; test r15, r15 ; jz =>done ; =>top);
+        for i in 0..lanes {
+            let m = Self::row6(bases, Gpr::R12, i);
+            self.vload(i, m, false)?;
+        }
+        for &(op, d, a, b) in &plan {
+            self.shuffle(op, d, a, b)?;
+        }
+        for (j, &reg) in out.iter().enumerate() {
+            self.vstore(Mem::new(Gpr::R13, j as i32 * nblk * 4), reg, false)?;
+        }
+        for &b in bases.iter().take(nbases) {
+            dynasm!(self.a.ops() ; .arch x64 ; add Rq(b.num()), vb);
+        }
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; add r13, lanes as i32 * nblk * 4
+            ; dec r15
+            ; jnz =>top
+            ; =>done
+        );
+        Ok(())
+    }
+
+    /// Row `i` (0..16) of a group whose rows 0, 3, 6, .. start at `bases`.
+    fn row6(bases: [Gpr; 6], ld: Gpr, i: usize) -> Mem {
+        match i % 3 {
+            0 => Mem::new(bases[i / 3], 0),
+            s => Mem::indexed(bases[i / 3], ld, s as u8, 0),
+        }
+    }
+
+    /// Gathers row group `v` for k in `k0..K` (k0 = 0, or the first k past the full
+    /// chunks when `after_chunks`), rows masked to the panel.
+    fn gather_loop(&mut self, v: usize, after_chunks: bool) -> Result<(), X64Error> {
+        let lanes = self.isa.lanes() as i32;
+        let nblk = self.nblk();
+        let vb = self.isa.vec_bytes() as i32;
+        let iota: Vec<u8> = (0..64u32).flat_map(|i| i.to_le_bytes()).collect();
+        let iota = self.a.const_table(&iota, 64)?;
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; mov rcx, [rdi + OFF_LDB]
+            ; mov r14, rcx
+            ; imul r14, r14, lanes * v as i32 * 4
+            ; add r14, [rsp + S_BSRC]
+            ; mov r13, [rdi + OFF_SCRATCH]
+            ; add r13, v as i32 * vb
+            ; mov r15, [rdi + OFF_K]
+        );
+        if after_chunks {
+            dynasm!(self.a.ops()
+                ; .arch x64
+                ; mov r11, r15
+                ; and r11, -lanes
+                ; sub r15, r11
+                ; lea r14, [r14 + r11 * 4]
+                ; imul r11, r11, nblk * 4
+                ; add r13, r11
+            );
+        }
+        // v0: destination, v1: index vector j * ldb, v2: ldb broadcast (then nb on AVX2),
+        // v3: AVX2 row mask, v4: its copy (the gather clears its mask).
+        let (d, idx, t, mask, copy) = (self.v(0), self.v(1), self.v(2), self.v(3), self.v(4));
         let mulld = match self.isa {
-            Isa::Avx512 => Code::EVEX_Vpmulld_zmm_k1z_zmm_zmmm512b32,
-            Isa::Avx2 => Code::VEX_Vpmulld_ymm_ymm_ymmm256,
-        };
-        for v in 0..nr {
-            let m = Mem::new(iota.base, iota.disp + v as i32 * vb);
-            let d = self.v(idx0 + v);
-            self.a
-                .enc(Instruction::with3(mulld, d, t, im(m)), "vpmulld")?;
-        }
-        match self.isa {
             Isa::Avx512 => {
-                // r11 = (1 << nb) - 1 (nb <= 64), then 16 bits per vector into k2..
-                dynasm!(self.a.ops() ; .arch x64 ; mov r11, -1);
                 self.a.enc(
-                    Instruction::with3(
-                        Code::VEX_Bzhi_r64_rm64_r64,
-                        Register::R11,
-                        Register::R11,
-                        Register::RAX,
-                    ),
-                    "bzhi",
-                )?;
-                for v in 0..nr {
-                    dynasm!(self.a.ops() ; .arch x64 ; mov rcx, r11 ; shr rcx, (16 * v) as i8);
-                    self.a.enc(
-                        Instruction::with2(
-                            Code::VEX_Kmovw_kr_r32,
-                            Register::K2 + v as u32,
-                            Register::ECX,
-                        ),
-                        "kmovw",
-                    )?;
-                }
-            }
-            Isa::Avx2 => {
-                // mask_v = (nb > 8v + j), all-ones lanes for rows inside the panel.
-                let x = Register::XMM0 + tmp as u32;
-                self.a.enc(
-                    Instruction::with2(Code::VEX_Vmovd_xmm_rm32, x, Register::EAX),
-                    "vmovd",
-                )?;
-                self.a.enc(
-                    Instruction::with2(Code::VEX_Vpbroadcastd_ymm_xmmm32, t, x),
+                    Instruction::with2(Code::EVEX_Vpbroadcastd_zmm_k1z_r32, t, Register::ECX),
                     "vpbroadcastd",
                 )?;
-                for v in 0..nr {
-                    let m = Mem::new(iota.base, iota.disp + v as i32 * vb);
-                    let d = self.v(8 + v);
-                    self.a.enc(
-                        Instruction::with3(Code::VEX_Vpcmpgtd_ymm_ymm_ymmm256, d, t, im(m)),
-                        "vpcmpgtd",
-                    )?;
-                }
+                Code::EVEX_Vpmulld_zmm_k1z_zmm_zmmm512b32
             }
+            Isa::Avx2 => {
+                self.vbroadcast_gpr(t, Register::ECX)?;
+                Code::VEX_Vpmulld_ymm_ymm_ymmm256
+            }
+        };
+        self.a
+            .enc(Instruction::with3(mulld, idx, t, im(iota)), "vpmulld")?;
+        if self.isa == Isa::Avx2 {
+            self.vbroadcast_gpr(t, Register::EAX)?;
+            let m = Mem::new(iota.base, iota.disp + v as i32 * vb);
+            self.a.enc(
+                Instruction::with3(Code::VEX_Vpcmpgtd_ymm_ymm_ymmm256, mask, t, im(m)),
+                "vpcmpgtd",
+            )?;
         }
         let top = self.a.new_label();
         let done = self.a.new_label();
         dynasm!(self.a.ops() ; .arch x64 ; test r15, r15 ; jle =>done ; =>top);
-        for v in 0..nr {
-            self.vzero(v)?;
-            let d = self.v(v);
-            let idx = self.a.vr(VReg((idx0 + v) as u8));
-            let mem = MemoryOperand::new(Register::R14, idx, 4, 0, 1, false, Register::None);
-            match self.isa {
-                Isa::Avx512 => {
-                    self.a.enc(
-                        Instruction::with2(
-                            Code::VEX_Kmovw_kr_km16,
-                            Register::K7,
-                            Register::K2 + v as u32,
-                        ),
-                        "kmovw",
-                    )?;
-                    let mut g = Instruction::with2(Code::EVEX_Vgatherdps_zmm_k1_vm32z, d, mem)
-                        .map_err(|e| enc_err("vgatherdps", e))?;
-                    g.set_op_mask(Register::K7);
-                    self.a.enc(Ok(g), "vgatherdps")?;
-                }
-                Isa::Avx2 => {
-                    let mask = self.v(8 + v);
-                    let copy = self.v(13);
-                    self.a.enc(
-                        Instruction::with2(Code::VEX_Vmovaps_ymm_ymmm256, copy, mask),
-                        "vmovaps",
-                    )?;
-                    self.a.enc(
-                        Instruction::with3(Code::VEX_Vgatherdps_ymm_vm32y_ymm, d, mem, copy),
-                        "vgatherdps",
-                    )?;
-                }
+        self.vzero(0)?;
+        let mem = MemoryOperand::new(Register::R14, idx, 4, 0, 1, false, Register::None);
+        match self.isa {
+            Isa::Avx512 => {
+                self.a.enc(
+                    Instruction::with2(
+                        Code::VEX_Kmovw_kr_km16,
+                        Register::K7,
+                        Register::K2 + v as u32,
+                    ),
+                    "kmovw",
+                )?;
+                let mut g = Instruction::with2(Code::EVEX_Vgatherdps_zmm_k1_vm32z, d, mem)
+                    .map_err(|e| enc_err("vgatherdps", e))?;
+                g.set_op_mask(Register::K7);
+                self.a.enc(Ok(g), "vgatherdps")?;
             }
-            self.vstore(Mem::new(Gpr::R13, v as i32 * vb), v, false)?;
+            Isa::Avx2 => {
+                self.a.enc(
+                    Instruction::with2(Code::VEX_Vmovaps_ymm_ymmm256, copy, mask),
+                    "vmovaps",
+                )?;
+                self.a.enc(
+                    Instruction::with3(Code::VEX_Vgatherdps_ymm_vm32y_ymm, d, mem, copy),
+                    "vgatherdps",
+                )?;
+            }
         }
+        self.vstore(Mem::new(Gpr::R13, 0), 0, false)?;
         dynasm!(self.a.ops()
             ; .arch x64
             ; add r14, 4
@@ -994,6 +1072,171 @@ impl Gen {
         );
         Ok(())
     }
+
+    /// AVX2: every lane of `dst` = the 32-bit GPR `src`.
+    fn vbroadcast_gpr(&mut self, dst: Register, src: Register) -> Result<(), X64Error> {
+        let x = Register::XMM0 + (dst.number() as u32);
+        self.a.enc(
+            Instruction::with2(Code::VEX_Vmovd_xmm_rm32, x, src),
+            "vmovd",
+        )?;
+        self.a.enc(
+            Instruction::with2(Code::VEX_Vpbroadcastd_ymm_xmmm32, dst, x),
+            "vpbroadcastd",
+        )
+    }
+
+    fn shuffle(&mut self, op: Shuf, d: usize, a: usize, b: usize) -> Result<(), X64Error> {
+        let (d, a, b) = (self.v(d), self.v(a), self.v(b));
+        let z = self.isa == Isa::Avx512;
+        let ins = match op {
+            Shuf::LoPs if z => {
+                Instruction::with3(Code::EVEX_Vunpcklps_zmm_k1z_zmm_zmmm512b32, d, a, b)
+            }
+            Shuf::HiPs if z => {
+                Instruction::with3(Code::EVEX_Vunpckhps_zmm_k1z_zmm_zmmm512b32, d, a, b)
+            }
+            Shuf::LoPd if z => {
+                Instruction::with3(Code::EVEX_Vunpcklpd_zmm_k1z_zmm_zmmm512b64, d, a, b)
+            }
+            Shuf::HiPd if z => {
+                Instruction::with3(Code::EVEX_Vunpckhpd_zmm_k1z_zmm_zmmm512b64, d, a, b)
+            }
+            Shuf::LoPs => Instruction::with3(Code::VEX_Vunpcklps_ymm_ymm_ymmm256, d, a, b),
+            Shuf::HiPs => Instruction::with3(Code::VEX_Vunpckhps_ymm_ymm_ymmm256, d, a, b),
+            Shuf::LoPd => Instruction::with3(Code::VEX_Vunpcklpd_ymm_ymm_ymmm256, d, a, b),
+            Shuf::HiPd => Instruction::with3(Code::VEX_Vunpckhpd_ymm_ymm_ymmm256, d, a, b),
+            Shuf::Blocks(imm) if z => Instruction::with4(
+                Code::EVEX_Vshuff32x4_zmm_k1z_zmm_zmmm512b32_imm8,
+                d,
+                a,
+                b,
+                u32::from(imm),
+            ),
+            Shuf::Blocks(imm) => Instruction::with4(
+                Code::VEX_Vperm2f128_ymm_ymm_ymmm256_imm8,
+                d,
+                a,
+                b,
+                u32::from(imm),
+            ),
+        };
+        self.a.enc(ins, "transpose shuffle")
+    }
+}
+
+// ----- in-register transpose ---------------------------------------------------------
+
+/// A two-source shuffle of the transpose; lanes are grouped in 128-bit blocks of 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shuf {
+    /// `vunpcklps`: per block `[a0, b0, a1, b1]`.
+    LoPs,
+    /// `vunpckhps`: per block `[a2, b2, a3, b3]`.
+    HiPs,
+    /// `vunpcklpd`: per block `[a0, a1, b0, b1]`.
+    LoPd,
+    /// `vunpckhpd`: per block `[a2, a3, b2, b3]`.
+    HiPd,
+    /// Whole blocks: `vshuff32x4` (zmm: blocks 0, 1 from a, 2, 3 from b, two imm bits
+    /// each) or `vperm2f128` (ymm: each half picks one of a.lo, a.hi, b.lo, b.hi).
+    Blocks(u8),
+}
+
+/// `(op, dst, a, b)` register steps.
+type Plan = Vec<(Shuf, usize, usize, usize)>;
+
+/// The shuffle sequence that transposes rows in registers `0..lanes` (lane `c` of
+/// register `r` = element (r, c)), and the register that ends up holding each column.
+/// AVX-512: 64 shuffles for 16×16; AVX2: 24 for 8×8. The result is checked by
+/// simulating every step on (row, column) labels, so a wrong plan is a compile error,
+/// never wrong numbers.
+fn transpose_plan(isa: Isa) -> Result<(Plan, Vec<usize>), X64Error> {
+    let lanes = isa.lanes();
+    let (r, t) = (0usize, lanes);
+    let mut plan: Plan = Vec::new();
+    for i in 0..lanes / 2 {
+        plan.push((Shuf::LoPs, t + 2 * i, r + 2 * i, r + 2 * i + 1));
+        plan.push((Shuf::HiPs, t + 2 * i + 1, r + 2 * i, r + 2 * i + 1));
+    }
+    for g in 0..lanes / 4 {
+        let q = 4 * g;
+        plan.push((Shuf::LoPd, r + q, t + q, t + q + 2));
+        plan.push((Shuf::HiPd, r + q + 1, t + q, t + q + 2));
+        plan.push((Shuf::LoPd, r + q + 2, t + q + 1, t + q + 3));
+        plan.push((Shuf::HiPd, r + q + 3, t + q + 1, t + q + 3));
+    }
+    let out_base = match isa {
+        Isa::Avx2 => {
+            for c in 0..4 {
+                plan.push((Shuf::Blocks(0x20), t + c, r + c, r + 4 + c));
+                plan.push((Shuf::Blocks(0x31), t + 4 + c, r + c, r + 4 + c));
+            }
+            t
+        }
+        Isa::Avx512 => {
+            for h in 0..2 {
+                for c in 0..4 {
+                    let (a, b) = (r + 8 * h + c, r + 8 * h + 4 + c);
+                    plan.push((Shuf::Blocks(0x88), t + 8 * h + c, a, b));
+                    plan.push((Shuf::Blocks(0xdd), t + 8 * h + 4 + c, a, b));
+                }
+            }
+            for c in 0..8 {
+                plan.push((Shuf::Blocks(0x88), r + c, t + c, t + 8 + c));
+                plan.push((Shuf::Blocks(0xdd), r + 8 + c, t + c, t + 8 + c));
+            }
+            r
+        }
+    };
+    // Simulate on labels and find each column's register.
+    let mut regs: Vec<Vec<(usize, usize)>> = (0..2 * lanes)
+        .map(|reg| (0..lanes).map(|c| (reg, c)).collect())
+        .collect();
+    for &(op, d, a, b) in &plan {
+        let (a, b) = (regs[a].clone(), regs[b].clone());
+        let blk = |v: &[(usize, usize)], i: usize| v[4 * i..4 * i + 4].to_vec();
+        let mut res = Vec::with_capacity(lanes);
+        match op {
+            Shuf::LoPs | Shuf::HiPs | Shuf::LoPd | Shuf::HiPd => {
+                for i in 0..lanes / 4 {
+                    let (x, y) = (blk(&a, i), blk(&b, i));
+                    res.extend(match op {
+                        Shuf::LoPs => [x[0], y[0], x[1], y[1]],
+                        Shuf::HiPs => [x[2], y[2], x[3], y[3]],
+                        Shuf::LoPd => [x[0], x[1], y[0], y[1]],
+                        _ => [x[2], x[3], y[2], y[3]],
+                    });
+                }
+            }
+            Shuf::Blocks(imm) => {
+                let sel = |k: u8| usize::from(k & 3);
+                if lanes == 16 {
+                    res.extend(blk(&a, sel(imm)));
+                    res.extend(blk(&a, sel(imm >> 2)));
+                    res.extend(blk(&b, sel(imm >> 4)));
+                    res.extend(blk(&b, sel(imm >> 6)));
+                } else {
+                    let src = [blk(&a, 0), blk(&a, 1), blk(&b, 0), blk(&b, 1)];
+                    res.extend(src[sel(imm)].iter().copied());
+                    res.extend(src[sel(imm >> 4)].iter().copied());
+                }
+            }
+        }
+        regs[d] = res;
+    }
+    let mut out = Vec::with_capacity(lanes);
+    for col in 0..lanes {
+        let want: Vec<(usize, usize)> = (0..lanes).map(|row| (row, col)).collect();
+        let reg = (out_base..out_base + lanes)
+            .find(|&reg| regs[reg] == want)
+            .ok_or_else(|| X64Error::Encode {
+                what: "brgemm transpose".into(),
+                reason: format!("no register holds column {col} after the plan"),
+            })?;
+        out.push(reg);
+    }
+    Ok((plan, out))
 }
 
 // ----- FMA peak reference ------------------------------------------------------------
