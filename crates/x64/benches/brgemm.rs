@@ -19,7 +19,7 @@ fn bench(c: &mut Criterion) {
         for layout in [BLayout::RowMajor, BLayout::Transposed] {
             let kern = Brgemm::compile(BrgemmOptions::new(isa, layout)).expect("compiles");
             let shapes: &[(usize, usize, usize)] = match layout {
-                BLayout::RowMajor => &[
+                BLayout::RowMajor | BLayout::Packed => &[
                     (64, 64, 64),
                     (128, 128, 128),
                     (120, 128, 256),
@@ -40,7 +40,7 @@ fn bench(c: &mut Criterion) {
                 let mut cmat = vec![0f32; m * n];
                 let mut scratch = vec![0f32; kern.scratch_len(k)];
                 let ldb = match layout {
-                    BLayout::RowMajor => n,
+                    BLayout::RowMajor | BLayout::Packed => n,
                     BLayout::Transposed => k,
                 };
                 let args = BrgemmArgs {

@@ -7,11 +7,12 @@
 //! pairs, default 41), so both see the same load on a shared machine. Printed: the
 //! kernel's median and best GFLOP/s, the median of the per-pair ratios kernel/peak, and
 //! best kernel over best peak. `BRGEMM_BLOCKINGS=6x4x4,8x3x4` compares blockings
-//! (MRxNRxK_UNROLL).
+//! (MRxNRxK_UNROLL). `Packed` rows time the kernel on B^T packed beforehand by a
+//! `BPacker` (the packing itself is not timed).
 
 use std::time::Instant;
 
-use snipjit_x64::{BLayout, Blocking, Brgemm, BrgemmArgs, BrgemmOptions, FmaPeak, Isa};
+use snipjit_x64::{BLayout, BPacker, Blocking, Brgemm, BrgemmArgs, BrgemmOptions, FmaPeak, Isa};
 
 /// Calls of `f` that take about `secs`.
 fn calibrate(secs: f64, f: &mut impl FnMut()) -> u64 {
@@ -108,7 +109,7 @@ fn main() {
             Err(_) => vec![None],
         };
         for blocking in blockings {
-            for layout in [BLayout::RowMajor, BLayout::Transposed] {
+            for layout in [BLayout::RowMajor, BLayout::Transposed, BLayout::Packed] {
                 let opts = BrgemmOptions {
                     blocking,
                     ..BrgemmOptions::new(isa, layout)
@@ -130,7 +131,7 @@ fn main() {
                         (32, 64, 128, "P·V, S_blk 128"),
                         (32, 64, 256, "P·V, S_blk 256"),
                     ],
-                    BLayout::Transposed => &[
+                    BLayout::Transposed | BLayout::Packed => &[
                         (64, 64, 64, ""),
                         (128, 128, 128, ""),
                         (32, 64, 64, "Q·K^T, S_blk 64"),
@@ -140,11 +141,20 @@ fn main() {
                 };
                 for &(m, n, k, what) in shapes {
                     let a = vec![0.5f32; m * k];
-                    let b = vec![0.25f32; k * n];
+                    let mut b = vec![0.25f32; k * n];
+                    if layout == BLayout::Packed {
+                        // B^T packed once, outside the timing: the attention runtime packs
+                        // K^T of a head once for all its Q blocks.
+                        let packer = BPacker::for_kernel(&kern, BLayout::Transposed)
+                            .expect("packer compiles");
+                        let mut packed = vec![0f32; packer.packed_len(n, k)];
+                        packer.pack(&b, n, k, k, &mut packed).expect("packs");
+                        b = packed;
+                    }
                     let mut c = vec![0f32; m * n];
                     let mut scratch = vec![0f32; kern.scratch_len(k)];
                     let ldb = match layout {
-                        BLayout::RowMajor => n,
+                        BLayout::RowMajor | BLayout::Packed => n,
                         BLayout::Transposed => k,
                     };
                     let args = BrgemmArgs {

@@ -122,6 +122,12 @@ pub enum BLayout {
     RowMajor,
     /// B is given transposed: B^T is N×K row-major, `ldb >= K` (e.g. K in Q·K^T).
     Transposed,
+    /// B already packed by a [`BPacker`] of the same ISA and blocking: panels of
+    /// `n_block()` columns, panel p a contiguous K×`n_block()` block at float offset
+    /// `p * K * n_block()` ([`BPacker::packed_len`] floats in all). `ldb` is ignored.
+    /// Packing once and reusing the panels across calls (K^T of one attention head
+    /// against every Q block) takes the repack out of the per-call cost.
+    Packed,
 }
 
 /// Register blocking of the micro-kernel.
@@ -243,7 +249,7 @@ impl BrgemmShape {
             k,
             lda: k,
             ldb: match layout {
-                BLayout::RowMajor => n,
+                BLayout::RowMajor | BLayout::Packed => n,
                 BLayout::Transposed => k,
             },
             ldc: n,
@@ -301,7 +307,7 @@ impl Brgemm {
     /// the transposed layout, 0 otherwise.
     pub fn scratch_len(&self, k: usize) -> usize {
         match self.opts.b_layout {
-            BLayout::RowMajor => 0,
+            BLayout::RowMajor | BLayout::Packed => 0,
             BLayout::Transposed => k * self.n_block(),
         }
     }
@@ -318,8 +324,14 @@ impl Brgemm {
         let (b_rows, b_cols) = match self.opts.b_layout {
             BLayout::RowMajor => (s.k, s.n),
             BLayout::Transposed => (s.n, s.k),
+            // One row of K * N_blk per panel; ldb plays no part.
+            BLayout::Packed => (s.n.div_ceil(self.n_block()), s.k * self.n_block()),
         };
-        if s.lda < s.k || s.ldb < b_cols || s.ldc < s.n {
+        let ldb = match self.opts.b_layout {
+            BLayout::Packed => b_cols,
+            _ => s.ldb,
+        };
+        if s.lda < s.k || ldb < b_cols || s.ldc < s.n {
             return Err(err(format!(
                 "leading dimensions lda={} ldb={} ldc={} are below their row lengths",
                 s.lda, s.ldb, s.ldc
@@ -334,7 +346,7 @@ impl Brgemm {
         };
         let checks = [
             ("A", need(s.m, s.k, s.lda), a.len()),
-            ("B", need(b_rows, b_cols, s.ldb), b.len()),
+            ("B", need(b_rows, b_cols, ldb), b.len()),
             ("C", need(s.m, s.n, s.ldc), c.len()),
         ];
         for (name, need, have) in checks {
@@ -350,7 +362,7 @@ impl Brgemm {
                 .and_then(|v| v.checked_mul(4))
                 .is_some()
         };
-        if ![s.m, s.n, s.k, s.lda, s.ldb, s.ldc].into_iter().all(fits) {
+        if ![s.m, s.n, s.k, s.lda, ldb, s.ldc].into_iter().all(fits) {
             return Err(err("a size exceeds the kernel's 64-bit byte offsets".into()));
         }
         if self.opts.b_layout == BLayout::Transposed
@@ -405,6 +417,159 @@ impl Brgemm {
     }
 }
 
+/// Packs B into the [`BLayout::Packed`] panels a [`Brgemm`] of the same ISA and
+/// blocking reads: from a row-major B (copy, columns past N zero-filled) or from B^T
+/// (the in-register transpose of the transposed kernel). `Send + Sync`.
+#[derive(Debug)]
+pub struct BPacker {
+    kernel: Kernel,
+    isa: Isa,
+    source: BLayout,
+    blocking: Blocking,
+}
+
+impl BPacker {
+    /// A packer from `source` (row-major or transposed) for kernels of `isa` with
+    /// `blocking` (`None`: [`Blocking::default_for`]).
+    pub fn compile(
+        isa: Isa,
+        source: BLayout,
+        blocking: Option<Blocking>,
+    ) -> Result<BPacker, X64Error> {
+        if source == BLayout::Packed {
+            return Err(X64Error::Unsupported {
+                op: "brgemm pack".into(),
+                isa,
+                reason: "the source must be row-major or transposed".into(),
+            });
+        }
+        let blocking = blocking.unwrap_or_else(|| Blocking::default_for(isa));
+        blocking.validate(isa)?;
+        let kernel = Gen::new(isa, source, blocking)?.emit_pack()?;
+        Ok(BPacker {
+            kernel,
+            isa,
+            source,
+            blocking,
+        })
+    }
+
+    /// A packer whose panels match `kern` (same ISA and blocking).
+    pub fn for_kernel(kern: &Brgemm, source: BLayout) -> Result<BPacker, X64Error> {
+        BPacker::compile(kern.opts.isa, source, Some(kern.blocking))
+    }
+
+    /// The source layout.
+    pub fn source(&self) -> BLayout {
+        self.source
+    }
+
+    /// The compiled code.
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    /// Columns per panel.
+    pub fn n_block(&self) -> usize {
+        self.blocking.nr * self.isa.lanes()
+    }
+
+    /// Floats of the packed B of an N-column, K-row matrix.
+    pub fn packed_len(&self, n: usize, k: usize) -> usize {
+        n.div_ceil(self.n_block()) * k * self.n_block()
+    }
+
+    /// Packs B (K×N with row stride `ldb`, or B^T as N×K with row stride `ldb`) into
+    /// `packed`, which needs [`BPacker::packed_len`] floats. Errors, never panics, on
+    /// short slices, `ldb` below the row length or an unsupported CPU.
+    pub fn pack(
+        &self,
+        b: &[f32],
+        n: usize,
+        k: usize,
+        ldb: usize,
+        packed: &mut [f32],
+    ) -> Result<(), X64Error> {
+        if !self.isa.is_supported() {
+            return Err(X64Error::IsaUnsupported { isa: self.isa });
+        }
+        let err = |why: String| X64Error::Args(format!("brgemm pack N={n} K={k}: {why}"));
+        let (rows, cols) = match self.source {
+            BLayout::Transposed => (n, k),
+            _ => (k, n),
+        };
+        if ldb < cols {
+            return Err(err(format!("ldb = {ldb} is below the row length {cols}")));
+        }
+        let need = if rows == 0 || cols == 0 {
+            Some(0)
+        } else {
+            (rows - 1)
+                .checked_mul(ldb)
+                .and_then(|x| x.checked_add(cols))
+        };
+        match need {
+            Some(need) if need <= b.len() => {}
+            _ => return Err(err(format!("B has {} elements, too few", b.len()))),
+        }
+        let plen = self.packed_len(n, k);
+        if packed.len() < plen {
+            return Err(err(format!(
+                "packed has {} floats, needs {plen}",
+                packed.len()
+            )));
+        }
+        let fits = |v: usize| {
+            i64::try_from(v)
+                .ok()
+                .and_then(|v| v.checked_mul(4))
+                .is_some()
+        };
+        if ![n, k, ldb, plen].into_iter().all(fits)
+            || (self.source == BLayout::Transposed
+                && ldb.saturating_mul(self.n_block() - 1) > i32::MAX as usize)
+        {
+            return Err(err("sizes exceed the packer's offsets".into()));
+        }
+        if n == 0 || k == 0 {
+            return Ok(());
+        }
+        let args = BrgemmArgs {
+            a: std::ptr::null(),
+            b: b.as_ptr(),
+            c: std::ptr::null_mut(),
+            scratch: packed.as_mut_ptr(),
+            m: 0,
+            n: n as i64,
+            k: k as i64,
+            lda: 0,
+            ldb: ldb as i64,
+            ldc: 0,
+            accumulate: 0,
+        };
+        // SAFETY: the ISA is supported, B is readable over the checked extent and
+        // `packed` holds packed_len(n, k) floats.
+        unsafe { self.call(&args) };
+        Ok(())
+    }
+
+    /// Runs the packer on raw pointers: reads `b`, `n`, `k`, `ldb`, writes the panels to
+    /// `scratch`.
+    ///
+    /// # Safety
+    /// The CPU supports the ISA; B is readable as [`BPacker::pack`] checks; `scratch`
+    /// is writable for [`BPacker::packed_len`]`(n, k)` floats and does not alias B;
+    /// for a transposed source `ldb * (n_block() - 1) <= i32::MAX`.
+    pub unsafe fn call(&self, args: &BrgemmArgs) {
+        // SAFETY: the entry point has the BrgemmFn ABI (Gen::emit_pack); the caller
+        // vouches for the pointers.
+        unsafe {
+            let f: BrgemmFn = std::mem::transmute(self.kernel.entry_ptr());
+            f(args);
+        }
+    }
+}
+
 // ----- code generation ---------------------------------------------------------------
 
 const A0: Gpr = Gpr::Rax;
@@ -422,7 +587,8 @@ const S_NREM: i32 = 0;
 const S_CCOL: i32 = 8;
 const S_BSRC: i32 = 16;
 const S_BSTEP: i32 = 24;
-const FRAME: i32 = 32;
+const S_PDST: i32 = 32;
+const FRAME: i32 = 48;
 
 fn im(m: Mem) -> MemoryOperand {
     let (index, scale) = match m.index {
@@ -646,6 +812,14 @@ impl Gen {
                 ; mov rax, [rdi + OFF_LDB]
                 ; imul rax, rax, nblk * 4
                 ; mov [rsp + S_BSTEP], rax
+                ; mov rax, [rdi + OFF_SCRATCH]
+                ; mov [rsp + S_PDST], rax
+            ),
+            BLayout::Packed => dynasm!(self.a.ops()
+                ; .arch x64
+                ; mov rax, [rdi + OFF_K]
+                ; imul rax, rax, nblk * 4
+                ; mov [rsp + S_BSTEP], rax
             ),
         }
         self.a.bind(n_loop);
@@ -672,6 +846,11 @@ impl Gen {
                     ; mov r12d, nblk * 4
                 );
             }
+            BLayout::Packed => dynasm!(self.a.ops()
+                ; .arch x64
+                ; mov r10, [rsp + S_BSRC]
+                ; mov r12d, nblk * 4
+            ),
         }
         dynasm!(self.a.ops()
             ; .arch x64
@@ -852,6 +1031,157 @@ impl Gen {
         Ok(())
     }
 
+    /// AVX-512: `k2..` = the panel's `rax` (= nb) columns (or B^T rows) split into
+    /// 16-bit groups: group v gets bits `16v..16v+16` of `(1 << nb) - 1`.
+    fn group_masks(&mut self) -> Result<(), X64Error> {
+        dynasm!(self.a.ops() ; .arch x64 ; mov r11, -1);
+        self.a.enc(
+            Instruction::with3(
+                Code::VEX_Bzhi_r64_rm64_r64,
+                Register::R11,
+                Register::R11,
+                Register::RAX,
+            ),
+            "bzhi",
+        )?;
+        for v in 0..self.bl.nr {
+            dynasm!(self.a.ops() ; .arch x64 ; mov rcx, r11 ; shr rcx, (16 * v) as i8);
+            self.a.enc(
+                Instruction::with2(
+                    Code::VEX_Kmovw_kr_r32,
+                    Register::K2 + v as u32,
+                    Register::ECX,
+                ),
+                "kmovw",
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Packing a row-major B: copies the panel of `rax` (= nb) columns at
+    /// `[rsp + S_BSRC]` (row stride ldb) to `[rsp + S_PDST]` as K×N_blk, columns past nb
+    /// zero-filled. Keeps rax.
+    fn copy_panel(&mut self) -> Result<(), X64Error> {
+        let nr = self.bl.nr;
+        let nblk = self.nblk();
+        let vb = self.isa.vec_bytes() as i32;
+        let end = self.a.new_label();
+        let top = self.a.new_label();
+        dynasm!(self.a.ops() ; .arch x64 ; cmp QWORD [rdi + OFF_K], 0 ; jle =>end);
+        match self.isa {
+            Isa::Avx512 => self.group_masks()?,
+            Isa::Avx2 => {
+                // ymm(8 + v) = column 8v + j < nb.
+                let iota: Vec<u8> = (0..64u32).flat_map(|i| i.to_le_bytes()).collect();
+                let iota = self.a.const_table(&iota, 64)?;
+                let t = self.v(12);
+                self.vbroadcast_gpr(t, Register::EAX)?;
+                for v in 0..nr {
+                    let m = Mem::new(iota.base, iota.disp + v as i32 * vb);
+                    let d = self.v(8 + v);
+                    self.a.enc(
+                        Instruction::with3(Code::VEX_Vpcmpgtd_ymm_ymm_ymmm256, d, t, im(m)),
+                        "vpcmpgtd",
+                    )?;
+                }
+            }
+        }
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; mov r14, [rsp + S_BSRC]
+            ; mov r13, [rsp + S_PDST]
+            ; mov r15, [rdi + OFF_K]
+            ; mov r12, [rdi + OFF_LDB]
+            ; shl r12, 2
+            ; =>top
+        );
+        for v in 0..nr {
+            let (d, mem) = (self.v(v), im(Mem::new(Gpr::R14, v as i32 * vb)));
+            let ins = match self.isa {
+                Isa::Avx512 => {
+                    let mut i = Instruction::with2(Code::EVEX_Vmovups_zmm_k1z_zmmm512, d, mem)
+                        .map_err(|e| enc_err("vmovups{k}{z}", e))?;
+                    i.set_op_mask(Register::K2 + v as u32);
+                    i.set_zeroing_masking(true);
+                    Ok(i)
+                }
+                Isa::Avx2 => {
+                    Instruction::with3(Code::VEX_Vmaskmovps_ymm_ymm_m256, d, self.v(8 + v), mem)
+                }
+            };
+            self.a.enc(ins, "pack load")?;
+            self.vstore(Mem::new(Gpr::R13, v as i32 * vb), v, false)?;
+        }
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; add r14, r12
+            ; add r13, nblk * 4
+            ; dec r15
+            ; jnz =>top
+            ; =>end
+        );
+        Ok(())
+    }
+
+    /// The packer: every panel of B (row-major or transposed source) into
+    /// `[scratch + p * K * N_blk]`, no compute.
+    fn emit_pack(mut self) -> Result<Kernel, X64Error> {
+        let nblk = self.nblk();
+        let frame = self
+            .a
+            .prologue(&[Gpr::Rbx, Gpr::Rbp, Gpr::R12, Gpr::R13, Gpr::R14, Gpr::R15]);
+        let exit = self.a.new_label();
+        let n_loop = self.a.new_label();
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; sub rsp, FRAME
+            ; mov rax, [rdi + OFF_N]
+            ; test rax, rax
+            ; jle =>exit
+            ; mov [rsp + S_NREM], rax
+            ; mov rax, [rdi + OFF_B]
+            ; mov [rsp + S_BSRC], rax
+            ; mov rax, [rdi + OFF_SCRATCH]
+            ; mov [rsp + S_PDST], rax
+        );
+        match self.layout {
+            BLayout::Transposed => dynasm!(self.a.ops()
+                ; .arch x64
+                ; mov rax, [rdi + OFF_LDB]
+                ; imul rax, rax, nblk * 4
+                ; mov [rsp + S_BSTEP], rax
+            ),
+            _ => dynasm!(self.a.ops() ; .arch x64 ; mov QWORD [rsp + S_BSTEP], nblk * 4),
+        }
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; =>n_loop
+            ; mov rax, [rsp + S_NREM]
+            ; mov r11d, nblk
+            ; cmp rax, r11
+            ; cmovg rax, r11
+        );
+        match self.layout {
+            BLayout::Transposed => self.repack()?,
+            _ => self.copy_panel()?,
+        }
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; mov rax, [rdi + OFF_K]
+            ; imul rax, rax, nblk * 4
+            ; add [rsp + S_PDST], rax
+            ; sub QWORD [rsp + S_NREM], nblk
+            ; jle =>exit
+            ; mov rax, [rsp + S_BSTEP]
+            ; add [rsp + S_BSRC], rax
+            ; jmp =>n_loop
+            ; =>exit
+            ; add rsp, FRAME
+        );
+        self.a.epilogue(&frame);
+        self.a.finalize()
+    }
+
     /// Transposed B: repacks the panel of `rax` (= nb) rows of B^T at `[rsp + S_BSRC]`
     /// into the scratch as K×N_blk (scratch row k holds B^T[n0 + j, k] at column j).
     /// Each group of `lanes` rows that lies wholly in the panel is transposed in
@@ -864,28 +1194,7 @@ impl Gen {
         let end = self.a.new_label();
         dynasm!(self.a.ops() ; .arch x64 ; cmp QWORD [rdi + OFF_K], 0 ; jle =>end);
         if self.isa == Isa::Avx512 {
-            // k2.. = rows of each group inside the panel: 16 bits of (1 << nb) - 1 each.
-            dynasm!(self.a.ops() ; .arch x64 ; mov r11, -1);
-            self.a.enc(
-                Instruction::with3(
-                    Code::VEX_Bzhi_r64_rm64_r64,
-                    Register::R11,
-                    Register::R11,
-                    Register::RAX,
-                ),
-                "bzhi",
-            )?;
-            for v in 0..nr {
-                dynasm!(self.a.ops() ; .arch x64 ; mov rcx, r11 ; shr rcx, (16 * v) as i8);
-                self.a.enc(
-                    Instruction::with2(
-                        Code::VEX_Kmovw_kr_r32,
-                        Register::K2 + v as u32,
-                        Register::ECX,
-                    ),
-                    "kmovw",
-                )?;
-            }
+            self.group_masks()?;
         }
         for v in 0..nr {
             let partial = self.a.new_label();
@@ -933,7 +1242,7 @@ impl Gen {
             ; mov r11, r12
             ; imul r11, r11, (lanes * v) as i32
             ; add r11, [rsp + S_BSRC]
-            ; mov r13, [rdi + OFF_SCRATCH]
+            ; mov r13, [rsp + S_PDST]
             ; add r13, v as i32 * vb
             ; mov r15, [rdi + OFF_K]
             ; sar r15, lanes.trailing_zeros() as i8
@@ -989,7 +1298,7 @@ impl Gen {
             ; mov r14, rcx
             ; imul r14, r14, lanes * v as i32 * 4
             ; add r14, [rsp + S_BSRC]
-            ; mov r13, [rdi + OFF_SCRATCH]
+            ; mov r13, [rsp + S_PDST]
             ; add r13, v as i32 * vb
             ; mov r15, [rdi + OFF_K]
         );

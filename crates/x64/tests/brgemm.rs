@@ -7,7 +7,7 @@
 mod common;
 
 use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
-use snipjit_x64::{BLayout, Blocking, Brgemm, BrgemmOptions, BrgemmShape, Isa, X64Error};
+use snipjit_x64::{BLayout, BPacker, Blocking, Brgemm, BrgemmOptions, BrgemmShape, Isa, X64Error};
 
 const LAYOUTS: [BLayout; 2] = [BLayout::RowMajor, BLayout::Transposed];
 
@@ -101,10 +101,24 @@ fn len(rows: usize, cols: usize, ld: usize) -> usize {
 /// Runs one case and checks every element of C (including the padding between rows,
 /// which must be left untouched) against an f64 reference.
 fn check(kern: &Brgemm, s: BrgemmShape, rng: &mut Rng, guarded: bool) {
-    let layout = kern.options().b_layout;
+    check_with(kern, None, s, rng, guarded)
+}
+
+/// As [`check`]; with a packer, B is made in the packer's source layout, packed (into
+/// a guarded buffer of exactly `packed_len` floats when `guarded`), and the packed
+/// kernel `kern` runs on the panels.
+fn check_with(
+    kern: &Brgemm,
+    packer: Option<&BPacker>,
+    s: BrgemmShape,
+    rng: &mut Rng,
+    guarded: bool,
+) {
+    let layout = packer.map_or(kern.options().b_layout, |p| p.source());
     let (br, bc) = match layout {
         BLayout::RowMajor => (s.k, s.n),
         BLayout::Transposed => (s.n, s.k),
+        BLayout::Packed => unreachable!("packed B is made by the packer"),
     };
     let (la, lb, lc) = (
         len(s.m, s.k, s.lda),
@@ -115,8 +129,8 @@ fn check(kern: &Brgemm, s: BrgemmShape, rng: &mut Rng, guarded: bool) {
     let b: Vec<f32> = (0..lb).map(|_| rng.f()).collect();
     let c0: Vec<f32> = (0..lc).map(|_| rng.f()).collect();
     let bval = |k: usize, j: usize| match layout {
-        BLayout::RowMajor => b[k * s.ldb + j],
         BLayout::Transposed => b[j * s.ldb + k],
+        _ => b[k * s.ldb + j],
     };
 
     let (mut ga, mut gb, mut gc) = (
@@ -133,9 +147,20 @@ fn check(kern: &Brgemm, s: BrgemmShape, rng: &mut Rng, guarded: bool) {
     a_in.copy_from_slice(&a);
     b_in.copy_from_slice(&b);
     c_out.copy_from_slice(&c0);
-    kern.run(a_in, b_in, c_out, s).unwrap();
+    match packer {
+        None => kern.run(a_in, b_in, c_out, s).unwrap(),
+        Some(p) => {
+            let plen = p.packed_len(s.n, s.k);
+            let mut gp = GuardedBuf::new(plen);
+            let mut vp = vec![f32::NAN; plen];
+            let packed: &mut [f32] = if guarded { gp.slice(plen) } else { &mut vp };
+            p.pack(b_in, s.n, s.k, s.ldb, packed).unwrap();
+            kern.run(a_in, packed, c_out, s).unwrap();
+        }
+    }
 
     let eps = f64::from(f32::EPSILON);
+    let isa = kern.options().isa;
     for i in 0..s.m {
         for j in 0..s.ldc.min(lc - i * s.ldc) {
             let at = i * s.ldc + j;
@@ -155,8 +180,8 @@ fn check(kern: &Brgemm, s: BrgemmShape, rng: &mut Rng, guarded: bool) {
             let tol = (s.k as f64 + 1.0) * eps * mag + f64::from(f32::MIN_POSITIVE);
             assert!(
                 (got - want).abs() <= tol,
-                "{:?} {layout:?} {s:?}: C[{i},{j}] = {got}, want {want} (tol {tol:e})",
-                kern.options().isa
+                "{isa} {layout:?} packed={} {s:?}: C[{i},{j}] = {got}, want {want} (tol {tol:e})",
+                packer.is_some()
             );
         }
     }
@@ -240,7 +265,7 @@ fn attention_shapes() {
             // Q·K^T: 32×64 Q block against S_blk rows of K.
             BLayout::Transposed => [(32, 64, 64), (32, 128, 64), (32, 77, 64), (1, 200, 80)],
             // P·V: 32×S_blk probabilities against V (S_blk × 64).
-            BLayout::RowMajor => [(32, 64, 64), (32, 64, 128), (32, 64, 77), (1, 80, 200)],
+            _ => [(32, 64, 64), (32, 64, 128), (32, 64, 77), (1, 80, 200)],
         };
         for (m, n, k) in shapes {
             for accumulate in [false, true] {
@@ -305,8 +330,8 @@ fn bad_arguments_are_errors() {
         assert!(short(kern.run(&a, &b, &mut c, BrgemmShape { lda: 5, ..s })));
         assert!(short(kern.run(&a, &b, &mut c, BrgemmShape { ldc: 4, ..s })));
         let ldb_small = match layout {
-            BLayout::RowMajor => 4,
             BLayout::Transposed => 5,
+            _ => 4,
         };
         assert!(short(kern.run(
             &a,
@@ -397,17 +422,48 @@ fn one_kernel_runs_on_many_threads() {
 
 // ----- decode-back ---------------------------------------------------------------------
 
-fn decode(kern: &Brgemm) -> Vec<Instruction> {
-    let code = kern.kernel().code();
-    let insns: Vec<Instruction> = Decoder::with_ip(64, code, 0, DecoderOptions::NONE)
+fn decode(kern: &snipjit_x64::Kernel) -> Vec<Instruction> {
+    let insns: Vec<Instruction> = Decoder::with_ip(64, kern.code(), 0, DecoderOptions::NONE)
         .into_iter()
         .collect();
     assert!(
         insns.iter().all(|i| !i.is_invalid()),
         "invalid bytes:\n{}",
-        kern.kernel().disasm()
+        kern.disasm()
     );
     insns
+}
+
+#[test]
+fn packers_decode_back() {
+    for isa in Isa::ALL {
+        for source in LAYOUTS {
+            let p = BPacker::compile(isa, source, None).unwrap();
+            let insns = decode(p.kernel());
+            let count = |m: Mnemonic| insns.iter().filter(|i| i.mnemonic() == m).count();
+            assert_eq!(count(Mnemonic::Ret), 1);
+            assert_eq!(count(Mnemonic::Vfmadd231ps), 0, "a packer computes nothing");
+            match (isa, source) {
+                (_, BLayout::Transposed) => {
+                    assert_eq!(
+                        count(Mnemonic::Vgatherdps),
+                        2 * Blocking::default_for(isa).nr
+                    )
+                }
+                (Isa::Avx512, _) => {
+                    assert!(insns.iter().any(|i| i.mnemonic() == Mnemonic::Vmovups
+                        && i.op_mask() == Register::K2
+                        && i.zeroing_masking()))
+                }
+                (Isa::Avx2, _) => assert_eq!(count(Mnemonic::Vmaskmovps), 2),
+            }
+            for i in &insns {
+                if isa == Isa::Avx2 {
+                    assert_ne!(i.encoding(), iced_x86::EncodingKind::EVEX, "{i}");
+                }
+            }
+        }
+    }
 }
 
 fn is_width(r: Register, isa: Isa) -> bool {
@@ -421,10 +477,10 @@ fn is_width(r: Register, isa: Isa) -> bool {
 fn emitted_code_decodes_back() {
     // Encoding needs no CPU support: both ISAs are checked on any machine.
     for isa in Isa::ALL {
-        for layout in LAYOUTS {
+        for layout in [BLayout::RowMajor, BLayout::Transposed, BLayout::Packed] {
             let kern = Brgemm::compile(BrgemmOptions::new(isa, layout)).unwrap();
             let bl = kern.blocking();
-            let insns = decode(&kern);
+            let insns = decode(kern.kernel());
             let count = |m: Mnemonic| insns.iter().filter(|i| i.mnemonic() == m).count();
 
             // FMAs: full width, register operands only, one per accumulator per k step.
@@ -476,7 +532,7 @@ fn emitted_code_decodes_back() {
             }
             let gathers = count(Mnemonic::Vgatherdps);
             match layout {
-                BLayout::RowMajor => assert_eq!(gathers, 0),
+                BLayout::RowMajor | BLayout::Packed => assert_eq!(gathers, 0),
                 BLayout::Transposed => {
                     // Per row group: a gather loop for the K remainder and one for a
                     // group cut by the panel end; the full K chunks are transposed in
@@ -493,4 +549,111 @@ fn emitted_code_decodes_back() {
             assert_eq!(count(Mnemonic::Ret), 1);
         }
     }
+}
+
+// ----- packed B ----------------------------------------------------------------------
+
+fn packed_kernels(test: &str) -> Vec<(Brgemm, BPacker)> {
+    let mut v = Vec::new();
+    for isa in common::isas(test) {
+        for source in LAYOUTS {
+            let kern = Brgemm::compile(BrgemmOptions::new(isa, BLayout::Packed)).unwrap();
+            let packer = BPacker::for_kernel(&kern, source).unwrap();
+            v.push((kern, packer));
+        }
+    }
+    v
+}
+
+#[test]
+fn packed_b_every_tail_between_guard_pages() {
+    let mut rng = Rng(11);
+    for (kern, packer) in packed_kernels("packed_b_every_tail_between_guard_pages") {
+        let mr = kern.blocking().mr;
+        let nb = kern.n_block();
+        for m in [1, mr, mr + 1, 2 * mr + 1] {
+            for n in 1..=2 * nb + 1 {
+                let k = (m * 5 + n * 3) % 18 + 1;
+                let mut s = BrgemmShape::dense(m, n, k, packer.source());
+                s.ldb += n % 3;
+                s.accumulate = n % 2 == 0;
+                check_with(&kern, Some(&packer), s, &mut rng, true);
+            }
+        }
+    }
+}
+
+#[test]
+fn packed_b_random_and_attention_shapes() {
+    let mut rng = Rng(12);
+    for (kern, packer) in packed_kernels("packed_b_random_and_attention_shapes") {
+        let mut shapes = vec![(32, 64, 64), (32, 256, 64), (32, 64, 256), (293, 131, 67)];
+        for _ in 0..8 {
+            shapes.push((1 + rng.below(300), 1 + rng.below(300), 1 + rng.below(300)));
+        }
+        for (i, &(m, n, k)) in shapes.iter().enumerate() {
+            let mut s = BrgemmShape::dense(m, n, k, packer.source());
+            s.lda += i % 5;
+            s.ldb += i % 4;
+            s.ldc += i % 3;
+            s.accumulate = i % 2 == 1;
+            check_with(&kern, Some(&packer), s, &mut rng, false);
+        }
+    }
+}
+
+#[test]
+fn packed_layout_is_panels_of_k_rows() {
+    // The layout contract, checked element by element: panel p, row k, column j holds
+    // B[k, p * N_blk + j]; a row-major source zero-fills the columns past N.
+    let mut rng = Rng(13);
+    for (kern, packer) in packed_kernels("packed_layout_is_panels_of_k_rows") {
+        let nb = packer.n_block();
+        assert_eq!(nb, kern.n_block());
+        let (n, k) = (2 * nb + 5, 19);
+        let source = packer.source();
+        let ldb = match source {
+            BLayout::Transposed => k + 3,
+            _ => n + 2,
+        };
+        let rows = if source == BLayout::Transposed { n } else { k };
+        let b: Vec<f32> = (0..rows * ldb).map(|_| rng.f()).collect();
+        let mut packed = vec![f32::NAN; packer.packed_len(n, k)];
+        assert_eq!(packed.len(), 3 * k * nb);
+        packer.pack(&b, n, k, ldb, &mut packed).unwrap();
+        for p in 0..3 {
+            for kk in 0..k {
+                for j in 0..nb {
+                    let col = p * nb + j;
+                    let got = packed[(p * k + kk) * nb + j];
+                    if col < n {
+                        let want = match source {
+                            BLayout::Transposed => b[col * ldb + kk],
+                            _ => b[kk * ldb + col],
+                        };
+                        assert_eq!(got, want, "{source:?} panel {p} k {kk} col {j}");
+                    } else if source == BLayout::RowMajor {
+                        assert_eq!(got, 0.0, "zero fill at panel {p} k {kk} col {j}");
+                    }
+                }
+            }
+        }
+        // Errors, not panics.
+        let short = |r: Result<(), X64Error>| matches!(r, Err(X64Error::Args(_)));
+        let cols = if source == BLayout::Transposed { k } else { n };
+        let need = (rows - 1) * ldb + cols;
+        assert!(packer.pack(&b[..need], n, k, ldb, &mut packed).is_ok());
+        assert!(short(packer.pack(&b[..need - 1], n, k, ldb, &mut packed)));
+        let plen = packed.len();
+        assert!(short(packer.pack(&b, n, k, ldb, &mut packed[..plen - 1])));
+        assert!(short(packer.pack(&b, n, k, 1, &mut packed)));
+        let s = BrgemmShape::dense(2, n, k, BLayout::Packed);
+        assert!(short(kern.run(
+            &vec![0.0; 2 * k],
+            &packed[..plen - 1],
+            &mut vec![0.0; 2 * n],
+            s
+        )));
+    }
+    assert!(BPacker::compile(Isa::Avx2, BLayout::Packed, None).is_err());
 }
