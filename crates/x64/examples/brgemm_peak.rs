@@ -188,5 +188,32 @@ fn main() {
                 }
             }
         }
+        // The packer alone: B^T (N×64, an attention K block) into panels.
+        for source in [BLayout::Transposed, BLayout::RowMajor] {
+            let packer = BPacker::compile(isa, source, None).expect("packer compiles");
+            for (n, k) in [(256usize, 64usize), (1024, 64)] {
+                let b = vec![0.25f32; n * k];
+                let ldb = if source == BLayout::Transposed { k } else { n };
+                let mut packed = vec![0f32; packer.packed_len(n, k)];
+                let mut f = || packer.pack(&b, n, k, ldb, &mut packed).expect("packs");
+                let calls = calibrate(0.003, &mut f);
+                let times: Vec<f64> = (0..reps)
+                    .map(|_| {
+                        let t = Instant::now();
+                        for _ in 0..calls {
+                            f();
+                        }
+                        t.elapsed().as_secs_f64() / calls as f64
+                    })
+                    .collect();
+                let t = median(times);
+                println!(
+                    "  pack {:10} N={n:5} K={k:3}: median {:7.2} us, {:.2} ns per element",
+                    format!("{source:?}"),
+                    t * 1e6,
+                    t * 1e9 / (n * k) as f64
+                );
+            }
+        }
     }
 }

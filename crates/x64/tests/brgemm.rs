@@ -481,6 +481,10 @@ fn emitted_code_decodes_back() {
             let kern = Brgemm::compile(BrgemmOptions::new(isa, layout)).unwrap();
             let bl = kern.blocking();
             let insns = decode(kern.kernel());
+            let size = kern.kernel().code().len();
+            eprintln!("{isa} {layout:?}: {size} bytes of code");
+            // Every (width, rows) tile variant is compiled ahead; keep that bounded.
+            assert!(size < 96 * 1024, "{isa} {layout:?}: {size} bytes");
             let count = |m: Mnemonic| insns.iter().filter(|i| i.mnemonic() == m).count();
 
             // FMAs: full width, register operands only, one per accumulator per k step.
