@@ -9,7 +9,7 @@
 //! ```text
 //! for n0 in (0..N).step_by(N_blk):            N_blk = nr vectors (64 columns on AVX-512)
 //!     nb = min(N - n0, N_blk)
-//!     [Transposed B: gather the panel B^T[n0..n0+nb, 0..K] into scratch as K×N_blk]
+//!     [Transposed B: repack the panel B^T[n0..n0+nb, 0..K] into scratch as K×N_blk]
 //!     pick the width variant: full (nb == N_blk), or v = ceil(nb / lanes) vectors with
 //!         the last one masked (k1 on AVX-512, ymm15 + vmaskmovps on AVX2)
 //!     for m0 in (0..M).step_by(mr): tile(min(mr, M - m0) rows)   (tails: a compiled
@@ -23,11 +23,16 @@
 //! - [`BLayout::RowMajor`]: B is K×N row-major (`ldb >= N`), read in place (P·V).
 //! - [`BLayout::Transposed`]: B is given as B^T, N×K row-major (`ldb >= K`), e.g. the K
 //!   matrix of Q·K^T. Each panel of N_blk rows of B^T is repacked into a contiguous
-//!   K×N_blk scratch buffer with `vgatherdps` (one gather per k and vector: the row
-//!   stride is an index vector `j * ldb`, rows past the panel masked off), then the
-//!   row-major tile code runs on it. The repack reads each element of B once per call,
-//!   and its cost is amortized over all M rows; the dot-product alternative (vectors
-//!   along K, one horizontal reduction per C element) is slower for head sizes like 64.
+//!   K×N_blk scratch buffer, then the row-major tile code runs on it. The repack
+//!   transposes lanes×lanes blocks in registers (unpack + block shuffles, see
+//!   `transpose_plan`); K remainders and a row group cut by the panel end use masked
+//!   `vgatherdps` with an index vector `j * ldb`. It reads each element of B once per
+//!   call (~0.3 cycles per element), amortized over all M rows. Measured alternatives:
+//!   gathering everything ran Q·K^T at half the peak; a dot-product form (vectors along
+//!   K, one horizontal reduction per C element) costs more shuffles at head size 64.
+//! - [`BLayout::Packed`]: B packed beforehand by a [`BPacker`] (the same repack or a
+//!   copy, into `ceil(N / N_blk)` consecutive K×N_blk panels), so a B reused across
+//!   calls is repacked once.
 //!
 //! # Register roles
 //! | register | role |
@@ -41,7 +46,10 @@
 //! | `rax`, `r13`, `rcx` | A row pointers of rows 0, 3, 6 of the tile (rows r+1, r+2 via `lda` index) |
 //! | `r14`, `r15` | B pointer at the current k, k remaining |
 //! | `r11` | temporary; C row pointer of row 3 at tile edges |
-//! | `[rsp]`, `[rsp+8]`, `[rsp+16]`, `[rsp+24]` | N remaining, C panel column, B panel source, B panel step |
+//! | `[rsp]`, `[rsp+8]`, `[rsp+16]`, `[rsp+24]`, `[rsp+32]` | N remaining, C panel column, B panel source, B panel step, repack destination |
+//!
+//! During a repack (before the m loop of each panel) `rcx rsi r8..r15` are free: row
+//! bases of the transposed block, source and destination pointers, counters.
 //!
 //! | vector registers (AVX-512, 6×4) | role |
 //! |---|---|
@@ -49,6 +57,7 @@
 //! | `zmm24..zmm27` | B vectors of the current k |
 //! | `zmm28`, `zmm29` | broadcast A elements (alternating) |
 //! | `k1` | N-tail mask of the last vector; `k2..k5`, `k7` repack row masks |
+//! | all 32 | the 16×16 transpose of the repack (rows in zmm0..15, temporaries zmm16..31) |
 //!
 //! On AVX2 (6×2): 12 accumulators, 2 B vectors, 1 broadcast register, `ymm15` the N-tail
 //! mask.
@@ -63,19 +72,20 @@ use iced_x86::{Code, Instruction, MemoryOperand, Register};
 
 use crate::{Gpr, Isa, Kernel, Mem, VReg, VecAsm, X64Error};
 
-/// The argument block a brgemm kernel reads. Leading dimensions are in elements (f32).
+/// The argument block a brgemm kernel (and a [`BPacker`]) reads. Leading dimensions are
+/// in elements (f32).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct BrgemmArgs {
     /// A, M×K row-major with row stride `lda`.
     pub a: *const f32,
-    /// B: K×N row-major (stride `ldb`) or, for [`BLayout::Transposed`], B^T as N×K
-    /// row-major (stride `ldb`).
+    /// B: K×N row-major (stride `ldb`); for [`BLayout::Transposed`] B^T as N×K
+    /// row-major (stride `ldb`); for [`BLayout::Packed`] the packed panels.
     pub b: *const f32,
     /// C, M×N row-major with row stride `ldc`.
     pub c: *mut f32,
-    /// [`Brgemm::scratch_len`] floats, used by the transposed layout only; 64-byte
-    /// alignment helps but is not required.
+    /// [`Brgemm::scratch_len`] floats, used by the transposed layout only (a
+    /// [`BPacker`] writes its panels here); 64-byte alignment helps but is not required.
     pub scratch: *mut f32,
     /// Rows of A and C.
     pub m: i64,
@@ -1185,7 +1195,7 @@ impl Gen {
     /// Transposed B: repacks the panel of `rax` (= nb) rows of B^T at `[rsp + S_BSRC]`
     /// into the scratch as K×N_blk (scratch row k holds B^T[n0 + j, k] at column j).
     /// Each group of `lanes` rows that lies wholly in the panel is transposed in
-    /// registers, `lanes`×`lanes` at a time ([`transpose_plan`]); the K remainder of
+    /// registers, `lanes`×`lanes` at a time (`transpose_plan`); the K remainder of
     /// such a group, and a group cut by the panel's end, go through masked
     /// `vgatherdps`. Keeps rax; clobbers every other GPR the m loop sets up afterwards.
     fn repack(&mut self) -> Result<(), X64Error> {
