@@ -158,6 +158,7 @@ fn check_with(
             kern.run(a_in, packed, c_out, s).unwrap();
         }
     }
+    assert!(a_in[..] == a[..] && b_in[..] == b[..], "A or B was written");
 
     let eps = f64::from(f32::EPSILON);
     let isa = kern.options().isa;
