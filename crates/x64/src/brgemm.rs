@@ -318,7 +318,7 @@ impl Brgemm {
     pub fn scratch_len(&self, k: usize) -> usize {
         match self.opts.b_layout {
             BLayout::RowMajor | BLayout::Packed => 0,
-            BLayout::Transposed => k * self.n_block(),
+            BLayout::Transposed => k.saturating_mul(self.n_block()),
         }
     }
 
@@ -335,7 +335,10 @@ impl Brgemm {
             BLayout::RowMajor => (s.k, s.n),
             BLayout::Transposed => (s.n, s.k),
             // One row of K * N_blk per panel; ldb plays no part.
-            BLayout::Packed => (s.n.div_ceil(self.n_block()), s.k * self.n_block()),
+            BLayout::Packed => (
+                s.n.div_ceil(self.n_block()),
+                s.k.saturating_mul(self.n_block()),
+            ),
         };
         let ldb = match self.opts.b_layout {
             BLayout::Packed => b_cols,
@@ -485,8 +488,11 @@ impl BPacker {
     }
 
     /// Floats of the packed B of an N-column, K-row matrix.
+    /// Saturates at `usize::MAX` (which no slice can have) instead of overflowing.
     pub fn packed_len(&self, n: usize, k: usize) -> usize {
-        n.div_ceil(self.n_block()) * k * self.n_block()
+        n.div_ceil(self.n_block())
+            .saturating_mul(k)
+            .saturating_mul(self.n_block())
     }
 
     /// Packs B (K×N with row stride `ldb`, or B^T as N×K with row stride `ldb`) into

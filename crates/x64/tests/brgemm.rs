@@ -343,6 +343,17 @@ fn bad_arguments_are_errors() {
                 ..s
             }
         )));
+        // Absurd sizes are errors, not overflows.
+        let huge = usize::MAX / 2;
+        let big = BrgemmShape {
+            n: huge,
+            k: huge,
+            lda: huge,
+            ldb: huge,
+            ldc: huge,
+            ..s
+        };
+        assert!(short(kern.run(&a, &b, &mut c, big)));
         // Empty M: only B has elements; empty N: only A.
         assert!(
             kern.run(&[], &b, &mut [], BrgemmShape::dense(0, 5, 6, layout))
@@ -659,6 +670,19 @@ fn packed_layout_is_panels_of_k_rows() {
             &mut vec![0.0; 2 * n],
             s
         )));
+    }
+    for (kern, packer) in packed_kernels("packed_layout_is_panels_of_k_rows (sizes)") {
+        let huge = usize::MAX / 3;
+        let short = |r: Result<(), X64Error>| matches!(r, Err(X64Error::Args(_)));
+        assert!(short(packer.pack(
+            &[1.0; 8],
+            huge,
+            huge,
+            huge,
+            &mut [0.0; 8]
+        )));
+        let s = BrgemmShape::dense(1, huge, huge, BLayout::Packed);
+        assert!(short(kern.run(&[0.0; 8], &[0.0; 8], &mut [0.0; 8], s)));
     }
     assert!(BPacker::compile(Isa::Avx2, BLayout::Packed, None).is_err());
 }
