@@ -42,6 +42,11 @@ use snipjit_ir::{
 
 use crate::{Compiler, IsaChoice, Options};
 
+pub mod guard;
+mod shrink;
+
+pub use shrink::{RegressionError, Shrunk, parse_regression, regression_file, shrink};
+
 /// What [`generate`] and [`run_case`] do.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FuzzConfig {
@@ -62,6 +67,16 @@ pub struct FuzzConfig {
     pub rel_tol: f64,
     /// Absolute tolerance added to the above.
     pub abs_tol: f64,
+    /// Guard mode for every `guard_every`-th case (0: never, 1: every case): the
+    /// inputs, the outputs and every tensor the run allocates sit between
+    /// `PROT_NONE` guard pages ([`guard`]), so an out-of-bounds kernel access faults.
+    /// Needs [`guard::GuardAlloc`] as the global allocator; without it such runs
+    /// report a crash saying so.
+    pub guard_every: u64,
+    /// Re-check an end-to-end mismatch op by op on the JIT's own values
+    /// ([`first_bad_op`]) and pass it when every op is within tolerance (default).
+    /// Off, every end-to-end difference past the tolerance is a mismatch.
+    pub op_by_op: bool,
 }
 
 impl Default for FuzzConfig {
@@ -75,6 +90,8 @@ impl Default for FuzzConfig {
             ulps: 32,
             rel_tol: 1e-5,
             abs_tol: 1e-6,
+            guard_every: 0,
+            op_by_op: true,
         }
     }
 }
@@ -144,9 +161,13 @@ pub struct CaseResult {
     pub model_text: String,
     /// The concrete input shapes.
     pub input_shapes: Vec<Vec<usize>>,
-    /// For a mismatch: the first value (in topological order) that differs when it
-    /// alone is the model's output, from [`localize`].
+    /// For a mismatch: the first op (in topological order) whose JIT value differs
+    /// from the interpreter's evaluation of it on the JIT's values of its inputs
+    /// ([`first_bad_op`]).
     pub culprit: Option<String>,
+    /// For a pass: an end-to-end difference past the tolerance that every op explains
+    /// (an in-bound error amplified downstream), described.
+    pub amplified: Option<String>,
 }
 
 impl CaseResult {
@@ -166,10 +187,57 @@ impl CaseResult {
             s.push_str(&format!("# {line}\n"));
         }
         if let Some(c) = &self.culprit {
-            s.push_str(&format!("# first differing value: {c}\n"));
+            s.push_str(&format!("# first op out of tolerance: {c}\n"));
         }
         s.push_str(&self.model_text);
         s
+    }
+}
+
+impl CaseResult {
+    /// The failing run's ISA and thread count (`None` for a pass or a failure outside
+    /// the JIT).
+    pub fn failing_run(&self) -> Option<(IsaChoice, usize)> {
+        match &self.outcome {
+            Outcome::Mismatch(m) => Some((m.isa, m.threads)),
+            Outcome::Crash {
+                isa: Some(i),
+                threads: Some(t),
+                ..
+            } => Some((*i, *t)),
+            _ => None,
+        }
+    }
+
+    /// Regenerates the failing case and [`shrink`]s it on the failing ISA and thread
+    /// count, with at most `budget` attempts. `None` for a pass, a failure outside the
+    /// JIT, or a case that no longer fails.
+    pub fn shrink(&self, cfg: &FuzzConfig, budget: usize) -> Option<Shrunk> {
+        let (isa, threads) = self.failing_run()?;
+        let case = generate(self.seed, self.case_index, cfg).ok()?;
+        let guarded = cfg.guard_every > 0 && self.case_index % cfg.guard_every == 0;
+        shrink(&case, isa, threads, cfg, guarded, budget)
+    }
+}
+
+impl Shrunk {
+    /// The regression file of a case shrunk from `from` (see [`regression_file`]).
+    pub fn file(&self, from: &CaseResult) -> String {
+        let nodes = |g: &Graph| {
+            g.nodes
+                .iter()
+                .filter(|n| !matches!(n.op, Op::Parameter | Op::Result | Op::Constant(_)))
+                .count()
+        };
+        let comment = format!(
+            "snipjit regression: fuzz seed {} case {}, shrunk to {} ops in {} attempts\n{}",
+            from.seed,
+            from.case_index,
+            nodes(&self.case.graph),
+            self.attempts,
+            self.outcome
+        );
+        regression_file(&self.case, &comment)
     }
 }
 
@@ -208,6 +276,7 @@ pub fn run_case(seed: u64, case_index: u64, cfg: &FuzzConfig) -> CaseResult {
         model_text: String::new(),
         input_shapes: vec![],
         culprit: None,
+        amplified: None,
     };
     let crash = |isa, threads, message| Outcome::Crash {
         isa,
@@ -246,79 +315,331 @@ pub fn run_case(seed: u64, case_index: u64, cfg: &FuzzConfig) -> CaseResult {
             return result;
         }
     };
+    let guarded = cfg.guard_every > 0 && case_index % cfg.guard_every == 0;
     for &isa in &cfg.isas {
         for &threads in &cfg.threads {
-            let outcome = check(&case.graph, &case.inputs, &want, cfg, isa, threads);
-            if outcome != Outcome::Pass {
-                if matches!(outcome, Outcome::Mismatch(_)) {
-                    result.culprit = localize(&case, isa, threads, cfg);
-                }
-                result.outcome = outcome;
+            let v = judge(&case, &want, cfg, isa, threads, guarded);
+            if v.outcome != Outcome::Pass {
+                result.outcome = v.outcome;
+                result.culprit = v.culprit;
                 return result;
+            }
+            if result.amplified.is_none() {
+                result.amplified = v.amplified;
             }
         }
     }
     result
 }
 
-/// Compiles and runs `graph` on one ISA and thread count and compares with `want`.
-fn check(
-    graph: &Graph,
-    inputs: &[Tensor],
+/// Runs `case` on the interpreter and on one ISA and thread count (between guard
+/// pages if `guarded`, see [`guard`]) and judges the outputs as [`run_case`] does
+/// (an end-to-end difference that every op explains is a pass). An interpreter
+/// failure is a crash with no ISA.
+pub fn check_case(
+    case: &Case,
+    isa: IsaChoice,
+    threads: usize,
+    cfg: &FuzzConfig,
+    guarded: bool,
+) -> Outcome {
+    match catch_unwind(|| snipjit_interp::run(&case.graph, &case.inputs)) {
+        Ok(Ok(want)) => judge(case, &want, cfg, isa, threads, guarded).outcome,
+        Ok(Err(e)) => Outcome::Crash {
+            isa: None,
+            threads: None,
+            message: format!("interpreter: {e}"),
+        },
+        Err(p) => Outcome::Crash {
+            isa: None,
+            threads: None,
+            message: format!("interpreter panicked: {}", panic_text(&p)),
+        },
+    }
+}
+
+/// The judgement of one run.
+struct Verdict {
+    outcome: Outcome,
+    culprit: Option<String>,
+    amplified: Option<String>,
+}
+
+/// Runs `case` on one ISA and thread count and compares with the interpreter's `want`.
+/// An end-to-end mismatch is then re-checked op by op on the JIT's own values
+/// ([`first_bad_op`]): if every op is within tolerance, the difference is an in-bound
+/// error amplified downstream and the run passes (`amplified` says where).
+fn judge(
+    case: &Case,
     want: &[Tensor],
     cfg: &FuzzConfig,
     isa: IsaChoice,
     threads: usize,
-) -> Outcome {
-    let run = || -> Result<Vec<Tensor>, crate::Error> {
-        Compiler::new(Options { threads, isa })?
-            .compile(graph.clone())?
-            .run(inputs)
+    guarded: bool,
+) -> Verdict {
+    let got = match run_jit(&case.graph, &case.inputs, isa, threads, guarded) {
+        Ok(got) => got,
+        Err(outcome) => {
+            return Verdict {
+                outcome,
+                culprit: None,
+                amplified: None,
+            };
+        }
     };
+    let Some(m) = compare(&case.graph, &got, want, cfg, isa, threads) else {
+        return Verdict {
+            outcome: Outcome::Pass,
+            culprit: None,
+            amplified: None,
+        };
+    };
+    if !cfg.op_by_op {
+        return Verdict {
+            outcome: Outcome::Mismatch(m),
+            culprit: None,
+            amplified: None,
+        };
+    }
+    match first_bad_op(case, &got, cfg, isa, threads) {
+        Some(culprit) => Verdict {
+            outcome: Outcome::Mismatch(m),
+            culprit: Some(culprit),
+            amplified: None,
+        },
+        None => Verdict {
+            outcome: Outcome::Pass,
+            culprit: None,
+            amplified: Some(Outcome::Mismatch(m).to_string()),
+        },
+    }
+}
+
+/// Compiles and runs `graph` on one ISA and thread count: the outputs, or the crash.
+fn run_jit(
+    graph: &Graph,
+    inputs: &[Tensor],
+    isa: IsaChoice,
+    threads: usize,
+    guarded: bool,
+) -> Result<Vec<Tensor>, Outcome> {
     let crash = |message| Outcome::Crash {
         isa: Some(isa),
         threads: Some(threads),
         message,
     };
+    if guarded && !guard::installed() {
+        return Err(crash(
+            "guard mode needs snipjit::fuzz::guard::GuardAlloc as the global allocator".into(),
+        ));
+    }
+    let run = || -> Result<Vec<Tensor>, crate::Error> {
+        let model = Compiler::new(Options { threads, isa })?.compile(graph.clone())?;
+        if !guarded {
+            return model.run(inputs);
+        }
+        // Inputs cloned in the scope, the outputs and every intermediate tensor of
+        // the run end at a guard page.
+        guard::scope(|| {
+            let ins = inputs.to_vec();
+            let mut outs = vec![];
+            model.run_into(&ins, &mut outs)?;
+            Ok(outs)
+        })
+    };
     match catch_unwind(AssertUnwindSafe(run)) {
-        Ok(Ok(got)) => match compare(graph, &got, want, cfg, isa, threads) {
-            Some(m) => Outcome::Mismatch(m),
-            None => Outcome::Pass,
-        },
-        Ok(Err(e)) => crash(e.to_string()),
-        Err(p) => crash(format!("panic: {}", panic_text(&p))),
+        Ok(Ok(got)) => Ok(got),
+        Ok(Err(e)) => Err(crash(e.to_string())),
+        Err(p) => Err(crash(format!("panic: {}", panic_text(&p)))),
     }
 }
 
-/// Finds the first value (in topological order) that differs between the JIT and the
-/// interpreter when it alone is the output of the model (its ancestors only), and
-/// describes it: `v5 = Mish(v4): <what differed>`. `None` if no single value differs.
-pub fn localize(case: &Case, isa: IsaChoice, threads: usize, cfg: &FuzzConfig) -> Option<String> {
+/// Checks every op of `case` on the JIT's own values: each value is computed by the
+/// JIT alone (the model cut down to that value as its only output), and each op,
+/// evaluated by the interpreter on the JIT's values of its inputs, must match the
+/// JIT's value of its output within the per-op tolerance of `cfg`; each model output
+/// `got` must match the JIT's value of the same node computed alone. Returns the
+/// first op or output that does not, described, or `None` when every op is within
+/// tolerance, i.e. an end-to-end difference is an in-bound error amplified downstream.
+pub fn first_bad_op(
+    case: &Case,
+    got: &[Tensor],
+    cfg: &FuzzConfig,
+    isa: IsaChoice,
+    threads: usize,
+) -> Option<String> {
     let g = &case.graph;
-    for id in g.topo_order().ok()? {
+    let Ok(order) = g.topo_order() else {
+        return Some("the model has a cycle".into());
+    };
+    let mut jit: Vec<Option<Tensor>> = vec![None; g.nodes.len()];
+    for (&p, t) in g.inputs.iter().zip(&case.inputs) {
+        jit[p.index()] = Some(t.clone());
+    }
+    for &id in &order {
         let node = g.node(id);
-        if matches!(node.op, Op::Parameter | Op::Result | Op::Constant(_)) {
-            continue;
+        match &node.op {
+            Op::Parameter | Op::Result => continue,
+            Op::Constant(t) => {
+                jit[id.index()] = Some(t.clone());
+                continue;
+            }
+            _ => {}
+        }
+        let desc = || {
+            let args: Vec<&str> = node.inputs.iter().map(|&v| g.value_name(v)).collect();
+            format!(
+                "{} = {}({})",
+                node.outputs[0].name,
+                node.op.name(),
+                args.join(", ")
+            )
+        };
+        if node.outputs.len() != 1 {
+            return Some(format!("{}: several outputs, not checked", desc()));
         }
         let mut probe = g.clone();
         probe.outputs.clear();
         probe.add_output("probe", ValueRef::new(id, 0));
-        probe.remove_dead().ok()?;
-        let Ok(Ok(want)) = catch_unwind(|| snipjit_interp::run(&probe, &case.inputs)) else {
-            continue;
+        if probe.remove_dead().is_err() {
+            return Some(format!("{}: cannot cut the model down to it", desc()));
+        }
+        let value = match run_jit(&probe, &case.inputs, isa, threads, false) {
+            Ok(mut v) if v.len() == 1 => v.pop().expect("one output"),
+            Ok(_) => return Some(format!("{}: the cut model has no output", desc())),
+            Err(e) => return Some(format!("{}: {e}", desc())),
         };
-        let outcome = check(&probe, &case.inputs, &want, cfg, isa, threads);
-        if outcome != Outcome::Pass {
-            let args: Vec<&str> = node.inputs.iter().map(|&v| g.value_name(v)).collect();
+        // The op alone, on the JIT's values of its inputs.
+        let mut one = Graph::new("op");
+        let mut args = vec![];
+        let mut arg_values = vec![];
+        for (k, &v) in node.inputs.iter().enumerate() {
+            args.push(one.add_input(format!("a{k}"), g.value_type(v).clone()));
+            let Some(t) = jit[v.node.index()].clone() else {
+                return Some(format!("{}: no JIT value of input {k}", desc()));
+            };
+            arg_values.push(t);
+        }
+        let Ok(out) = one.add_op(node.outputs[0].name.clone(), node.op.clone(), &args) else {
+            return Some(format!("{}: cannot be rebuilt alone", desc()));
+        };
+        one.add_output(node.outputs[0].name.clone(), out);
+        let want = match catch_unwind(|| snipjit_interp::run(&one, &arg_values)) {
+            Ok(Ok(w)) => w,
+            _ => {
+                return Some(format!(
+                    "{}: the interpreter fails on the JIT's inputs",
+                    desc()
+                ));
+            }
+        };
+        let got_one = std::slice::from_ref(&value);
+        let bad = if exact_op(g, node) {
+            compare(&one, got_one, &want, &EXACT, isa, threads)
+        } else {
+            compare(&one, got_one, &want, cfg, isa, threads)
+                .or_else(|| zero_sign_differs(&one, &value, &want[0], isa, threads))
+        };
+        if let Some(m) = bad {
             return Some(format!(
-                "{} = {}({}): {outcome}",
-                node.outputs[0].name,
-                node.op.name(),
-                args.join(", ")
+                "{}: on the JIT's values of its inputs: {}",
+                desc(),
+                Outcome::Mismatch(m)
+            ));
+        }
+        jit[id.index()] = Some(value);
+    }
+    for (k, &r) in g.outputs.iter().enumerate() {
+        let v = g.node(r).inputs[0];
+        let (Some(alone), Some(got_k)) = (jit[v.node.index()].as_ref(), got.get(k)) else {
+            return Some(format!("output {k}: no JIT value to compare"));
+        };
+        let mut one = Graph::new("out");
+        let x = one.add_input("x", g.value_type(v).clone());
+        one.add_output(g.node(r).name.clone(), x);
+        let (got_k, alone) = (std::slice::from_ref(got_k), std::slice::from_ref(alone));
+        if let Some(m) = compare(&one, got_k, alone, cfg, isa, threads) {
+            return Some(format!(
+                "output {k} differs from the JIT's value of {} computed alone: {}",
+                g.value_name(v),
+                Outcome::Mismatch(m)
             ));
         }
     }
     None
+}
+
+/// The comparison of ops the JIT computes bit-exactly: no tolerance, and zeros must
+/// have the same sign (see [`f32_close`]).
+const EXACT: FuzzConfig = FuzzConfig {
+    max_ops: 0,
+    nan_inf: false,
+    isas: vec![],
+    threads: vec![],
+    big_every: 0,
+    ulps: 0,
+    rel_tol: -1.0,
+    abs_tol: -1.0,
+    guard_every: 0,
+    op_by_op: false,
+};
+
+/// The first element where the interpreter has an exact zero and the JIT the zero of
+/// the other sign: the sign of an exact zero is part of the result (`1 / x` turns it
+/// into an infinity of that sign), so even an inexact op must keep it.
+fn zero_sign_differs(
+    g: &Graph,
+    got: &Tensor,
+    want: &Tensor,
+    isa: IsaChoice,
+    threads: usize,
+) -> Option<Mismatch> {
+    let (TensorData::F32(x), TensorData::F32(y)) = (&got.data, &want.data) else {
+        return None;
+    };
+    let i = x.iter().zip(y).position(|(a, b)| {
+        *a == 0.0 && *b == 0.0 && a.is_sign_negative() != b.is_sign_negative()
+    })?;
+    Some(Mismatch {
+        output: 0,
+        name: g
+            .outputs
+            .first()
+            .map(|&r| g.node(r).name.clone())
+            .unwrap_or_default(),
+        index: i,
+        jit: format!("{:e}", x[i]),
+        interp: format!("{:e}", y[i]),
+        isa,
+        threads,
+    })
+}
+
+/// `node` is an op the JIT computes bit-exactly like the interpreter (correctly
+/// rounded arithmetic, selections, comparisons, exact conversions), given the same
+/// inputs. An Add or Sub reading a Mul is not: `mul_add_to_fma` may fuse them.
+fn exact_op(g: &Graph, node: &snipjit_ir::Node) -> bool {
+    match &node.op {
+        Op::Unary(u) => {
+            UNARY.iter().any(|(op, exact)| op == u && *exact)
+                || STEP_UNARY.contains(u)
+                || matches!(u, UnaryOp::Clamp { .. } | UnaryOp::Not)
+        }
+        Op::Binary(b @ (BinaryOp::Add | BinaryOp::Sub)) => {
+            let _ = b;
+            !node
+                .inputs
+                .iter()
+                .any(|v| g.node(v.node).op == Op::Binary(BinaryOp::Mul))
+        }
+        Op::Binary(b) => {
+            BINARY.iter().any(|(op, exact)| op == b && *exact)
+                || COMPARE.contains(b)
+                || matches!(b, BinaryOp::And | BinaryOp::Or | BinaryOp::Xor)
+        }
+        Op::Select | Op::Convert { .. } | Op::Transpose { .. } => true,
+        _ => false,
+    }
 }
 
 fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
@@ -401,9 +722,15 @@ fn first_diff<T: PartialEq + fmt::Debug>(
 }
 
 /// `got` is close enough to the interpreter's `want` (see the module docs).
+///
+/// A negative `abs_tol` asks for bit equality (NaN still equals any NaN): zeros of
+/// different signs then differ.
 pub fn f32_close(got: f32, want: f32, cfg: &FuzzConfig) -> bool {
     if got.is_nan() || want.is_nan() {
         return got.is_nan() && want.is_nan();
+    }
+    if cfg.abs_tol < 0.0 {
+        return got.to_bits() == want.to_bits();
     }
     if got == want {
         return true;
