@@ -96,6 +96,13 @@ impl Default for FuzzConfig {
     }
 }
 
+impl FuzzConfig {
+    /// Case `case_index` runs in guard mode (see [`FuzzConfig::guard_every`]).
+    pub fn guarded(&self, case_index: u64) -> bool {
+        self.guard_every > 0 && case_index.is_multiple_of(self.guard_every)
+    }
+}
+
 /// The explicit ISAs this CPU supports (AVX-512, AVX2), best first.
 pub fn available_isas() -> Vec<IsaChoice> {
     [IsaChoice::Avx512, IsaChoice::Avx2]
@@ -215,7 +222,7 @@ impl CaseResult {
     pub fn shrink(&self, cfg: &FuzzConfig, budget: usize) -> Option<Shrunk> {
         let (isa, threads) = self.failing_run()?;
         let case = generate(self.seed, self.case_index, cfg).ok()?;
-        let guarded = cfg.guard_every > 0 && self.case_index % cfg.guard_every == 0;
+        let guarded = cfg.guarded(self.case_index);
         shrink(&case, isa, threads, cfg, guarded, budget)
     }
 }
@@ -315,7 +322,7 @@ pub fn run_case(seed: u64, case_index: u64, cfg: &FuzzConfig) -> CaseResult {
             return result;
         }
     };
-    let guarded = cfg.guard_every > 0 && case_index % cfg.guard_every == 0;
+    let guarded = cfg.guarded(case_index);
     for &isa in &cfg.isas {
         for &threads in &cfg.threads {
             let v = judge(&case, &want, cfg, isa, threads, guarded);

@@ -283,10 +283,7 @@ impl Shrinker<'_> {
         }
         for key in keys {
             let mut key = key;
-            loop {
-                let Some(size) = self.group_size(&key) else {
-                    break;
-                };
+            while let Some(size) = self.group_size(&key) {
                 let mut sizes = vec![1, size / 2, size.saturating_sub(1)];
                 sizes.dedup();
                 let mut shrunk = None;

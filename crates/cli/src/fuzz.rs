@@ -111,7 +111,7 @@ impl Tally {
         }
         self.done += 1;
         let step = (self.total / 20).max(1);
-        if self.done % step == 0 || self.last_report.elapsed() >= Duration::from_secs(1) {
+        if self.done.is_multiple_of(step) || self.last_report.elapsed() >= Duration::from_secs(1) {
             self.last_report = Instant::now();
             eprintln!(
                 "[{:>3}%] {}/{} cases, {} mismatches, {} crashes, {:.1} s",
