@@ -1190,6 +1190,61 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// An attention-shaped block, `softmax(Q K^T [* or / scale] [+ mask]) V`: Q, K and V are exact values of `x`'s type (often
+    /// `x` itself), K is transposed by the MatMul flag or by a Transpose node, the
+    /// scale sits on the scores, and the mask (another `S S^T`) is added before the
+    /// Softmax. The MHA tokenizer's pattern; today it runs on the interpreter.
+    fn add_attention(&mut self, x: Val) -> GenResult<()> {
+        let mm = |a, b| Op::MatMul {
+            transpose_a: a,
+            transpose_b: b,
+        };
+        let ty = self.g.value_type(x.v).clone();
+        let same: Vec<Val> = self
+            .f32s
+            .iter()
+            .filter(|v| v.exact && *self.g.value_type(v.v) == ty)
+            .copied()
+            .collect();
+        let pick = |b: &mut Self| {
+            if b.rng.one_in(2) {
+                x
+            } else {
+                b.rng.pick(&same)
+            }
+        };
+        let (q, k, v) = (pick(self), pick(self), pick(self));
+        let rank = x.rank;
+        let mut perm: Vec<usize> = (0..rank).collect();
+        perm.swap(rank - 1, rank - 2);
+        let mut s = if self.rng.one_in(3) {
+            let kt = self.op(Op::Transpose { perm: perm.clone() }, &[k.v])?;
+            self.op(mm(false, false), &[q.v, kt])?
+        } else {
+            self.op(mm(false, true), &[q.v, k.v])?
+        };
+        match self.rng.below(3) {
+            0 => {
+                let c = self.scalar(0.125)?;
+                s = self.op(Op::Binary(BinaryOp::Mul), &[s, c])?;
+            }
+            1 => {
+                let c = self.scalar(8.0)?;
+                s = self.op(Op::Binary(BinaryOp::Div), &[s, c])?;
+            }
+            _ => {}
+        }
+        if self.rng.one_in(3) {
+            let m = pick(self);
+            let mask = self.op(mm(false, true), &[m.v, m.v])?;
+            s = self.op(Op::Binary(BinaryOp::Add), &[s, mask])?;
+        }
+        let s = self.op(Op::Softmax { axis: -1 }, &[s])?;
+        let out = self.op(mm(false, false), &[s, v.v])?;
+        self.push(out, false, false);
+        Ok(())
+    }
+
     /// Ops the elementwise tokenizer leaves to the interpreter: Softmax and ReduceSum
     /// over the last axis, attention-like `(x x^T) x`, and a transposed detour.
     /// Their inputs are exact, so the interpreter sees the same values in both runs.
@@ -1212,16 +1267,7 @@ impl Builder<'_> {
                 let v = self.op(op, &[x.v])?;
                 self.push(v, false, false);
             }
-            2 if rank >= 2 => {
-                let mm = |a, b| Op::MatMul {
-                    transpose_a: a,
-                    transpose_b: b,
-                };
-                let s = self.op(mm(false, true), &[x.v, x.v])?;
-                let s = self.op(Op::Softmax { axis: -1 }, &[s])?;
-                let v = self.op(mm(false, false), &[s, x.v])?;
-                self.push(v, false, false);
-            }
+            2 if rank >= 2 => self.add_attention(x)?,
             _ if rank >= 2 => {
                 let mut perm: Vec<usize> = (0..rank).collect();
                 perm.swap(rank - 1, rank - 2);

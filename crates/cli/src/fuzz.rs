@@ -409,8 +409,8 @@ mod tests {
         assert!(fuzz::guard::guarded_allocations() > before);
     }
 
-    /// Seed 8 case 279 (NaN/inf inputs) fails today: the general Pow emitter gives NaN
-    /// for `pow(-inf, 1.5)` (tests/regressions/known/). `--first` runs it alone; the
+    /// Seed 8 case 849 (NaN/inf inputs) fails today: the general Pow emitter gives NaN
+    /// for `pow(-inf, non-integer)` (tests/regressions/known/). `--first` runs it alone; the
     /// run counts it, saves the model and shrinks it to a regression file that parses
     /// back and still fails. (Once that bug is fixed, use another known case.)
     #[test]
@@ -418,7 +418,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("snipjit-fuzz-test-{}", std::process::id()));
         let mut out = Vec::new();
         let a = FuzzArgs {
-            first: 279,
+            first: 849,
             nan_inf: true,
             save_failures: Some(dir.join("saved")),
             shrink: Some(dir.join("shrunk")),
@@ -429,11 +429,11 @@ mod tests {
             summary(out),
             "cases run: 1, mismatches: 1, crashes: 0, amplified: 0"
         );
-        let saved = std::fs::read_to_string(dir.join("saved/seed8_case279.sg")).unwrap();
-        assert!(saved.starts_with("# snipjit fuzz: seed 8 case 279 "));
+        let saved = std::fs::read_to_string(dir.join("saved/seed8_case849.sg")).unwrap();
+        assert!(saved.starts_with("# snipjit fuzz: seed 8 case 849 "));
         assert!(snipjit::parse_model(&saved, "saved.sg").is_ok());
-        let shrunk = std::fs::read_to_string(dir.join("shrunk/seed8_case279.sg")).unwrap();
-        assert!(shrunk.starts_with("# snipjit regression: fuzz seed 8 case 279, shrunk to "));
+        let shrunk = std::fs::read_to_string(dir.join("shrunk/seed8_case849.sg")).unwrap();
+        assert!(shrunk.starts_with("# snipjit regression: fuzz seed 8 case 849, shrunk to "));
         let case = fuzz::parse_regression(&shrunk, "shrunk.sg").unwrap();
         assert!(
             case.graph.nodes.len() < saved.lines().count() / 2,
