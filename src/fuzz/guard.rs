@@ -25,8 +25,9 @@
 //! call) use the system allocator. A block whose size is not a multiple of its
 //! alignment ends up to `align - 1` bytes before the guard page.
 //!
-//! Cost: three system calls per allocation and one page fault per page touched, so
-//! guarded runs are several times slower; the fuzzer uses them for a share of cases.
+//! Cost: three system calls per allocation and one page fault per page touched
+//! (freed one-page blocks are kept and reused, which saves both for most blocks), so
+//! guarded runs are several times slower; the CI fuzz test guards a third of its cases.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
@@ -54,13 +55,23 @@ struct Table {
     base: [usize; CAP],
     len: [usize; CAP],
     used: usize,
+    /// Freed mappings of one data page (three pages with the guards), kept for
+    /// reuse: most blocks are small, and reuse saves three system calls and a page
+    /// fault per allocation.
+    spare: [usize; SPARE],
+    spares: usize,
 }
+
+/// Freed one-page mappings kept for reuse at most.
+const SPARE: usize = 256;
 
 static TABLE: Mutex<Table> = Mutex::new(Table {
     ptr: [0; CAP],
     base: [0; CAP],
     len: [0; CAP],
     used: 0,
+    spare: [0; SPARE],
+    spares: 0,
 });
 
 fn slot(ptr: usize) -> usize {
@@ -153,30 +164,44 @@ unsafe fn guarded_alloc(layout: Layout) -> *mut u8 {
         return std::ptr::null_mut();
     };
     // SAFETY: an anonymous private mapping at an address of the kernel's choice.
-    let base = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_NONE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-            -1,
-            0,
-        )
+    let spare = if data_pages == 1 {
+        let mut t = lock();
+        t.spares.checked_sub(1).map(|n| {
+            t.spares = n;
+            t.spare[n]
+        })
+    } else {
+        None
     };
-    if base == libc::MAP_FAILED {
-        return std::ptr::null_mut();
-    }
-    let base = base as usize;
-    let data = base + page;
-    // SAFETY: the data pages lie inside the mapping just made.
-    let ok = unsafe {
-        libc::mprotect(
-            data as *mut libc::c_void,
-            data_pages * page,
-            libc::PROT_READ | libc::PROT_WRITE,
-        )
-    } == 0;
-    let end = data + data_pages * page;
+    let (base, ok) = match spare {
+        Some(base) => (base, true),
+        None => {
+            // SAFETY: an anonymous private mapping at an address of the kernel's choice.
+            let base = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            if base == libc::MAP_FAILED {
+                return std::ptr::null_mut();
+            }
+            // SAFETY: the data pages lie inside the mapping just made.
+            let ok = unsafe {
+                libc::mprotect(
+                    (base as usize + page) as *mut libc::c_void,
+                    data_pages * page,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                )
+            } == 0;
+            (base as usize, ok)
+        }
+    };
+    let end = base + page + data_pages * page;
     let ptr = (end - layout.size()) & !(layout.align() - 1);
     if !ok || !lock().insert(ptr, base, len) {
         // SAFETY: unmapping the mapping made above, which nothing references.
@@ -193,10 +218,18 @@ fn guarded_free(ptr: *mut u8) -> bool {
     if LIVE.load(Ordering::Relaxed) == 0 {
         return false;
     }
-    let Some((base, len)) = lock().remove(ptr as usize) else {
+    let mut t = lock();
+    let Some((base, len)) = t.remove(ptr as usize) else {
         return false;
     };
     LIVE.fetch_sub(1, Ordering::Relaxed);
+    if len == 3 * page_size() && t.spares < SPARE {
+        let n = t.spares;
+        t.spare[n] = base;
+        t.spares += 1;
+        return true;
+    }
+    drop(t);
     // SAFETY: the mapping was made by `guarded_alloc` for this block, which the
     // caller frees; no other block shares it.
     unsafe { libc::munmap(base as *mut libc::c_void, len) };
@@ -232,8 +265,15 @@ unsafe impl GlobalAlloc for GuardAlloc {
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         if active() && layout.size() > 0 {
-            // SAFETY: forwarded; fresh anonymous pages are zero.
-            return unsafe { self.alloc(layout) };
+            // SAFETY: forwarded; a reused mapping holds old data, so the block is
+            // zeroed here (it is `layout.size()` bytes long).
+            unsafe {
+                let p = self.alloc(layout);
+                if !p.is_null() {
+                    std::ptr::write_bytes(p, 0, layout.size());
+                }
+                return p;
+            }
         }
         // SAFETY: forwarded with the caller's layout.
         unsafe { System.alloc_zeroed(layout) }
@@ -308,6 +348,8 @@ mod tests {
             base: [0; CAP],
             len: [0; CAP],
             used: 0,
+            spare: [0; SPARE],
+            spares: 0,
         });
         // Keys that collide on purpose (same slot) and keys spread out.
         let keys: Vec<usize> = (1..2000).map(|i| i * 4096 + 64).collect();
