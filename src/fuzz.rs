@@ -36,8 +36,8 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use half::{bf16, f16};
 use snipjit_ir::{
-    BinaryOp, DType, Dim, GeluApprox, Graph, Op, ReduceKind, Shape, Tensor, TensorData, TensorType,
-    UnaryOp, ValueRef,
+    BinaryOp, DType, Dim, GeluApprox, Graph, NodeId, Op, ReduceKind, Shape, Tensor, TensorData,
+    TensorType, UnaryOp, ValueRef,
 };
 
 use crate::{Compiler, IsaChoice, Options};
@@ -479,11 +479,19 @@ pub fn first_bad_op(
     let Ok(order) = g.topo_order() else {
         return Some("the model has a cycle".into());
     };
+    // Only the ops the outputs depend on: a dead op's error explains nothing.
+    let mut live = vec![false; g.nodes.len()];
+    let mut work: Vec<NodeId> = g.outputs.clone();
+    while let Some(n) = work.pop() {
+        if !std::mem::replace(&mut live[n.index()], true) {
+            work.extend(g.node(n).inputs.iter().map(|v| v.node));
+        }
+    }
     let mut jit: Vec<Option<Tensor>> = vec![None; g.nodes.len()];
     for (&p, t) in g.inputs.iter().zip(&case.inputs) {
         jit[p.index()] = Some(t.clone());
     }
-    for &id in &order {
+    for &id in order.iter().filter(|id| live[id.index()]) {
         let node = g.node(id);
         match &node.op {
             Op::Parameter | Op::Result => continue,
