@@ -11,8 +11,8 @@
 //! - drop an unused graph input, or turn an input into a scalar Constant;
 //! - shrink the axes of one symbolic dim (or of one static size) in every input to
 //!   1, half or one less;
-//! - simplify input values: 0, 1, -1, 2, rounded, or three significant digits (each
-//!   candidate must print shorter, so the search ends).
+//! - simplify input values and scalar Constants: 0, 1, -1, 2, rounded, or three
+//!   significant digits (each candidate must print shorter, so the search ends).
 //!
 //! Types are re-inferred after every step, so a step that makes the graph invalid is
 //! simply rejected. [`regression_file`] writes the result as `.sg` text whose leading
@@ -154,6 +154,7 @@ impl Shrinker<'_> {
             progress |= self.shrink_axes();
             progress |= self.constant_inputs();
             progress |= self.simplify_values();
+            progress |= self.simplify_constants();
             if !progress || self.out_of_budget() || self.attempts == before {
                 return;
             }
@@ -414,6 +415,34 @@ impl Shrinker<'_> {
                         progress = true;
                         break;
                     }
+                }
+            }
+        }
+        progress
+    }
+}
+
+impl Shrinker<'_> {
+    /// Simpler values of scalar f32 Constants, as for inputs.
+    fn simplify_constants(&mut self) -> bool {
+        let mut progress = false;
+        for i in 0..self.cur.graph.nodes.len() {
+            let Op::Constant(t) = &self.cur.graph.nodes[i].op else {
+                continue;
+            };
+            let (true, TensorData::F32(v)) = (t.shape.is_empty(), &t.data) else {
+                continue;
+            };
+            let x = v[0];
+            for y in [0.0, 1.0, -1.0, 2.0, x.round(), sig3(x)] {
+                if cost(y) >= cost(x) || self.out_of_budget() {
+                    continue;
+                }
+                let mut case = self.cur.clone();
+                case.graph.nodes[i].op = Op::Constant(Tensor::scalar_f32(y));
+                if self.attempt(Some(case)) {
+                    progress = true;
+                    break;
                 }
             }
         }
