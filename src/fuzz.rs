@@ -4,22 +4,26 @@
 //! external RNG): an elementwise DAG of up to [`FuzzConfig::max_ops`] ops with forks
 //! and several outputs (unary, binary, comparisons with Select, Clamp, Pow with a
 //! scalar exponent, Convert round trips), sprinkled with ops that stay on the
-//! interpreter (Softmax, ReduceSum, MatMul, Transpose); shapes with tails, size-1
-//! broadcasts, dynamic dims and sometimes zero-size dims; inputs with large
-//! magnitudes, denormals and, on request, NaN and infinities.
+//! interpreter (Softmax, ReduceSum, attention-shaped MatMul/Softmax/MatMul blocks,
+//! Transpose); shapes with tails, size-1 broadcasts, dynamic dims and sometimes
+//! zero-size dims; inputs with large magnitudes, denormals and, on request, NaN and
+//! infinities.
 //!
 //! [`run_case`] compiles the model for every ISA and thread count of the config, runs
-//! it, and compares each output with [`snipjit_interp::run`]: ints and bools exactly,
-//! f32 with NaN equal to NaN, infinities equal only to themselves, and otherwise within
-//! [`FuzzConfig::ulps`] ULP, a relative and an absolute term.
+//! it (between guard pages for every [`FuzzConfig::guard_every`]-th case, see
+//! [`guard`]), and compares each output with [`snipjit_interp::run`]: ints and bools
+//! exactly, f32 with NaN equal to NaN, infinities equal only to themselves, and
+//! otherwise within [`FuzzConfig::ulps`] ULP, a relative and an absolute term.
 //!
 //! Discontinuous ops (comparisons, Floor/Ceil/Round/Sign, Mod, conversions to narrow
 //! types) only take values the JIT computes bit-exactly (see `Val::exact`), so a
-//! last-bit difference of a polynomial emitter never flips a branch and reports a
-//! false mismatch. Cancellation after an inexact op (`a - b` with `a` close to `b`) can
-//! still amplify an in-bound error past the tolerance; that is rare (about 1 case in
-//! 4000), and [`localize`] shows it: the first differing value then has inputs that
-//! themselves passed.
+//! last-bit difference of a polynomial emitter never flips a branch. A later op can
+//! still amplify an in-bound error past the tolerance (`x / 0` of a tiny value of the
+//! wrong sign, cancellation, overflow): an end-to-end difference is therefore
+//! re-checked op by op on the JIT's own values ([`first_bad_op`]), and passes (as
+//! [`CaseResult::amplified`]) when every op is within its tolerance; otherwise the
+//! first op out of tolerance is the [`CaseResult::culprit`]. [`shrink`] reduces a
+//! failing case to a small regression file ([`regression_file`]).
 //!
 //! ```
 //! use snipjit::fuzz::{self, FuzzConfig};
