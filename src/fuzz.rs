@@ -4,22 +4,26 @@
 //! external RNG): an elementwise DAG of up to [`FuzzConfig::max_ops`] ops with forks
 //! and several outputs (unary, binary, comparisons with Select, Clamp, Pow with a
 //! scalar exponent, Convert round trips), sprinkled with ops that stay on the
-//! interpreter (Softmax, ReduceSum, MatMul, Transpose); shapes with tails, size-1
-//! broadcasts, dynamic dims and sometimes zero-size dims; inputs with large
-//! magnitudes, denormals and, on request, NaN and infinities.
+//! interpreter (Softmax, ReduceSum, attention-shaped MatMul/Softmax/MatMul blocks,
+//! Transpose); shapes with tails, size-1 broadcasts, dynamic dims and sometimes
+//! zero-size dims; inputs with large magnitudes, denormals and, on request, NaN and
+//! infinities.
 //!
 //! [`run_case`] compiles the model for every ISA and thread count of the config, runs
-//! it, and compares each output with [`snipjit_interp::run`]: ints and bools exactly,
-//! f32 with NaN equal to NaN, infinities equal only to themselves, and otherwise within
-//! [`FuzzConfig::ulps`] ULP, a relative and an absolute term.
+//! it (between guard pages for every [`FuzzConfig::guard_every`]-th case, see
+//! [`guard`]), and compares each output with [`snipjit_interp::run`]: ints and bools
+//! exactly, f32 with NaN equal to NaN, infinities equal only to themselves, and
+//! otherwise within [`FuzzConfig::ulps`] ULP, a relative and an absolute term.
 //!
 //! Discontinuous ops (comparisons, Floor/Ceil/Round/Sign, Mod, conversions to narrow
 //! types) only take values the JIT computes bit-exactly (see `Val::exact`), so a
-//! last-bit difference of a polynomial emitter never flips a branch and reports a
-//! false mismatch. Cancellation after an inexact op (`a - b` with `a` close to `b`) can
-//! still amplify an in-bound error past the tolerance; that is rare (about 1 case in
-//! 4000), and [`localize`] shows it: the first differing value then has inputs that
-//! themselves passed.
+//! last-bit difference of a polynomial emitter never flips a branch. A later op can
+//! still amplify an in-bound error past the tolerance (`x / 0` of a tiny value of the
+//! wrong sign, cancellation, overflow): an end-to-end difference is therefore
+//! re-checked op by op on the JIT's own values ([`first_bad_op`]), and passes (as
+//! [`CaseResult::amplified`]) when every op is within its tolerance; otherwise the
+//! first op out of tolerance is the [`CaseResult::culprit`]. [`shrink`] reduces a
+//! failing case to a small regression file ([`regression_file`]).
 //!
 //! ```
 //! use snipjit::fuzz::{self, FuzzConfig};
@@ -36,11 +40,16 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 
 use half::{bf16, f16};
 use snipjit_ir::{
-    BinaryOp, DType, Dim, GeluApprox, Graph, Op, ReduceKind, Shape, Tensor, TensorData, TensorType,
-    UnaryOp, ValueRef,
+    BinaryOp, DType, Dim, GeluApprox, Graph, NodeId, Op, ReduceKind, Shape, Tensor, TensorData,
+    TensorType, UnaryOp, ValueRef,
 };
 
 use crate::{Compiler, IsaChoice, Options};
+
+pub mod guard;
+mod shrink;
+
+pub use shrink::{RegressionError, Shrunk, parse_regression, regression_file, shrink};
 
 /// What [`generate`] and [`run_case`] do.
 #[derive(Clone, Debug, PartialEq)]
@@ -62,6 +71,16 @@ pub struct FuzzConfig {
     pub rel_tol: f64,
     /// Absolute tolerance added to the above.
     pub abs_tol: f64,
+    /// Guard mode for every `guard_every`-th case (0: never, 1: every case): the
+    /// inputs, the outputs and every tensor the run allocates sit between
+    /// `PROT_NONE` guard pages ([`guard`]), so an out-of-bounds kernel access faults.
+    /// Needs [`guard::GuardAlloc`] as the global allocator; without it such runs
+    /// report a crash saying so.
+    pub guard_every: u64,
+    /// Re-check an end-to-end mismatch op by op on the JIT's own values
+    /// ([`first_bad_op`]) and pass it when every op is within tolerance (default).
+    /// Off, every end-to-end difference past the tolerance is a mismatch.
+    pub op_by_op: bool,
 }
 
 impl Default for FuzzConfig {
@@ -75,7 +94,16 @@ impl Default for FuzzConfig {
             ulps: 32,
             rel_tol: 1e-5,
             abs_tol: 1e-6,
+            guard_every: 0,
+            op_by_op: true,
         }
+    }
+}
+
+impl FuzzConfig {
+    /// Case `case_index` runs in guard mode (see [`FuzzConfig::guard_every`]).
+    pub fn guarded(&self, case_index: u64) -> bool {
+        self.guard_every > 0 && case_index.is_multiple_of(self.guard_every)
     }
 }
 
@@ -144,9 +172,13 @@ pub struct CaseResult {
     pub model_text: String,
     /// The concrete input shapes.
     pub input_shapes: Vec<Vec<usize>>,
-    /// For a mismatch: the first value (in topological order) that differs when it
-    /// alone is the model's output, from [`localize`].
+    /// For a mismatch: the first op (in topological order) whose JIT value differs
+    /// from the interpreter's evaluation of it on the JIT's values of its inputs
+    /// ([`first_bad_op`]).
     pub culprit: Option<String>,
+    /// For a pass: an end-to-end difference past the tolerance that every op explains
+    /// (an in-bound error amplified downstream), described.
+    pub amplified: Option<String>,
 }
 
 impl CaseResult {
@@ -166,10 +198,57 @@ impl CaseResult {
             s.push_str(&format!("# {line}\n"));
         }
         if let Some(c) = &self.culprit {
-            s.push_str(&format!("# first differing value: {c}\n"));
+            s.push_str(&format!("# first op out of tolerance: {c}\n"));
         }
         s.push_str(&self.model_text);
         s
+    }
+}
+
+impl CaseResult {
+    /// The failing run's ISA and thread count (`None` for a pass or a failure outside
+    /// the JIT).
+    pub fn failing_run(&self) -> Option<(IsaChoice, usize)> {
+        match &self.outcome {
+            Outcome::Mismatch(m) => Some((m.isa, m.threads)),
+            Outcome::Crash {
+                isa: Some(i),
+                threads: Some(t),
+                ..
+            } => Some((*i, *t)),
+            _ => None,
+        }
+    }
+
+    /// Regenerates the failing case and [`shrink`]s it on the failing ISA and thread
+    /// count, with at most `budget` attempts. `None` for a pass, a failure outside the
+    /// JIT, or a case that no longer fails.
+    pub fn shrink(&self, cfg: &FuzzConfig, budget: usize) -> Option<Shrunk> {
+        let (isa, threads) = self.failing_run()?;
+        let case = generate(self.seed, self.case_index, cfg).ok()?;
+        let guarded = cfg.guarded(self.case_index);
+        shrink(&case, isa, threads, cfg, guarded, budget)
+    }
+}
+
+impl Shrunk {
+    /// The regression file of a case shrunk from `from` (see [`regression_file`]).
+    pub fn file(&self, from: &CaseResult) -> String {
+        let nodes = |g: &Graph| {
+            g.nodes
+                .iter()
+                .filter(|n| !matches!(n.op, Op::Parameter | Op::Result | Op::Constant(_)))
+                .count()
+        };
+        let comment = format!(
+            "snipjit regression: fuzz seed {} case {}, shrunk to {} ops in {} attempts\n{}",
+            from.seed,
+            from.case_index,
+            nodes(&self.case.graph),
+            self.attempts,
+            self.outcome
+        );
+        regression_file(&self.case, &comment)
     }
 }
 
@@ -208,6 +287,7 @@ pub fn run_case(seed: u64, case_index: u64, cfg: &FuzzConfig) -> CaseResult {
         model_text: String::new(),
         input_shapes: vec![],
         culprit: None,
+        amplified: None,
     };
     let crash = |isa, threads, message| Outcome::Crash {
         isa,
@@ -246,79 +326,407 @@ pub fn run_case(seed: u64, case_index: u64, cfg: &FuzzConfig) -> CaseResult {
             return result;
         }
     };
+    let guarded = cfg.guarded(case_index);
     for &isa in &cfg.isas {
         for &threads in &cfg.threads {
-            let outcome = check(&case.graph, &case.inputs, &want, cfg, isa, threads);
-            if outcome != Outcome::Pass {
-                if matches!(outcome, Outcome::Mismatch(_)) {
-                    result.culprit = localize(&case, isa, threads, cfg);
-                }
-                result.outcome = outcome;
+            let v = judge(&case, &want, cfg, isa, threads, guarded);
+            if v.outcome != Outcome::Pass {
+                result.outcome = v.outcome;
+                result.culprit = v.culprit;
                 return result;
+            }
+            if result.amplified.is_none() {
+                result.amplified = v.amplified;
             }
         }
     }
     result
 }
 
-/// Compiles and runs `graph` on one ISA and thread count and compares with `want`.
-fn check(
-    graph: &Graph,
-    inputs: &[Tensor],
+/// Runs `case` on the interpreter and on one ISA and thread count (between guard
+/// pages if `guarded`, see [`guard`]) and judges the outputs as [`run_case`] does
+/// (an end-to-end difference that every op explains is a pass). An interpreter
+/// failure is a crash with no ISA.
+pub fn check_case(
+    case: &Case,
+    isa: IsaChoice,
+    threads: usize,
+    cfg: &FuzzConfig,
+    guarded: bool,
+) -> Outcome {
+    match catch_unwind(|| snipjit_interp::run(&case.graph, &case.inputs)) {
+        Ok(Ok(want)) => judge(case, &want, cfg, isa, threads, guarded).outcome,
+        Ok(Err(e)) => Outcome::Crash {
+            isa: None,
+            threads: None,
+            message: format!("interpreter: {e}"),
+        },
+        Err(p) => Outcome::Crash {
+            isa: None,
+            threads: None,
+            message: format!("interpreter panicked: {}", panic_text(&p)),
+        },
+    }
+}
+
+/// The judgement of one run.
+struct Verdict {
+    outcome: Outcome,
+    culprit: Option<String>,
+    amplified: Option<String>,
+}
+
+/// Runs `case` on one ISA and thread count and compares with the interpreter's `want`.
+/// An end-to-end mismatch is then re-checked op by op on the JIT's own values
+/// ([`first_bad_op`]): if every op is within tolerance, the difference is an in-bound
+/// error amplified downstream and the run passes (`amplified` says where).
+fn judge(
+    case: &Case,
     want: &[Tensor],
     cfg: &FuzzConfig,
     isa: IsaChoice,
     threads: usize,
-) -> Outcome {
-    let run = || -> Result<Vec<Tensor>, crate::Error> {
-        Compiler::new(Options { threads, isa })?
-            .compile(graph.clone())?
-            .run(inputs)
+    guarded: bool,
+) -> Verdict {
+    let got = match run_jit(&case.graph, &case.inputs, isa, threads, guarded) {
+        Ok(got) => got,
+        Err(outcome) => {
+            return Verdict {
+                outcome,
+                culprit: None,
+                amplified: None,
+            };
+        }
     };
+    let Some(m) = compare(&case.graph, &got, want, cfg, isa, threads) else {
+        return Verdict {
+            outcome: Outcome::Pass,
+            culprit: None,
+            amplified: None,
+        };
+    };
+    if !cfg.op_by_op {
+        return Verdict {
+            outcome: Outcome::Mismatch(m),
+            culprit: None,
+            amplified: None,
+        };
+    }
+    match first_bad_op(case, &got, cfg, isa, threads) {
+        Some(culprit) => Verdict {
+            outcome: Outcome::Mismatch(m),
+            culprit: Some(culprit),
+            amplified: None,
+        },
+        None => Verdict {
+            outcome: Outcome::Pass,
+            culprit: None,
+            amplified: Some(Outcome::Mismatch(m).to_string()),
+        },
+    }
+}
+
+/// Compiles and runs `graph` on one ISA and thread count: the outputs, or the crash.
+fn run_jit(
+    graph: &Graph,
+    inputs: &[Tensor],
+    isa: IsaChoice,
+    threads: usize,
+    guarded: bool,
+) -> Result<Vec<Tensor>, Outcome> {
     let crash = |message| Outcome::Crash {
         isa: Some(isa),
         threads: Some(threads),
         message,
     };
+    if guarded && !guard::installed() {
+        return Err(crash(
+            "guard mode needs snipjit::fuzz::guard::GuardAlloc as the global allocator".into(),
+        ));
+    }
+    let run = || -> Result<Vec<Tensor>, crate::Error> {
+        let model = Compiler::new(Options { threads, isa })?.compile(graph.clone())?;
+        if !guarded {
+            return model.run(inputs);
+        }
+        // Inputs cloned in the scope, the outputs and every intermediate tensor of
+        // the run end at a guard page.
+        guard::scope(|| {
+            let ins = inputs.to_vec();
+            let mut outs = vec![];
+            model.run_into(&ins, &mut outs)?;
+            Ok(outs)
+        })
+    };
     match catch_unwind(AssertUnwindSafe(run)) {
-        Ok(Ok(got)) => match compare(graph, &got, want, cfg, isa, threads) {
-            Some(m) => Outcome::Mismatch(m),
-            None => Outcome::Pass,
-        },
-        Ok(Err(e)) => crash(e.to_string()),
-        Err(p) => crash(format!("panic: {}", panic_text(&p))),
+        Ok(Ok(got)) => Ok(got),
+        Ok(Err(e)) => Err(crash(e.to_string())),
+        Err(p) => Err(crash(format!("panic: {}", panic_text(&p)))),
     }
 }
 
-/// Finds the first value (in topological order) that differs between the JIT and the
-/// interpreter when it alone is the output of the model (its ancestors only), and
-/// describes it: `v5 = Mish(v4): <what differed>`. `None` if no single value differs.
-pub fn localize(case: &Case, isa: IsaChoice, threads: usize, cfg: &FuzzConfig) -> Option<String> {
+/// Checks every op of `case` on the JIT's own values: each value is computed by the
+/// JIT alone (the model cut down to that value as its only output), and each op,
+/// evaluated by the interpreter on the JIT's values of its inputs, must match the
+/// JIT's value of its output within the per-op tolerance of `cfg`; each model output
+/// `got` must match the JIT's value of the same node computed alone. Returns the
+/// first op or output that does not, described, or `None` when every op is within
+/// tolerance, i.e. an end-to-end difference is an in-bound error amplified downstream.
+pub fn first_bad_op(
+    case: &Case,
+    got: &[Tensor],
+    cfg: &FuzzConfig,
+    isa: IsaChoice,
+    threads: usize,
+) -> Option<String> {
     let g = &case.graph;
-    for id in g.topo_order().ok()? {
+    let Ok(order) = g.topo_order() else {
+        return Some("the model has a cycle".into());
+    };
+    // Only the ops the outputs depend on: a dead op's error explains nothing.
+    let mut live = vec![false; g.nodes.len()];
+    let mut work: Vec<NodeId> = g.outputs.clone();
+    while let Some(n) = work.pop() {
+        if !std::mem::replace(&mut live[n.index()], true) {
+            work.extend(g.node(n).inputs.iter().map(|v| v.node));
+        }
+    }
+    let mut jit: Vec<Option<Tensor>> = vec![None; g.nodes.len()];
+    for (&p, t) in g.inputs.iter().zip(&case.inputs) {
+        jit[p.index()] = Some(t.clone());
+    }
+    for &id in order.iter().filter(|id| live[id.index()]) {
         let node = g.node(id);
-        if matches!(node.op, Op::Parameter | Op::Result | Op::Constant(_)) {
-            continue;
+        match &node.op {
+            Op::Parameter | Op::Result => continue,
+            Op::Constant(t) => {
+                jit[id.index()] = Some(t.clone());
+                continue;
+            }
+            _ => {}
+        }
+        let desc = || {
+            let args: Vec<&str> = node.inputs.iter().map(|&v| g.value_name(v)).collect();
+            format!(
+                "{} = {}({})",
+                node.outputs[0].name,
+                node.op.name(),
+                args.join(", ")
+            )
+        };
+        if node.outputs.len() != 1 {
+            return Some(format!("{}: several outputs, not checked", desc()));
         }
         let mut probe = g.clone();
         probe.outputs.clear();
         probe.add_output("probe", ValueRef::new(id, 0));
-        probe.remove_dead().ok()?;
-        let Ok(Ok(want)) = catch_unwind(|| snipjit_interp::run(&probe, &case.inputs)) else {
-            continue;
+        if probe.remove_dead().is_err() {
+            return Some(format!("{}: cannot cut the model down to it", desc()));
+        }
+        let value = match run_jit(&probe, &case.inputs, isa, threads, false) {
+            Ok(mut v) if v.len() == 1 => v.pop().expect("one output"),
+            Ok(_) => return Some(format!("{}: the cut model has no output", desc())),
+            Err(e) => return Some(format!("{}: {e}", desc())),
         };
-        let outcome = check(&probe, &case.inputs, &want, cfg, isa, threads);
-        if outcome != Outcome::Pass {
-            let args: Vec<&str> = node.inputs.iter().map(|&v| g.value_name(v)).collect();
+        // The op alone, on the JIT's values of its inputs.
+        let mut one = Graph::new("op");
+        let mut args = vec![];
+        let mut arg_values = vec![];
+        for (k, &v) in node.inputs.iter().enumerate() {
+            args.push(one.add_input(format!("a{k}"), g.value_type(v).clone()));
+            let Some(t) = jit[v.node.index()].clone() else {
+                return Some(format!("{}: no JIT value of input {k}", desc()));
+            };
+            arg_values.push(t);
+        }
+        let Ok(out) = one.add_op(node.outputs[0].name.clone(), node.op.clone(), &args) else {
+            return Some(format!("{}: cannot be rebuilt alone", desc()));
+        };
+        one.add_output(node.outputs[0].name.clone(), out);
+        let want = match catch_unwind(|| snipjit_interp::run(&one, &arg_values)) {
+            Ok(Ok(w)) => w,
+            _ => {
+                return Some(format!(
+                    "{}: the interpreter fails on the JIT's inputs",
+                    desc()
+                ));
+            }
+        };
+        let got_one = std::slice::from_ref(&value);
+        let bad = if exact_op(g, node) {
+            compare(&one, got_one, &want, &EXACT, isa, threads)
+        } else {
+            compare(&one, got_one, &want, cfg, isa, threads)
+                .or_else(|| zero_sign_differs(&one, &value, &want[0], isa, threads))
+        };
+        // `mul_add_to_fma` may have fused an Add/Sub with the Mul it reads: then the
+        // reference is the fused a * b + c, rounded once (which differs most at
+        // overflow: fma(3.4e38, -4, inf) = inf, where -inf + inf = NaN).
+        let bad = bad.filter(|_| {
+            fused_reference(g, node, &jit, value.shape.clone())
+                .is_none_or(|fused| compare(&one, got_one, &[fused], cfg, isa, threads).is_some())
+        });
+        if let Some(m) = bad {
             return Some(format!(
-                "{} = {}({}): {outcome}",
-                node.outputs[0].name,
-                node.op.name(),
-                args.join(", ")
+                "{}: on the JIT's values of its inputs: {}",
+                desc(),
+                Outcome::Mismatch(m)
+            ));
+        }
+        jit[id.index()] = Some(value);
+    }
+    for (k, &r) in g.outputs.iter().enumerate() {
+        let v = g.node(r).inputs[0];
+        let (Some(alone), Some(got_k)) = (jit[v.node.index()].as_ref(), got.get(k)) else {
+            return Some(format!("output {k}: no JIT value to compare"));
+        };
+        let mut one = Graph::new("out");
+        let x = one.add_input("x", g.value_type(v).clone());
+        one.add_output(g.node(r).name.clone(), x);
+        let (got_k, alone) = (std::slice::from_ref(got_k), std::slice::from_ref(alone));
+        if let Some(m) = compare(&one, got_k, alone, cfg, isa, threads) {
+            return Some(format!(
+                "output {k} differs from the JIT's value of {} computed alone: {}",
+                g.value_name(v),
+                Outcome::Mismatch(m)
             ));
         }
     }
     None
+}
+
+/// The comparison of ops the JIT computes bit-exactly: no tolerance, and zeros must
+/// have the same sign (see [`f32_close`]).
+const EXACT: FuzzConfig = FuzzConfig {
+    max_ops: 0,
+    nan_inf: false,
+    isas: vec![],
+    threads: vec![],
+    big_every: 0,
+    ulps: 0,
+    rel_tol: -1.0,
+    abs_tol: -1.0,
+    guard_every: 0,
+    op_by_op: false,
+};
+
+/// For an Add or Sub reading a Mul, `a * b + c` (or `- c`, or `c - a * b`) with one
+/// rounding (`f32::mul_add`), on the JIT's values of a, b and c broadcast to `shape`;
+/// `None` for other nodes or when a value is missing or not f32.
+fn fused_reference(
+    g: &Graph,
+    node: &snipjit_ir::Node,
+    jit: &[Option<Tensor>],
+    shape: Vec<usize>,
+) -> Option<Tensor> {
+    let sub = match node.op {
+        Op::Binary(BinaryOp::Add) => false,
+        Op::Binary(BinaryOp::Sub) => true,
+        _ => return None,
+    };
+    let [x, y] = node.inputs[..] else { return None };
+    // Which side is the product (the first Mul, as the fusion pass takes it).
+    let is_mul = |v: ValueRef| g.node(v.node).op == Op::Binary(BinaryOp::Mul);
+    let (p, c, product_first) = if is_mul(x) {
+        (x, y, true)
+    } else if is_mul(y) {
+        (y, x, false)
+    } else {
+        return None;
+    };
+    let [a, b] = g.node(p.node).inputs[..] else {
+        return None;
+    };
+    // Broadcast a, b and c to the output shape on the interpreter (x * 1 keeps every
+    // value, -0 and NaN included).
+    let mut bg = Graph::new("broadcast");
+    let n: usize = shape.iter().product();
+    let ones = Tensor::new(shape.clone(), TensorData::F32(vec![1.0; n])).ok()?;
+    let one = bg.add_op("ones", Op::Constant(ones), &[]).ok()?;
+    let mut args = vec![];
+    for (k, v) in [a, b, c].into_iter().enumerate() {
+        let t = jit[v.node.index()].clone()?;
+        let x = bg.add_input(format!("x{k}"), g.value_type(v).clone());
+        let y = bg
+            .add_op(format!("y{k}"), Op::Binary(BinaryOp::Mul), &[x, one])
+            .ok()?;
+        bg.add_output(format!("y{k}"), y);
+        args.push(t);
+    }
+    let outs = catch_unwind(|| snipjit_interp::run(&bg, &args))
+        .ok()?
+        .ok()?;
+    let [TensorData::F32(a), TensorData::F32(b), TensorData::F32(c)] =
+        [&outs[0].data, &outs[1].data, &outs[2].data]
+    else {
+        return None;
+    };
+    let r = (0..n)
+        .map(|i| match (sub, product_first) {
+            (false, _) => a[i].mul_add(b[i], c[i]),
+            (true, true) => a[i].mul_add(b[i], -c[i]),
+            (true, false) => (-a[i]).mul_add(b[i], c[i]),
+        })
+        .collect();
+    Tensor::new(shape, TensorData::F32(r)).ok()
+}
+
+/// The first element where the interpreter has an exact zero and the JIT the zero of
+/// the other sign: the sign of an exact zero is part of the result (`1 / x` turns it
+/// into an infinity of that sign), so even an inexact op must keep it.
+fn zero_sign_differs(
+    g: &Graph,
+    got: &Tensor,
+    want: &Tensor,
+    isa: IsaChoice,
+    threads: usize,
+) -> Option<Mismatch> {
+    let (TensorData::F32(x), TensorData::F32(y)) = (&got.data, &want.data) else {
+        return None;
+    };
+    let i = x.iter().zip(y).position(|(a, b)| {
+        *a == 0.0 && *b == 0.0 && a.is_sign_negative() != b.is_sign_negative()
+    })?;
+    Some(Mismatch {
+        output: 0,
+        name: g
+            .outputs
+            .first()
+            .map(|&r| g.node(r).name.clone())
+            .unwrap_or_default(),
+        index: i,
+        jit: format!("{:e}", x[i]),
+        interp: format!("{:e}", y[i]),
+        isa,
+        threads,
+    })
+}
+
+/// `node` is an op the JIT computes bit-exactly like the interpreter (correctly
+/// rounded arithmetic, selections, comparisons, exact conversions), given the same
+/// inputs. An Add or Sub reading a Mul is not: `mul_add_to_fma` may fuse them.
+fn exact_op(g: &Graph, node: &snipjit_ir::Node) -> bool {
+    match &node.op {
+        Op::Unary(u) => {
+            UNARY.iter().any(|(op, exact)| op == u && *exact)
+                || STEP_UNARY.contains(u)
+                || matches!(u, UnaryOp::Clamp { .. } | UnaryOp::Not)
+        }
+        Op::Binary(b @ (BinaryOp::Add | BinaryOp::Sub)) => {
+            let _ = b;
+            !node
+                .inputs
+                .iter()
+                .any(|v| g.node(v.node).op == Op::Binary(BinaryOp::Mul))
+        }
+        Op::Binary(b) => {
+            BINARY.iter().any(|(op, exact)| op == b && *exact)
+                || COMPARE.contains(b)
+                || matches!(b, BinaryOp::And | BinaryOp::Or | BinaryOp::Xor)
+        }
+        Op::Select | Op::Convert { .. } | Op::Transpose { .. } => true,
+        _ => false,
+    }
 }
 
 fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
@@ -401,9 +809,15 @@ fn first_diff<T: PartialEq + fmt::Debug>(
 }
 
 /// `got` is close enough to the interpreter's `want` (see the module docs).
+///
+/// A negative `abs_tol` asks for bit equality (NaN still equals any NaN): zeros of
+/// different signs then differ.
 pub fn f32_close(got: f32, want: f32, cfg: &FuzzConfig) -> bool {
     if got.is_nan() || want.is_nan() {
         return got.is_nan() && want.is_nan();
+    }
+    if cfg.abs_tol < 0.0 {
+        return got.to_bits() == want.to_bits();
     }
     if got == want {
         return true;
@@ -856,6 +1270,61 @@ impl Builder<'_> {
         Ok(())
     }
 
+    /// An attention-shaped block, `softmax(Q K^T [* or / scale] [+ mask]) V`: Q, K and V are exact values of `x`'s type (often
+    /// `x` itself), K is transposed by the MatMul flag or by a Transpose node, the
+    /// scale sits on the scores, and the mask (another `S S^T`) is added before the
+    /// Softmax. The MHA tokenizer's pattern; today it runs on the interpreter.
+    fn add_attention(&mut self, x: Val) -> GenResult<()> {
+        let mm = |a, b| Op::MatMul {
+            transpose_a: a,
+            transpose_b: b,
+        };
+        let ty = self.g.value_type(x.v).clone();
+        let same: Vec<Val> = self
+            .f32s
+            .iter()
+            .filter(|v| v.exact && *self.g.value_type(v.v) == ty)
+            .copied()
+            .collect();
+        let pick = |b: &mut Self| {
+            if b.rng.one_in(2) {
+                x
+            } else {
+                b.rng.pick(&same)
+            }
+        };
+        let (q, k, v) = (pick(self), pick(self), pick(self));
+        let rank = x.rank;
+        let mut perm: Vec<usize> = (0..rank).collect();
+        perm.swap(rank - 1, rank - 2);
+        let mut s = if self.rng.one_in(3) {
+            let kt = self.op(Op::Transpose { perm: perm.clone() }, &[k.v])?;
+            self.op(mm(false, false), &[q.v, kt])?
+        } else {
+            self.op(mm(false, true), &[q.v, k.v])?
+        };
+        match self.rng.below(3) {
+            0 => {
+                let c = self.scalar(0.125)?;
+                s = self.op(Op::Binary(BinaryOp::Mul), &[s, c])?;
+            }
+            1 => {
+                let c = self.scalar(8.0)?;
+                s = self.op(Op::Binary(BinaryOp::Div), &[s, c])?;
+            }
+            _ => {}
+        }
+        if self.rng.one_in(3) {
+            let m = pick(self);
+            let mask = self.op(mm(false, true), &[m.v, m.v])?;
+            s = self.op(Op::Binary(BinaryOp::Add), &[s, mask])?;
+        }
+        let s = self.op(Op::Softmax { axis: -1 }, &[s])?;
+        let out = self.op(mm(false, false), &[s, v.v])?;
+        self.push(out, false, false);
+        Ok(())
+    }
+
     /// Ops the elementwise tokenizer leaves to the interpreter: Softmax and ReduceSum
     /// over the last axis, attention-like `(x x^T) x`, and a transposed detour.
     /// Their inputs are exact, so the interpreter sees the same values in both runs.
@@ -878,16 +1347,7 @@ impl Builder<'_> {
                 let v = self.op(op, &[x.v])?;
                 self.push(v, false, false);
             }
-            2 if rank >= 2 => {
-                let mm = |a, b| Op::MatMul {
-                    transpose_a: a,
-                    transpose_b: b,
-                };
-                let s = self.op(mm(false, true), &[x.v, x.v])?;
-                let s = self.op(Op::Softmax { axis: -1 }, &[s])?;
-                let v = self.op(mm(false, false), &[s, x.v])?;
-                self.push(v, false, false);
-            }
+            2 if rank >= 2 => self.add_attention(x)?,
             _ if rank >= 2 => {
                 let mut perm: Vec<usize> = (0..rank).collect();
                 perm.swap(rank - 1, rank - 2);
