@@ -15,11 +15,11 @@
 //! seed 8 case 847: Log near 1 after Pow). The runs place the inputs, outputs and
 //! intermediate tensors of every third case between guard pages.
 //!
-//! Other seeds still find cases, kept in the ignored test `known_failures` and, shrunk,
-//! in tests/regressions/known/:
-//! - `KNOWN_SEED7` (finite inputs): Elu(-0) is +0 on the JIT.
-//! - `KNOWN_SEED8` (NaN/inf inputs): case 849, Pow(-inf, non-integer) is NaN on the JIT
-//!   (+inf in IEEE); case 862, Elu(-0) again.
+//! Cases other seeds found, each fixed and now run by `fixed_cases_pass` (and, shrunk,
+//! in tests/regressions/): `FIXED_SEED7` (finite inputs) Elu(-0) was +0 on the JIT;
+//! `FIXED_SEED8` (NaN/inf inputs) case 849, Pow(-inf, non-integer) was NaN (+inf in
+//! IEEE), case 862, Elu(-0) again. A new failure goes into a `KNOWN_*` list of an
+//! ignored test until it is fixed (none today).
 
 use std::process::Command;
 
@@ -29,12 +29,13 @@ use snipjit::fuzz::{self, FuzzConfig, guard, guard::GuardAlloc};
 #[global_allocator]
 static ALLOC: GuardAlloc = GuardAlloc;
 
-/// Seed 7 (finite inputs, `snipjit fuzz --cases 3000 --seed 7`), cases that fail today.
-const KNOWN_SEED7: &[u64] = &[1412];
+/// Seed 7 (finite inputs, `snipjit fuzz --cases 3000 --seed 7`), cases that failed
+/// before their fix.
+const FIXED_SEED7: &[u64] = &[1412];
 
-/// Seed 8 (NaN/inf inputs, `snipjit fuzz --cases 1000 --seed 8 --nan-inf`), cases that fail
-/// today.
-const KNOWN_SEED8: &[u64] = &[849, 862];
+/// Seed 8 (NaN/inf inputs, `snipjit fuzz --cases 1000 --seed 8 --nan-inf`), cases that
+/// failed before their fix.
+const FIXED_SEED8: &[u64] = &[254, 279, 849, 862];
 
 /// Seed 4 with large cases, cases below 5 that fail today (none since the interpreter
 /// takes over calls a kernel cannot run).
@@ -97,47 +98,22 @@ fn nan_and_inf_inputs() {
     run(2, 0..200, &guarded(nan_inf()));
 }
 
-/// The cases kept out of the runs above; see the module docs for the bugs.
+/// The cases the fuzzer found past seeds 1 and 2, fixed: they pass now, guarded and
+/// unguarded (Elu(-0) keeps its sign; Pow(-inf, non-integer) is +inf or +0).
 #[test]
-#[ignore = "fails until the bugs listed in the module docs are fixed"]
-fn known_failures() {
-    run(7, KNOWN_SEED7.iter().copied(), &FuzzConfig::default());
-    run(8, KNOWN_SEED8.iter().copied(), &nan_inf());
-    run(4, KNOWN_BIG.iter().copied(), &big());
-}
-
-/// The known failures still fail, each with a report and a localized value, so the
-/// lists above stay honest (a fixed bug shows up here as a passing case to remove).
-#[test]
-fn known_failures_are_reported() {
-    let cfg = FuzzConfig::default();
-    if cfg.isas.is_empty() {
-        eprintln!("SKIPPED: known failures (this CPU has neither AVX-512 nor AVX2)");
-        return;
-    }
-    for &i in KNOWN_SEED7 {
-        let r = fuzz::run_case(7, i, &cfg);
-        assert!(
-            !r.passed(),
-            "seed 7 case {i} passes now: remove it from KNOWN_SEED7"
-        );
-        let file = r.failure_file();
-        assert!(file.starts_with(&format!("# snipjit fuzz: seed 7 case {i} ")));
-        snipjit::parse_model(&file, "failure.sg").expect("a saved failure parses back");
-    }
-    // A mismatch (not a crash) names the first op out of tolerance on the JIT's own
-    // values: seed 7 case 1412 is Elu(-0), +0 on the JIT.
-    let r = fuzz::run_case(7, 1412, &cfg);
-    assert!(
-        matches!(r.outcome, fuzz::Outcome::Mismatch(_)),
-        "{}",
-        r.outcome
+fn fixed_cases_pass() {
+    let all_guarded = |cfg| FuzzConfig {
+        guard_every: 1,
+        ..cfg
+    };
+    run(
+        7,
+        FIXED_SEED7.iter().copied(),
+        &all_guarded(FuzzConfig::default()),
     );
-    assert!(
-        r.culprit.as_deref().unwrap_or("").contains("= Elu("),
-        "{:?}",
-        r.culprit
-    );
+    run(8, FIXED_SEED8.iter().copied(), &all_guarded(nan_inf()));
+    run(7, FIXED_SEED7.iter().copied(), &FuzzConfig::default());
+    run(8, FIXED_SEED8.iter().copied(), &nan_inf());
 }
 
 /// Cases that failed end to end before the op-by-op re-check and pass now, each with

@@ -4,8 +4,9 @@
 //!
 //! - `tests/regressions/*.sg` must pass: every ISA of this CPU, 1 and 3 executor
 //!   threads, with and without guard pages, judged as the fuzzer judges.
-//! - `tests/regressions/known/*.sg` are open bugs (listed in docs/reliability.md)
-//!   and must still fail somewhere, so that a fixed one is noticed and moved up.
+//! - An open bug's shrunk file would go into `tests/regressions/known/` with a test that
+//!   it still fails; there is none today (the last two, Elu(-0) and Pow(-inf, x), are
+//!   fixed and their files moved up here).
 
 use std::path::{Path, PathBuf};
 
@@ -69,37 +70,11 @@ fn regressions_pass() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-#[test]
-fn known_failures_still_fail() {
-    if fuzz::available_isas().is_empty() {
-        eprintln!("SKIPPED: known failures (this CPU has neither AVX-512 nor AVX2)");
-        return;
-    }
-    let files = sg_files(&regressions().join("known"));
-    for f in &files {
-        let runs = runs(f);
-        assert!(
-            runs.iter().any(|r| matches!(r.3, Outcome::Mismatch(_))),
-            "{} passes everywhere now: move it to tests/regressions/ and close it in docs/reliability.md",
-            f.display()
-        );
-        // A mismatch, never a crash: the guard pages see nothing wrong.
-        for (isa, threads, guarded, o) in &runs {
-            assert!(
-                !matches!(o, Outcome::Crash { .. }),
-                "{} {isa} x{threads} guarded={guarded}: {o}",
-                f.display()
-            );
-        }
-    }
-}
-
 /// The files parse back to the same text (the printer writes what the parser reads),
 /// and their input lines round-trip bit-exactly (NaN, -0 and denormals included).
 #[test]
 fn files_round_trip() {
     let mut files = sg_files(&regressions());
-    files.extend(sg_files(&regressions().join("known")));
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         let case = fuzz::parse_regression(&text, "r.sg").unwrap();

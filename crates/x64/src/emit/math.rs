@@ -498,7 +498,8 @@ impl VecAsm {
         let small = self.cmp(pred::LT_OQ, s3, Opnd::F(EXPM1_SMALL), s4)?;
         self.blend(s0, small, s0, s1)?;
         self.v3(V3::Mul, s0, s0, Opnd::F(alpha))?;
-        let pos = self.cmp(pred::GT_OQ, x, Opnd::F(0.0), s4)?;
+        // x >= 0 (not x > 0): elu(-0) is -0, which the expm1 branch would make +0.
+        let pos = self.cmp(pred::GE_OQ, x, Opnd::F(0.0), s4)?;
         self.blend(dst, pos, s0, x)
     }
 
@@ -577,8 +578,11 @@ impl VecAsm {
         self.v3(V3::Xor, s3, s3, s3)?;
         self.blend(s3, odd, s3, s0)?;
         self.v3(V3::Xor, s1, s1, s3)?;
-        // a < 0 with a non-integer exponent: NaN.
+        // Finite a < 0 with a non-integer exponent: NaN. (-inf)^b is +inf or +0, which
+        // e^{b ln|a|} already gives.
         let neg = self.cmp(pred::LT_OQ, a, Opnd::F(0.0), s4)?;
+        let finite = self.cmp(pred::NEQ_OQ, a, Opnd::F(f32::NEG_INFINITY), s3)?;
+        let neg = self.cond_and(neg, finite)?;
         let bad = self.cond_andn(int, neg)?;
         self.blend(s1, bad, s1, Opnd::F(f32::NAN))?;
         self.pow_ones_fixup(dst, s1, a, Some(b), [s0, s2, s3])
@@ -627,7 +631,10 @@ impl VecAsm {
             self.v3(V3::Xor, s1, s1, s0)?;
         }
         if !is_int {
+            // Finite x < 0: NaN; (-inf)^e is +inf or +0, as e^{e ln|x|} gives.
             let neg = self.cmp(pred::LT_OQ, x, Opnd::F(0.0), s2)?;
+            let finite = self.cmp(pred::NEQ_OQ, x, Opnd::F(f32::NEG_INFINITY), s3)?;
+            let neg = self.cond_and(neg, finite)?;
             self.blend(s1, neg, s1, Opnd::F(f32::NAN))?;
         }
         self.pow_ones_fixup(dst, s1, x, None, [s0, s2, s3])

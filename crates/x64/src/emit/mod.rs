@@ -49,8 +49,8 @@
 //!
 //! Max/Min propagate NaN from either side (numpy semantics), which plain
 //! `vmaxps`/`vminps` do not. Results near the overflow threshold (within the stated
-//! error of `f32::MAX`) may round to infinity. Pow deviation: `pow(-inf, non-integer)`
-//! is NaN (IEEE says +inf).
+//! error of `f32::MAX`) may round to infinity. Pow keeps IEEE `pow`'s special cases,
+//! `pow(-inf, non-integer)` = +inf or +0 included.
 
 mod math;
 
@@ -563,8 +563,8 @@ impl VecAsm {
     }
 
     /// Emits `dst = src ^ exponent` for a compile-time exponent (fast paths listed in
-    /// the module docs). IEEE `pow` special cases hold for the general path, except
-    /// `pow(-inf, non-integer) = NaN`; `+-0.5` are `sqrt`-based with IEEE `pow`'s
+    /// the module docs). IEEE `pow` special cases hold for the general path;
+    /// `+-0.5` are `sqrt`-based with IEEE `pow`'s
     /// results at `-0` and `-inf`.
     pub fn emit_pow_static(
         &mut self,
