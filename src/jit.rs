@@ -3,8 +3,12 @@
 //! Compilation tokenizes the graph, then gives every elementwise Subgraph node a
 //! [`JitSubgraph`] (its kernel cache). A subgraph the JIT cannot take (a dtype or op
 //! the emitters lack) keeps running on the interpreter and is reported with
-//! `jit: false`. At run time the interpreter walks the host graph and hands each
-//! compiled Subgraph node to its kernel; a model that is one subgraph skips the walk.
+//! `jit: false`. So does every `mha` Subgraph node (an attention block the
+//! tokenizer outlined, see `snipjit_tokenize::mha`) until the MHA kernel exists: the
+//! interpreter runs its body, which holds the original ops unchanged, so the results
+//! are those of the unfused graph bit for bit. At run time the interpreter walks the
+//! host graph and hands each compiled Subgraph node to its kernel; a model that is
+//! one subgraph skips the walk.
 
 use std::collections::HashMap;
 use std::sync::Arc;

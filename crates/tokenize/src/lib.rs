@@ -1,13 +1,17 @@
 //! The tokenizer: finds fusable subgraphs in a [`Graph`] and replaces each by one
 //! `Op::Subgraph` node whose body the later stages compile into one kernel.
 //!
-//! Today it runs one stage, the elementwise pass ([`elementwise`]): it walks the
-//! nodes in topological order and grows regions of elementwise ops greedily (a node
-//! joins, and may merge, the regions of its producers when that creates no cycle and
-//! stays within [`TokenizeConfig`]'s limits). [`outline`] then turns each region
-//! into a `Subgraph` node. A matcher for attention blocks would run before the
-//! elementwise pass and reuse [`outline`]; the elementwise pass leaves existing
-//! `Subgraph` nodes alone.
+//! It runs two stages, each followed by [`outline`], which turns each region found
+//! into a `Subgraph` node:
+//! 1. the MHA matcher ([`mha`], when [`TokenizeConfig::mha`] is on) finds attention
+//!    blocks (`MatMul -> [scale] -> [mask] -> Softmax -> MatMul`, with Transposes)
+//!    and makes each one `Subgraph` of kind `mha`; [`analyze_mha`] describes such a
+//!    body for the MHA kernel;
+//! 2. the elementwise pass ([`elementwise`]) walks the nodes in topological order and
+//!    grows regions of elementwise ops greedily (a node joins, and may merge, the
+//!    regions of its producers when that creates no cycle and stays within
+//!    [`TokenizeConfig`]'s limits). It leaves existing `Subgraph` nodes alone, so the
+//!    ops of an attention block are never split between the two.
 //!
 //! What holds after [`tokenize`]:
 //! - the graph verifies and computes the same values: the graph's inputs and outputs,
@@ -51,11 +55,15 @@
 //! ```
 
 pub mod elementwise;
+pub mod mha;
 pub mod outline;
 mod report;
 
 use snipjit_ir::{DType, Graph, IrError, Op, verify};
 
+pub use mha::{
+    MhaMask, MhaOperand, MhaOutput, MhaPattern, MhaScale, NotMha, ScaleAt, ScaleOp, analyze_mha,
+};
 pub use report::{LeftOut, LeftOutReason, SubgraphSummary, TokenizeReport};
 
 /// Limits the tokenizer respects.
@@ -72,6 +80,9 @@ pub struct TokenizeConfig {
     pub max_ops: usize,
     /// Regions with fewer ops than this stay plain nodes.
     pub min_ops: usize,
+    /// When true (the default), attention blocks become `mha` subgraphs before the
+    /// elementwise pass runs (see [`mha`]).
+    pub mha: bool,
 }
 
 impl Default for TokenizeConfig {
@@ -81,6 +92,7 @@ impl Default for TokenizeConfig {
             allow_pointer_spill: true,
             max_ops: 256,
             min_ops: 1,
+            mha: true,
         }
     }
 }
@@ -103,33 +115,76 @@ pub enum TokenizeError {
     Internal(IrError),
 }
 
-/// Tokenizes `graph`: every fusable elementwise region becomes one `Subgraph` node.
+/// Tokenizes `graph`: every attention block and every fusable elementwise region
+/// becomes one `Subgraph` node.
 pub fn tokenize(graph: &Graph, cfg: &TokenizeConfig) -> Result<Graph, TokenizeError> {
     tokenize_with_report(graph, cfg).map(|(g, _)| g)
 }
 
-/// Like [`tokenize`], and also says which subgraphs were made and which elementwise
-/// nodes were left out and why.
+/// Like [`tokenize`], and also says which subgraphs were made and which nodes were
+/// left out and why.
 pub fn tokenize_with_report(
     graph: &Graph,
     cfg: &TokenizeConfig,
 ) -> Result<(Graph, TokenizeReport), TokenizeError> {
     verify(graph).map_err(TokenizeError::InvalidGraph)?;
+    let mut summaries = Vec::new();
+    let mut left_out = Vec::new();
+    let mut current = None;
+    if cfg.mha {
+        let found = mha::find_regions(graph, cfg)?;
+        left_out = found.left_out;
+        if !found.regions.is_empty() {
+            let outlined = outline::outline(graph, &found.regions)?;
+            verify(&outlined.graph).map_err(TokenizeError::Internal)?;
+            check_mha_bodies(&outlined.graph)?;
+            summaries = outlined.summaries;
+            current = Some(outlined.graph);
+        }
+    }
+    let graph = current.as_ref().unwrap_or(graph);
     let found = elementwise::find_regions(graph, cfg)?;
     let outlined = outline::outline(graph, &found.regions)?;
     verify(&outlined.graph).map_err(TokenizeError::Internal)?;
+    summaries.extend(outlined.summaries);
+    left_out.extend(found.left_out);
+    // Summaries in the order their nodes appear in the result.
+    let topo = outlined
+        .graph
+        .topo_order()
+        .map_err(TokenizeError::Internal)?;
+    let position = |name: &str| {
+        topo.iter()
+            .position(|&n| outlined.graph.node(n).name == name)
+    };
+    summaries.sort_by_key(|s| position(&s.name));
     let report = TokenizeReport {
-        subgraphs: outlined
-            .summaries
+        subgraphs: summaries
             .into_iter()
             .map(|mut s| {
                 s.spilled_pointers = (s.inputs + s.outputs).saturating_sub(cfg.max_data_pointers);
                 s
             })
             .collect(),
-        left_out: found.left_out,
+        left_out,
     };
     Ok((outlined.graph, report))
+}
+
+/// Every `mha` body must read back as an [`MhaPattern`]: the MHA kernel relies on it.
+fn check_mha_bodies(g: &Graph) -> Result<(), TokenizeError> {
+    for node in &g.nodes {
+        if let Op::Subgraph(sg) = &node.op
+            && sg.kind == snipjit_ir::SubgraphKind::Mha
+            && let Err(e) = analyze_mha(&sg.body)
+        {
+            return Err(TokenizeError::InvalidRegion(format!(
+                "mha subgraph '{}' does not analyze back (a bug in the matcher): {e}",
+                node.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// True if `node` is a constant with exactly one element: such constants are copied

@@ -4,12 +4,16 @@ use std::fmt;
 
 use snipjit_ir::{DType, SubgraphKind};
 
+use crate::NotMha;
+
 /// What the tokenizer made and what it left out.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TokenizeReport {
     /// The subgraphs made, in the order they appear in the tokenized graph.
     pub subgraphs: Vec<SubgraphSummary>,
-    /// Elementwise nodes that stay outside every subgraph, in topological order.
+    /// Nodes that stay outside every subgraph: first the Softmax of each attention
+    /// block the MHA matcher refused, then the elementwise nodes, each in
+    /// topological order.
     pub left_out: Vec<LeftOut>,
 }
 
@@ -31,7 +35,8 @@ pub struct SubgraphSummary {
     pub spilled_pointers: usize,
 }
 
-/// An elementwise node the tokenizer did not fuse.
+/// A node the tokenizer did not fuse: an elementwise node, or the Softmax of an
+/// attention block that is not fused as one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeftOut {
     /// The node's name.
@@ -41,7 +46,7 @@ pub struct LeftOut {
     pub reason: LeftOutReason,
 }
 
-/// Why an elementwise node stays outside every subgraph.
+/// Why a node stays outside every subgraph.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LeftOutReason {
     /// An input or output has a dtype the elementwise JIT does not compute in.
@@ -57,6 +62,9 @@ pub enum LeftOutReason {
     BelowMinOps { ops: usize, min_ops: usize },
     /// Nothing reads the region's values, so there is nothing to compute.
     Unused,
+    /// A Softmax between two MatMuls that is not an attention block the MHA kernel
+    /// takes; its ops stay ordinary nodes (the elementwise ones may still fuse).
+    Mha(NotMha),
 }
 
 impl fmt::Display for LeftOutReason {
@@ -77,6 +85,7 @@ impl fmt::Display for LeftOutReason {
                 write!(f, "region of {ops} ops is below min_ops {min_ops}")
             }
             LeftOutReason::Unused => f.write_str("no value of its region is used"),
+            LeftOutReason::Mha(why) => write!(f, "{why}"),
         }
     }
 }
@@ -100,9 +109,19 @@ impl fmt::Display for TokenizeReport {
             }
             writeln!(f)?;
         }
-        if !self.left_out.is_empty() {
-            writeln!(f, "{} elementwise node(s) left out", self.left_out.len())?;
-            for l in &self.left_out {
+        let (mha, elementwise): (Vec<&LeftOut>, Vec<&LeftOut>) = self
+            .left_out
+            .iter()
+            .partition(|l| matches!(l.reason, LeftOutReason::Mha(_)));
+        if !mha.is_empty() {
+            writeln!(f, "{} attention block(s) not fused", mha.len())?;
+            for l in mha {
+                writeln!(f, "  {} ({}): {}", l.node, l.op, l.reason)?;
+            }
+        }
+        if !elementwise.is_empty() {
+            writeln!(f, "{} elementwise node(s) left out", elementwise.len())?;
+            for l in elementwise {
                 writeln!(f, "  {} ({}): {}", l.node, l.op, l.reason)?;
             }
         }

@@ -50,6 +50,7 @@ fn parse_config(src: &str, file: &str) -> Result<TokenizeConfig, String> {
                 }
                 "max_ops" => cfg.max_ops = v.parse().map_err(|e| bad(&e))?,
                 "min_ops" => cfg.min_ops = v.parse().map_err(|e| bad(&e))?,
+                "mha" => cfg.mha = v.parse().map_err(|e| bad(&e))?,
                 _ => return Err(format!("{file}: unknown config key '{k}'")),
             }
         }

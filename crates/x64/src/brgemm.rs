@@ -1,0 +1,1314 @@
+//! Brgemm: the project's own register-blocked f32 matmul micro-kernel,
+//! `C[M×N] (+)= A[M×K] · B`, shape-agnostic in M, N and K.
+//!
+//! One kernel is compiled per (ISA, B layout, blocking); every shape, leading dimension
+//! and the accumulate flag are read at run time from a [`BrgemmArgs`] block, so the
+//! code bytes never depend on a shape.
+//!
+//! # Loop structure
+//! ```text
+//! for n0 in (0..N).step_by(N_blk):            N_blk = nr vectors (64 columns on AVX-512)
+//!     nb = min(N - n0, N_blk)
+//!     [Transposed B: gather the panel B^T[n0..n0+nb, 0..K] into scratch as K×N_blk]
+//!     pick the width variant: full (nb == N_blk), or v = ceil(nb / lanes) vectors with
+//!         the last one masked (k1 on AVX-512, ymm15 + vmaskmovps on AVX2)
+//!     for m0 in (0..M).step_by(mr): tile(min(mr, M - m0) rows)   (tails: a compiled
+//!                                                                  tile per row count)
+//! tile: accumulators = C (accumulate) or 0; for k: load nvec B vectors, broadcast one A
+//!       element per row, nvec FMAs per row; K unrolled by `k_unroll`; store C.
+//! ```
+//! The B panel (K × N_blk) stays in L1/L2 while every row block of A streams past it.
+//!
+//! # B layouts
+//! - [`BLayout::RowMajor`]: B is K×N row-major (`ldb >= N`), read in place (P·V).
+//! - [`BLayout::Transposed`]: B is given as B^T, N×K row-major (`ldb >= K`), e.g. the K
+//!   matrix of Q·K^T. Each panel of N_blk rows of B^T is repacked into a contiguous
+//!   K×N_blk scratch buffer with `vgatherdps` (one gather per k and vector: the row
+//!   stride is an index vector `j * ldb`, rows past the panel masked off), then the
+//!   row-major tile code runs on it. The repack reads each element of B once per call,
+//!   and its cost is amortized over all M rows; the dot-product alternative (vectors
+//!   along K, one horizontal reduction per C element) is slower for head sizes like 64.
+//!
+//! # Register roles
+//! | register | role |
+//! |---|---|
+//! | `rdi` | `*const BrgemmArgs` (read for M, K, flags whenever needed) |
+//! | `rdx` | constant-pool base (tail-mask table, iota) |
+//! | `rsi` | rows of M remaining in the current panel |
+//! | `r8`, `r9` | current A row block, current C row block |
+//! | `r10`, `r12` | current B panel (in place or the scratch), its row stride in bytes |
+//! | `rbx`, `rbp` | `lda`, `ldc` in bytes |
+//! | `rax`, `r13`, `rcx` | A row pointers of rows 0, 3, 6 of the tile (rows r+1, r+2 via `lda` index) |
+//! | `r14`, `r15` | B pointer at the current k, k remaining |
+//! | `r11` | temporary; C row pointer of row 3 at tile edges |
+//! | `[rsp]`, `[rsp+8]`, `[rsp+16]`, `[rsp+24]` | N remaining, C panel column, B panel source, B panel step |
+//!
+//! | vector registers (AVX-512, 6×4) | role |
+//! |---|---|
+//! | `zmm0..zmm23` | accumulators, row-major in the tile |
+//! | `zmm24..zmm27` | B vectors of the current k |
+//! | `zmm28`, `zmm29` | broadcast A elements (alternating) |
+//! | `k1` | N-tail mask of the last vector; `k2..k5`, `k7` repack row masks |
+//!
+//! On AVX2 (6×2): 12 accumulators, 2 B vectors, 1 broadcast register, `ymm15` the N-tail
+//! mask.
+
+// dynasm!'s dynamic register arguments expand to `.into()` calls.
+#![allow(clippy::useless_conversion)]
+
+use std::mem::{offset_of, size_of};
+
+use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, dynasm};
+use iced_x86::{Code, Instruction, MemoryOperand, Register};
+
+use crate::{Gpr, Isa, Kernel, Mem, VReg, VecAsm, X64Error};
+
+/// The argument block a brgemm kernel reads. Leading dimensions are in elements (f32).
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct BrgemmArgs {
+    /// A, M×K row-major with row stride `lda`.
+    pub a: *const f32,
+    /// B: K×N row-major (stride `ldb`) or, for [`BLayout::Transposed`], B^T as N×K
+    /// row-major (stride `ldb`).
+    pub b: *const f32,
+    /// C, M×N row-major with row stride `ldc`.
+    pub c: *mut f32,
+    /// [`Brgemm::scratch_len`] floats, used by the transposed layout only; 64-byte
+    /// alignment helps but is not required.
+    pub scratch: *mut f32,
+    /// Rows of A and C.
+    pub m: i64,
+    /// Columns of B and C.
+    pub n: i64,
+    /// The reduction length.
+    pub k: i64,
+    /// Row stride of A (elements).
+    pub lda: i64,
+    /// Row stride of B, or of B^T for [`BLayout::Transposed`] (elements).
+    pub ldb: i64,
+    /// Row stride of C (elements).
+    pub ldc: i64,
+    /// Nonzero: `C += A·B`; zero: `C = A·B` (C is not read).
+    pub accumulate: i64,
+}
+
+const OFF_A: i32 = offset_of!(BrgemmArgs, a) as i32;
+const OFF_B: i32 = offset_of!(BrgemmArgs, b) as i32;
+const OFF_C: i32 = offset_of!(BrgemmArgs, c) as i32;
+const OFF_SCRATCH: i32 = offset_of!(BrgemmArgs, scratch) as i32;
+const OFF_M: i32 = offset_of!(BrgemmArgs, m) as i32;
+const OFF_N: i32 = offset_of!(BrgemmArgs, n) as i32;
+const OFF_K: i32 = offset_of!(BrgemmArgs, k) as i32;
+const OFF_LDA: i32 = offset_of!(BrgemmArgs, lda) as i32;
+const OFF_LDB: i32 = offset_of!(BrgemmArgs, ldb) as i32;
+const OFF_LDC: i32 = offset_of!(BrgemmArgs, ldc) as i32;
+const OFF_ACC: i32 = offset_of!(BrgemmArgs, accumulate) as i32;
+
+const _: () = {
+    assert!(size_of::<BrgemmArgs>() == 88);
+    assert!(OFF_A == 0 && OFF_B == 8 && OFF_C == 16 && OFF_SCRATCH == 24);
+    assert!(OFF_M == 32 && OFF_N == 40 && OFF_K == 48);
+    assert!(OFF_LDA == 56 && OFF_LDB == 64 && OFF_LDC == 72 && OFF_ACC == 80);
+};
+
+/// The entry point of a brgemm kernel.
+pub type BrgemmFn = unsafe extern "sysv64" fn(args: *const BrgemmArgs);
+
+/// How B is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BLayout {
+    /// B is K×N row-major, `ldb >= N` (e.g. V in P·V).
+    RowMajor,
+    /// B is given transposed: B^T is N×K row-major, `ldb >= K` (e.g. K in Q·K^T).
+    Transposed,
+}
+
+/// Register blocking of the micro-kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Blocking {
+    /// Rows of the register tile (1..=9).
+    pub mr: usize,
+    /// Vectors per tile row (1..=4): the panel width is `nr * lanes` columns.
+    pub nr: usize,
+    /// K steps per iteration of the unrolled loop (1..=8).
+    pub k_unroll: usize,
+}
+
+impl Blocking {
+    /// The measured default: 6×4 zmm on AVX-512 (24 accumulators), 6×2 ymm on AVX2
+    /// (12 accumulators); K unrolled by 4. See docs/brgemm.md for the measurements.
+    pub fn default_for(isa: Isa) -> Blocking {
+        match isa {
+            Isa::Avx512 => Blocking {
+                mr: 6,
+                nr: 4,
+                k_unroll: 4,
+            },
+            Isa::Avx2 => Blocking {
+                mr: 6,
+                nr: 2,
+                k_unroll: 4,
+            },
+        }
+    }
+
+    /// Vector registers the tile needs besides one broadcast register:
+    /// accumulators plus B vectors.
+    fn regs(self) -> usize {
+        self.mr * self.nr + self.nr
+    }
+
+    /// Registers the tile code may use: all 32 zmm, or ymm0..14 (ymm15 is the mask).
+    fn avail(isa: Isa) -> usize {
+        match isa {
+            Isa::Avx512 => 32,
+            Isa::Avx2 => 15,
+        }
+    }
+
+    fn validate(self, isa: Isa) -> Result<(), X64Error> {
+        let bad = |reason: String| X64Error::Unsupported {
+            op: "brgemm".into(),
+            isa,
+            reason,
+        };
+        if !(1..=9).contains(&self.mr) {
+            return Err(bad(format!("mr = {} is outside 1..=9", self.mr)));
+        }
+        if !(1..=4).contains(&self.nr) {
+            return Err(bad(format!("nr = {} is outside 1..=4", self.nr)));
+        }
+        if !(1..=8).contains(&self.k_unroll) {
+            return Err(bad(format!(
+                "k_unroll = {} is outside 1..=8",
+                self.k_unroll
+            )));
+        }
+        if self.regs() + 1 > Self::avail(isa) {
+            return Err(bad(format!(
+                "a {}x{} tile needs {} vector registers, {} are available",
+                self.mr,
+                self.nr,
+                self.regs() + 1,
+                Self::avail(isa)
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Compile-time options of a brgemm kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BrgemmOptions {
+    /// Target ISA.
+    pub isa: Isa,
+    /// How B is stored.
+    pub b_layout: BLayout,
+    /// Register blocking; `None` takes [`Blocking::default_for`].
+    pub blocking: Option<Blocking>,
+}
+
+impl BrgemmOptions {
+    /// Options with the default blocking.
+    pub fn new(isa: Isa, b_layout: BLayout) -> BrgemmOptions {
+        BrgemmOptions {
+            isa,
+            b_layout,
+            blocking: None,
+        }
+    }
+}
+
+/// A concrete call shape for [`Brgemm::run`]. Leading dimensions are in elements.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BrgemmShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub lda: usize,
+    /// Row stride of B (K×N) or of B^T (N×K) for [`BLayout::Transposed`].
+    pub ldb: usize,
+    pub ldc: usize,
+    /// `C += A·B` instead of `C = A·B`.
+    pub accumulate: bool,
+}
+
+impl BrgemmShape {
+    /// Dense operands (`lda = K`, `ldc = N`, `ldb = N` or `K` by layout), `C = A·B`.
+    pub fn dense(m: usize, n: usize, k: usize, layout: BLayout) -> BrgemmShape {
+        BrgemmShape {
+            m,
+            n,
+            k,
+            lda: k,
+            ldb: match layout {
+                BLayout::RowMajor => n,
+                BLayout::Transposed => k,
+            },
+            ldc: n,
+            accumulate: false,
+        }
+    }
+}
+
+/// A compiled brgemm kernel. `Send + Sync`: the code is read-only and keeps no state,
+/// so any number of threads may run it at once (each with its own scratch).
+#[derive(Debug)]
+pub struct Brgemm {
+    kernel: Kernel,
+    opts: BrgemmOptions,
+    blocking: Blocking,
+}
+
+impl Brgemm {
+    /// Compiles the kernel. Encoding does not need the CPU to support `opts.isa`;
+    /// running does.
+    pub fn compile(opts: BrgemmOptions) -> Result<Brgemm, X64Error> {
+        let blocking = opts
+            .blocking
+            .unwrap_or_else(|| Blocking::default_for(opts.isa));
+        blocking.validate(opts.isa)?;
+        let kernel = Gen::new(opts.isa, opts.b_layout, blocking)?.emit()?;
+        Ok(Brgemm {
+            kernel,
+            opts,
+            blocking,
+        })
+    }
+
+    /// The options it was compiled with.
+    pub fn options(&self) -> BrgemmOptions {
+        self.opts
+    }
+
+    /// The blocking in effect.
+    pub fn blocking(&self) -> Blocking {
+        self.blocking
+    }
+
+    /// The compiled code (for disassembly and decode-back tests).
+    pub fn kernel(&self) -> &Kernel {
+        &self.kernel
+    }
+
+    /// Columns per N panel: `nr * lanes`.
+    pub fn n_block(&self) -> usize {
+        self.blocking.nr * self.opts.isa.lanes()
+    }
+
+    /// Floats of scratch a call with reduction length `k` needs: `k * n_block()` for
+    /// the transposed layout, 0 otherwise.
+    pub fn scratch_len(&self, k: usize) -> usize {
+        match self.opts.b_layout {
+            BLayout::RowMajor => 0,
+            BLayout::Transposed => k * self.n_block(),
+        }
+    }
+
+    /// Checks `shape` against the slices and runs the kernel. Errors (never panics) on
+    /// an unsupported CPU, a leading dimension below its row length, a slice shorter
+    /// than the shape needs, or sizes beyond what the kernel addresses.
+    pub fn run(&self, a: &[f32], b: &[f32], c: &mut [f32], s: BrgemmShape) -> Result<(), X64Error> {
+        let isa = self.opts.isa;
+        if !isa.is_supported() {
+            return Err(X64Error::IsaUnsupported { isa });
+        }
+        let err = |why: String| X64Error::Args(format!("brgemm {}x{}x{}: {why}", s.m, s.n, s.k));
+        let (b_rows, b_cols) = match self.opts.b_layout {
+            BLayout::RowMajor => (s.k, s.n),
+            BLayout::Transposed => (s.n, s.k),
+        };
+        if s.lda < s.k || s.ldb < b_cols || s.ldc < s.n {
+            return Err(err(format!(
+                "leading dimensions lda={} ldb={} ldc={} are below their row lengths",
+                s.lda, s.ldb, s.ldc
+            )));
+        }
+        let need = |rows: usize, cols: usize, ld: usize| -> Option<usize> {
+            if rows == 0 || cols == 0 {
+                Some(0)
+            } else {
+                (rows - 1).checked_mul(ld)?.checked_add(cols)
+            }
+        };
+        let checks = [
+            ("A", need(s.m, s.k, s.lda), a.len()),
+            ("B", need(b_rows, b_cols, s.ldb), b.len()),
+            ("C", need(s.m, s.n, s.ldc), c.len()),
+        ];
+        for (name, need, have) in checks {
+            match need {
+                Some(n) if n <= have => {}
+                Some(n) => return Err(err(format!("{name} has {have} elements, needs {n}"))),
+                None => return Err(err(format!("{name} size overflows"))),
+            }
+        }
+        let fits = |v: usize| {
+            i64::try_from(v)
+                .ok()
+                .and_then(|v| v.checked_mul(4))
+                .is_some()
+        };
+        if ![s.m, s.n, s.k, s.lda, s.ldb, s.ldc].into_iter().all(fits) {
+            return Err(err("a size exceeds the kernel's 64-bit byte offsets".into()));
+        }
+        if self.opts.b_layout == BLayout::Transposed
+            && s.ldb.saturating_mul(self.n_block() - 1) > i32::MAX as usize
+        {
+            return Err(err(format!(
+                "ldb = {} is too large for the repack's 32-bit gather indices",
+                s.ldb
+            )));
+        }
+        if s.m == 0 || s.n == 0 {
+            return Ok(());
+        }
+        let mut scratch = vec![0f32; self.scratch_len(s.k)];
+        let args = BrgemmArgs {
+            a: a.as_ptr(),
+            b: b.as_ptr(),
+            c: c.as_mut_ptr(),
+            scratch: scratch.as_mut_ptr(),
+            m: s.m as i64,
+            n: s.n as i64,
+            k: s.k as i64,
+            lda: s.lda as i64,
+            ldb: s.ldb as i64,
+            ldc: s.ldc as i64,
+            accumulate: i64::from(s.accumulate),
+        };
+        // SAFETY: the CPU supports the ISA; every element the kernel touches lies inside
+        // the checked slices (rows < m, columns < n, k < K, tails masked), and the
+        // scratch has scratch_len(k) floats.
+        unsafe { self.call(&args) };
+        Ok(())
+    }
+
+    /// Runs the kernel on raw pointers.
+    ///
+    /// # Safety
+    /// The CPU must support the kernel's ISA. For the given `m, n, k` and leading
+    /// dimensions, A must be readable at `(m-1)*lda + k` floats, B at `(k-1)*ldb + n`
+    /// (row-major) or `(n-1)*ldb + k` (transposed), C readable (if accumulating) and
+    /// writable at `(m-1)*ldc + n`; the transposed layout needs
+    /// [`Brgemm::scratch_len`]`(k)` writable scratch floats, not aliasing A, B or C,
+    /// and `ldb * (n_block() - 1) <= i32::MAX`. Negative or zero m, n make the call a
+    /// no-op; k <= 0 gives `C = 0` (or leaves C as it is when accumulating).
+    pub unsafe fn call(&self, args: &BrgemmArgs) {
+        // SAFETY: the entry point has the BrgemmFn ABI (emitted by Gen::emit) and the
+        // kernel outlives the call; the caller vouches for the pointers.
+        unsafe {
+            let f: BrgemmFn = std::mem::transmute(self.kernel.entry_ptr());
+            f(args);
+        }
+    }
+}
+
+// ----- code generation ---------------------------------------------------------------
+
+const A0: Gpr = Gpr::Rax;
+const A3: Gpr = Gpr::R13;
+const A6: Gpr = Gpr::Rcx;
+const C3: Gpr = Gpr::R11;
+const C6: Gpr = Gpr::R13;
+const LDA: Gpr = Gpr::Rbx;
+const LDC: Gpr = Gpr::Rbp;
+const BK: Gpr = Gpr::R14;
+const C_ROW: Gpr = Gpr::R9;
+
+/// Stack slots (bytes from rsp).
+const S_NREM: i32 = 0;
+const S_CCOL: i32 = 8;
+const S_BSRC: i32 = 16;
+const S_BSTEP: i32 = 24;
+const FRAME: i32 = 32;
+
+fn im(m: Mem) -> MemoryOperand {
+    let (index, scale) = match m.index {
+        Some((r, s)) => (r.r64(), u32::from(s)),
+        None => (Register::None, 1),
+    };
+    MemoryOperand::new(
+        m.base.r64(),
+        index,
+        scale,
+        i64::from(m.disp),
+        1,
+        false,
+        Register::None,
+    )
+}
+
+fn enc_err(what: &str, e: iced_x86::IcedError) -> X64Error {
+    X64Error::Encode {
+        what: what.into(),
+        reason: e.to_string(),
+    }
+}
+
+/// A tile width variant: `nvec` vectors per row, the last one masked or not.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Width {
+    nvec: usize,
+    masked: bool,
+}
+
+struct Gen {
+    a: VecAsm,
+    isa: Isa,
+    layout: BLayout,
+    bl: Blocking,
+}
+
+impl Gen {
+    fn new(isa: Isa, layout: BLayout, bl: Blocking) -> Result<Gen, X64Error> {
+        Ok(Gen {
+            a: VecAsm::new(isa, Gpr::Rdx)?,
+            isa,
+            layout,
+            bl,
+        })
+    }
+
+    fn nblk(&self) -> i32 {
+        (self.bl.nr * self.isa.lanes()) as i32
+    }
+
+    fn v(&self, n: usize) -> Register {
+        self.a.vr(VReg(n as u8))
+    }
+
+    fn acc(&self, r: usize, j: usize) -> usize {
+        r * self.bl.nr + j
+    }
+
+    fn breg(&self, j: usize) -> usize {
+        self.bl.mr * self.bl.nr + j
+    }
+
+    fn bcast_reg(&self, r: usize) -> usize {
+        let first = self.bl.regs();
+        let count = (Blocking::avail(self.isa) - first).min(2);
+        first + r % count
+    }
+
+    // ----- vector instructions (all through iced) -----
+
+    fn vload(&mut self, dst: usize, mem: Mem, masked: bool) -> Result<(), X64Error> {
+        let d = self.v(dst);
+        let ins = match (self.isa, masked) {
+            (Isa::Avx512, false) => {
+                Instruction::with2(Code::EVEX_Vmovups_zmm_k1z_zmmm512, d, im(mem))
+            }
+            (Isa::Avx512, true) => {
+                let mut i = Instruction::with2(Code::EVEX_Vmovups_zmm_k1z_zmmm512, d, im(mem))
+                    .map_err(|e| enc_err("vmovups{k1}{z}", e))?;
+                i.set_op_mask(Register::K1);
+                i.set_zeroing_masking(true);
+                Ok(i)
+            }
+            (Isa::Avx2, false) => Instruction::with2(Code::VEX_Vmovups_ymm_ymmm256, d, im(mem)),
+            (Isa::Avx2, true) => Instruction::with3(
+                Code::VEX_Vmaskmovps_ymm_ymm_m256,
+                d,
+                Register::YMM15,
+                im(mem),
+            ),
+        };
+        self.a.enc(ins, "brgemm load")
+    }
+
+    fn vstore(&mut self, mem: Mem, src: usize, masked: bool) -> Result<(), X64Error> {
+        let s = self.v(src);
+        let ins = match (self.isa, masked) {
+            (Isa::Avx512, false) => {
+                Instruction::with2(Code::EVEX_Vmovups_zmmm512_k1z_zmm, im(mem), s)
+            }
+            (Isa::Avx512, true) => {
+                let mut i = Instruction::with2(Code::EVEX_Vmovups_zmmm512_k1z_zmm, im(mem), s)
+                    .map_err(|e| enc_err("vmovups{k1}", e))?;
+                i.set_op_mask(Register::K1);
+                Ok(i)
+            }
+            (Isa::Avx2, false) => Instruction::with2(Code::VEX_Vmovups_ymmm256_ymm, im(mem), s),
+            (Isa::Avx2, true) => Instruction::with3(
+                Code::VEX_Vmaskmovps_m256_ymm_ymm,
+                im(mem),
+                Register::YMM15,
+                s,
+            ),
+        };
+        self.a.enc(ins, "brgemm store")
+    }
+
+    fn vzero(&mut self, d: usize) -> Result<(), X64Error> {
+        let r = self.v(d);
+        let code = match self.isa {
+            Isa::Avx512 => Code::EVEX_Vxorps_zmm_k1z_zmm_zmmm512b32,
+            Isa::Avx2 => Code::VEX_Vxorps_ymm_ymm_ymmm256,
+        };
+        self.a.enc(Instruction::with3(code, r, r, r), "vxorps")
+    }
+
+    fn vbcast(&mut self, dst: usize, mem: Mem) -> Result<(), X64Error> {
+        let code = match self.isa {
+            Isa::Avx512 => Code::EVEX_Vbroadcastss_zmm_k1z_xmmm32,
+            Isa::Avx2 => Code::VEX_Vbroadcastss_ymm_m32,
+        };
+        let d = self.v(dst);
+        self.a
+            .enc(Instruction::with2(code, d, im(mem)), "vbroadcastss")
+    }
+
+    /// `acc = b * t + acc`.
+    fn vfma(&mut self, acc: usize, b: usize, t: usize) -> Result<(), X64Error> {
+        let code = match self.isa {
+            Isa::Avx512 => Code::EVEX_Vfmadd231ps_zmm_k1z_zmm_zmmm512b32_er,
+            Isa::Avx2 => Code::VEX_Vfmadd231ps_ymm_ymm_ymmm256,
+        };
+        let (a, b, t) = (self.v(acc), self.v(b), self.v(t));
+        self.a.enc(Instruction::with3(code, a, b, t), "vfmadd231ps")
+    }
+
+    // ----- addressing -----
+
+    /// Row `r` of a tile whose rows 0, 3, 6 start at `bases` and are `ld` apart.
+    fn row(bases: [Gpr; 3], ld: Gpr, r: usize, disp: i32) -> Mem {
+        let base = bases[r / 3];
+        match r % 3 {
+            0 => Mem::new(base, disp),
+            s => Mem::indexed(base, ld, s as u8, disp),
+        }
+    }
+
+    /// `dst = src + 3 * ld`.
+    fn plus3(&mut self, dst: Gpr, src: Gpr, ld: Gpr) {
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; lea Rq(dst.num()), [Rq(src.num()) + Rq(ld.num()) * 2]
+            ; add Rq(dst.num()), Rq(ld.num())
+        );
+    }
+
+    fn c_bases(&mut self, rows: usize) {
+        if rows > 3 {
+            self.plus3(C3, C_ROW, LDC);
+        }
+        if rows > 6 {
+            self.plus3(C6, C3, LDC);
+        }
+    }
+
+    // ----- the kernel -----
+
+    fn emit(mut self) -> Result<Kernel, X64Error> {
+        let nblk = self.nblk();
+        let frame = self
+            .a
+            .prologue(&[Gpr::Rbx, Gpr::Rbp, Gpr::R12, Gpr::R13, Gpr::R14, Gpr::R15]);
+        let exit = self.a.new_label();
+        let n_loop = self.a.new_label();
+        let n_next = self.a.new_label();
+        let widths: Vec<Width> = std::iter::once(Width {
+            nvec: self.bl.nr,
+            masked: false,
+        })
+        .chain((1..=self.bl.nr).map(|nvec| Width { nvec, masked: true }))
+        .collect();
+        let m_loops: Vec<DynamicLabel> = widths.iter().map(|_| self.a.new_label()).collect();
+
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; sub rsp, FRAME
+            ; mov rax, [rdi + OFF_M]
+            ; test rax, rax
+            ; jle =>exit
+            ; mov rax, [rdi + OFF_N]
+            ; test rax, rax
+            ; jle =>exit
+            ; mov [rsp + S_NREM], rax
+            ; mov rax, [rdi + OFF_C]
+            ; mov [rsp + S_CCOL], rax
+            ; mov rax, [rdi + OFF_B]
+            ; mov [rsp + S_BSRC], rax
+            ; mov rbx, [rdi + OFF_LDA]
+            ; shl rbx, 2
+            ; mov rbp, [rdi + OFF_LDC]
+            ; shl rbp, 2
+        );
+        match self.layout {
+            BLayout::RowMajor => {
+                dynasm!(self.a.ops() ; .arch x64 ; mov QWORD [rsp + S_BSTEP], nblk * 4)
+            }
+            BLayout::Transposed => dynasm!(self.a.ops()
+                ; .arch x64
+                ; mov rax, [rdi + OFF_LDB]
+                ; imul rax, rax, nblk * 4
+                ; mov [rsp + S_BSTEP], rax
+            ),
+        }
+        self.a.bind(n_loop);
+        // rax = nb = min(N remaining, N_blk)
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; mov rax, [rsp + S_NREM]
+            ; mov r11d, nblk
+            ; cmp rax, r11
+            ; cmovg rax, r11
+        );
+        match self.layout {
+            BLayout::RowMajor => dynasm!(self.a.ops()
+                ; .arch x64
+                ; mov r10, [rsp + S_BSRC]
+                ; mov r12, [rdi + OFF_LDB]
+                ; shl r12, 2
+            ),
+            BLayout::Transposed => {
+                self.repack()?;
+                dynasm!(self.a.ops()
+                    ; .arch x64
+                    ; mov r10, [rdi + OFF_SCRATCH]
+                    ; mov r12d, nblk * 4
+                );
+            }
+        }
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; mov r8, [rdi + OFF_A]
+            ; mov r9, [rsp + S_CCOL]
+            ; mov rsi, [rdi + OFF_M]
+            ; cmp rax, nblk
+            ; je =>m_loops[0]
+        );
+        // Partial panel: rcx = vectors - 1, r11 = lanes active in the last vector.
+        let shift = self.isa.lanes().trailing_zeros() as i8;
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; lea rcx, [rax - 1]
+            ; shr rcx, shift
+            ; mov r11, rcx
+            ; shl r11, shift
+            ; neg r11
+            ; add r11, rax
+        );
+        self.a.set_tail_mask(Gpr::R11)?;
+        // m_loops[v] handles v masked vectors; the last one is the fall-back jump.
+        for (v, &label) in m_loops.iter().enumerate().take(self.bl.nr).skip(1) {
+            dynasm!(self.a.ops() ; .arch x64 ; cmp rcx, (v - 1) as i32 ; je =>label);
+        }
+        dynasm!(self.a.ops() ; .arch x64 ; jmp =>m_loops[self.bl.nr]);
+
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; =>n_next
+            ; sub QWORD [rsp + S_NREM], nblk
+            ; jle =>exit
+            ; add QWORD [rsp + S_CCOL], nblk * 4
+            ; mov rax, [rsp + S_BSTEP]
+            ; add [rsp + S_BSRC], rax
+            ; jmp =>n_loop
+        );
+
+        for (w, &label) in widths.iter().zip(&m_loops) {
+            self.m_loop(*w, label, n_next)?;
+        }
+
+        self.a.bind(exit);
+        dynasm!(self.a.ops() ; .arch x64 ; add rsp, FRAME);
+        self.a.epilogue(&frame);
+        self.a.finalize()
+    }
+
+    /// Row blocks of one panel width; falls through to `n_next` when M is done.
+    fn m_loop(
+        &mut self,
+        w: Width,
+        top: DynamicLabel,
+        n_next: DynamicLabel,
+    ) -> Result<(), X64Error> {
+        let mr = self.bl.mr;
+        let tail = self.a.new_label();
+        self.a.bind(top);
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; cmp rsi, mr as i32
+            ; jl =>tail
+        );
+        self.tile(mr, w)?;
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; imul r11, rbx, mr as i32
+            ; add r8, r11
+            ; imul r11, rbp, mr as i32
+            ; add r9, r11
+            ; sub rsi, mr as i32
+            ; jmp =>top
+            ; =>tail
+        );
+        let tails: Vec<DynamicLabel> = (1..mr).map(|_| self.a.new_label()).collect();
+        for (r, &l) in (1..mr).zip(&tails) {
+            dynasm!(self.a.ops() ; .arch x64 ; cmp rsi, r as i32 ; je =>l);
+        }
+        dynasm!(self.a.ops() ; .arch x64 ; jmp =>n_next);
+        for (r, &l) in (1..mr).zip(&tails) {
+            self.a.bind(l);
+            self.tile(r, w)?;
+            dynasm!(self.a.ops() ; .arch x64 ; jmp =>n_next);
+        }
+        Ok(())
+    }
+
+    /// One register tile of `rows` rows at (r8, r9) against the panel at r10.
+    fn tile(&mut self, rows: usize, w: Width) -> Result<(), X64Error> {
+        let lanes_bytes = self.isa.vec_bytes() as i32;
+        let cb = [C_ROW, C3, C6];
+        let zero = self.a.new_label();
+        let init_done = self.a.new_label();
+        self.c_bases(rows);
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; cmp QWORD [rdi + OFF_ACC], 0
+            ; je =>zero
+        );
+        for r in 0..rows {
+            for j in 0..w.nvec {
+                let m = Self::row(cb, LDC, r, j as i32 * lanes_bytes);
+                let last = w.masked && j + 1 == w.nvec;
+                self.vload(self.acc(r, j), m, last)?;
+            }
+        }
+        dynasm!(self.a.ops() ; .arch x64 ; jmp =>init_done ; =>zero);
+        for r in 0..rows {
+            for j in 0..w.nvec {
+                self.vzero(self.acc(r, j))?;
+            }
+        }
+        self.a.bind(init_done);
+        dynasm!(self.a.ops() ; .arch x64 ; mov rax, r8 ; mov r14, r10 ; mov r15, [rdi + OFF_K]);
+        if rows > 3 {
+            self.plus3(A3, A0, LDA);
+        }
+        if rows > 6 {
+            self.plus3(A6, A3, LDA);
+        }
+        let u = self.bl.k_unroll;
+        let main = self.a.new_label();
+        let rem = self.a.new_label();
+        let rem_loop = self.a.new_label();
+        let done = self.a.new_label();
+        if u > 1 {
+            dynasm!(self.a.ops() ; .arch x64 ; cmp r15, u as i32 ; jl =>rem);
+            self.a.bind(main);
+            for s in 0..u {
+                self.k_step(rows, w, s as i32 * 4)?;
+            }
+            self.advance_a(rows, u as i32 * 4);
+            dynasm!(self.a.ops()
+                ; .arch x64
+                ; sub r15, u as i32
+                ; cmp r15, u as i32
+                ; jge =>main
+            );
+        }
+        self.a.bind(rem);
+        dynasm!(self.a.ops() ; .arch x64 ; test r15, r15 ; jle =>done ; =>rem_loop);
+        self.k_step(rows, w, 0)?;
+        self.advance_a(rows, 4);
+        dynasm!(self.a.ops() ; .arch x64 ; dec r15 ; jnz =>rem_loop ; =>done);
+        self.c_bases(rows);
+        for r in 0..rows {
+            for j in 0..w.nvec {
+                let m = Self::row(cb, LDC, r, j as i32 * lanes_bytes);
+                let last = w.masked && j + 1 == w.nvec;
+                self.vstore(m, self.acc(r, j), last)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn advance_a(&mut self, rows: usize, bytes: i32) {
+        let bases = [A0, A3, A6];
+        for &b in bases.iter().take(rows.div_ceil(3)) {
+            dynasm!(self.a.ops() ; .arch x64 ; add Rq(b.num()), bytes);
+        }
+    }
+
+    /// One k: load the B vectors at r14, broadcast A(r, k) and FMA; r14 += ldb.
+    fn k_step(&mut self, rows: usize, w: Width, a_disp: i32) -> Result<(), X64Error> {
+        let lanes_bytes = self.isa.vec_bytes() as i32;
+        for j in 0..w.nvec {
+            let last = w.masked && j + 1 == w.nvec;
+            self.vload(self.breg(j), Mem::new(BK, j as i32 * lanes_bytes), last)?;
+        }
+        for r in 0..rows {
+            let t = self.bcast_reg(r);
+            self.vbcast(t, Self::row([A0, A3, A6], LDA, r, a_disp))?;
+            for j in 0..w.nvec {
+                self.vfma(self.acc(r, j), self.breg(j), t)?;
+            }
+        }
+        dynasm!(self.a.ops() ; .arch x64 ; add r14, r12);
+        Ok(())
+    }
+
+    /// Transposed B: repacks the panel of `rax` (= nb) rows of B^T at `[rsp + S_BSRC]`
+    /// into the scratch as K×N_blk (scratch row k holds B^T[n0 + j, k] at column j).
+    /// Each group of `lanes` rows that lies wholly in the panel is transposed in
+    /// registers, `lanes`×`lanes` at a time ([`transpose_plan`]); the K remainder of
+    /// such a group, and a group cut by the panel's end, go through masked
+    /// `vgatherdps`. Keeps rax; clobbers every other GPR the m loop sets up afterwards.
+    fn repack(&mut self) -> Result<(), X64Error> {
+        let nr = self.bl.nr;
+        let lanes = self.isa.lanes() as i32;
+        let end = self.a.new_label();
+        dynasm!(self.a.ops() ; .arch x64 ; cmp QWORD [rdi + OFF_K], 0 ; jle =>end);
+        if self.isa == Isa::Avx512 {
+            // k2.. = rows of each group inside the panel: 16 bits of (1 << nb) - 1 each.
+            dynasm!(self.a.ops() ; .arch x64 ; mov r11, -1);
+            self.a.enc(
+                Instruction::with3(
+                    Code::VEX_Bzhi_r64_rm64_r64,
+                    Register::R11,
+                    Register::R11,
+                    Register::RAX,
+                ),
+                "bzhi",
+            )?;
+            for v in 0..nr {
+                dynasm!(self.a.ops() ; .arch x64 ; mov rcx, r11 ; shr rcx, (16 * v) as i8);
+                self.a.enc(
+                    Instruction::with2(
+                        Code::VEX_Kmovw_kr_r32,
+                        Register::K2 + v as u32,
+                        Register::ECX,
+                    ),
+                    "kmovw",
+                )?;
+            }
+        }
+        for v in 0..nr {
+            let partial = self.a.new_label();
+            let next = self.a.new_label();
+            dynasm!(self.a.ops()
+                ; .arch x64
+                ; cmp rax, lanes * (v as i32 + 1)
+                ; jl =>partial
+            );
+            self.transpose_chunks(v)?;
+            dynasm!(self.a.ops()
+                ; .arch x64
+                ; test QWORD [rdi + OFF_K], lanes - 1
+                ; jz =>next
+            );
+            self.gather_loop(v, true)?;
+            dynasm!(self.a.ops()
+                ; .arch x64
+                ; jmp =>next
+                ; =>partial
+                ; cmp rax, lanes * v as i32
+                ; jle =>next
+            );
+            self.gather_loop(v, false)?;
+            self.a.bind(next);
+        }
+        self.a.bind(end);
+        Ok(())
+    }
+
+    /// Transposes the full K chunks of row group `v` (rows `lanes*v ..` of the panel)
+    /// into the scratch.
+    fn transpose_chunks(&mut self, v: usize) -> Result<(), X64Error> {
+        let lanes = self.isa.lanes();
+        let nblk = self.nblk();
+        let vb = self.isa.vec_bytes() as i32;
+        let (plan, out) = transpose_plan(self.isa)?;
+        // Row bases of rows 0, 3, 6, 9, 12, 15 of the group; rows 3b+1, 3b+2 via ldb.
+        let bases = [Gpr::R11, Gpr::Rcx, Gpr::Rsi, Gpr::R8, Gpr::R9, Gpr::R10];
+        let nbases = lanes.div_ceil(3);
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; mov r12, [rdi + OFF_LDB]
+            ; shl r12, 2
+            ; mov r11, r12
+            ; imul r11, r11, (lanes * v) as i32
+            ; add r11, [rsp + S_BSRC]
+            ; mov r13, [rdi + OFF_SCRATCH]
+            ; add r13, v as i32 * vb
+            ; mov r15, [rdi + OFF_K]
+            ; sar r15, lanes.trailing_zeros() as i8
+        );
+        for w in bases.windows(2).take(nbases - 1) {
+            self.plus3(w[1], w[0], Gpr::R12);
+        }
+        let top = self.a.new_label();
+        let done = self.a.new_label();
+        dynasm!(self.a.ops() ; .arch x64 ; test r15, r15 ; jz =>done ; =>top);
+        for i in 0..lanes {
+            let m = Self::row6(bases, Gpr::R12, i);
+            self.vload(i, m, false)?;
+        }
+        for &(op, d, a, b) in &plan {
+            self.shuffle(op, d, a, b)?;
+        }
+        for (j, &reg) in out.iter().enumerate() {
+            self.vstore(Mem::new(Gpr::R13, j as i32 * nblk * 4), reg, false)?;
+        }
+        for &b in bases.iter().take(nbases) {
+            dynasm!(self.a.ops() ; .arch x64 ; add Rq(b.num()), vb);
+        }
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; add r13, lanes as i32 * nblk * 4
+            ; dec r15
+            ; jnz =>top
+            ; =>done
+        );
+        Ok(())
+    }
+
+    /// Row `i` (0..16) of a group whose rows 0, 3, 6, .. start at `bases`.
+    fn row6(bases: [Gpr; 6], ld: Gpr, i: usize) -> Mem {
+        match i % 3 {
+            0 => Mem::new(bases[i / 3], 0),
+            s => Mem::indexed(bases[i / 3], ld, s as u8, 0),
+        }
+    }
+
+    /// Gathers row group `v` for k in `k0..K` (k0 = 0, or the first k past the full
+    /// chunks when `after_chunks`), rows masked to the panel.
+    fn gather_loop(&mut self, v: usize, after_chunks: bool) -> Result<(), X64Error> {
+        let lanes = self.isa.lanes() as i32;
+        let nblk = self.nblk();
+        let vb = self.isa.vec_bytes() as i32;
+        let iota: Vec<u8> = (0..64u32).flat_map(|i| i.to_le_bytes()).collect();
+        let iota = self.a.const_table(&iota, 64)?;
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; mov rcx, [rdi + OFF_LDB]
+            ; mov r14, rcx
+            ; imul r14, r14, lanes * v as i32 * 4
+            ; add r14, [rsp + S_BSRC]
+            ; mov r13, [rdi + OFF_SCRATCH]
+            ; add r13, v as i32 * vb
+            ; mov r15, [rdi + OFF_K]
+        );
+        if after_chunks {
+            dynasm!(self.a.ops()
+                ; .arch x64
+                ; mov r11, r15
+                ; and r11, -lanes
+                ; sub r15, r11
+                ; lea r14, [r14 + r11 * 4]
+                ; imul r11, r11, nblk * 4
+                ; add r13, r11
+            );
+        }
+        // v0: destination, v1: index vector j * ldb, v2: ldb broadcast (then nb on AVX2),
+        // v3: AVX2 row mask, v4: its copy (the gather clears its mask).
+        let (d, idx, t, mask, copy) = (self.v(0), self.v(1), self.v(2), self.v(3), self.v(4));
+        let mulld = match self.isa {
+            Isa::Avx512 => {
+                self.a.enc(
+                    Instruction::with2(Code::EVEX_Vpbroadcastd_zmm_k1z_r32, t, Register::ECX),
+                    "vpbroadcastd",
+                )?;
+                Code::EVEX_Vpmulld_zmm_k1z_zmm_zmmm512b32
+            }
+            Isa::Avx2 => {
+                self.vbroadcast_gpr(t, Register::ECX)?;
+                Code::VEX_Vpmulld_ymm_ymm_ymmm256
+            }
+        };
+        self.a
+            .enc(Instruction::with3(mulld, idx, t, im(iota)), "vpmulld")?;
+        if self.isa == Isa::Avx2 {
+            self.vbroadcast_gpr(t, Register::EAX)?;
+            let m = Mem::new(iota.base, iota.disp + v as i32 * vb);
+            self.a.enc(
+                Instruction::with3(Code::VEX_Vpcmpgtd_ymm_ymm_ymmm256, mask, t, im(m)),
+                "vpcmpgtd",
+            )?;
+        }
+        let top = self.a.new_label();
+        let done = self.a.new_label();
+        dynasm!(self.a.ops() ; .arch x64 ; test r15, r15 ; jle =>done ; =>top);
+        self.vzero(0)?;
+        let mem = MemoryOperand::new(Register::R14, idx, 4, 0, 1, false, Register::None);
+        match self.isa {
+            Isa::Avx512 => {
+                self.a.enc(
+                    Instruction::with2(
+                        Code::VEX_Kmovw_kr_km16,
+                        Register::K7,
+                        Register::K2 + v as u32,
+                    ),
+                    "kmovw",
+                )?;
+                let mut g = Instruction::with2(Code::EVEX_Vgatherdps_zmm_k1_vm32z, d, mem)
+                    .map_err(|e| enc_err("vgatherdps", e))?;
+                g.set_op_mask(Register::K7);
+                self.a.enc(Ok(g), "vgatherdps")?;
+            }
+            Isa::Avx2 => {
+                self.a.enc(
+                    Instruction::with2(Code::VEX_Vmovaps_ymm_ymmm256, copy, mask),
+                    "vmovaps",
+                )?;
+                self.a.enc(
+                    Instruction::with3(Code::VEX_Vgatherdps_ymm_vm32y_ymm, d, mem, copy),
+                    "vgatherdps",
+                )?;
+            }
+        }
+        self.vstore(Mem::new(Gpr::R13, 0), 0, false)?;
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; add r14, 4
+            ; add r13, nblk * 4
+            ; dec r15
+            ; jnz =>top
+            ; =>done
+        );
+        Ok(())
+    }
+
+    /// AVX2: every lane of `dst` = the 32-bit GPR `src`.
+    fn vbroadcast_gpr(&mut self, dst: Register, src: Register) -> Result<(), X64Error> {
+        let x = Register::XMM0 + (dst.number() as u32);
+        self.a.enc(
+            Instruction::with2(Code::VEX_Vmovd_xmm_rm32, x, src),
+            "vmovd",
+        )?;
+        self.a.enc(
+            Instruction::with2(Code::VEX_Vpbroadcastd_ymm_xmmm32, dst, x),
+            "vpbroadcastd",
+        )
+    }
+
+    fn shuffle(&mut self, op: Shuf, d: usize, a: usize, b: usize) -> Result<(), X64Error> {
+        let (d, a, b) = (self.v(d), self.v(a), self.v(b));
+        let z = self.isa == Isa::Avx512;
+        let ins = match op {
+            Shuf::LoPs if z => {
+                Instruction::with3(Code::EVEX_Vunpcklps_zmm_k1z_zmm_zmmm512b32, d, a, b)
+            }
+            Shuf::HiPs if z => {
+                Instruction::with3(Code::EVEX_Vunpckhps_zmm_k1z_zmm_zmmm512b32, d, a, b)
+            }
+            Shuf::LoPd if z => {
+                Instruction::with3(Code::EVEX_Vunpcklpd_zmm_k1z_zmm_zmmm512b64, d, a, b)
+            }
+            Shuf::HiPd if z => {
+                Instruction::with3(Code::EVEX_Vunpckhpd_zmm_k1z_zmm_zmmm512b64, d, a, b)
+            }
+            Shuf::LoPs => Instruction::with3(Code::VEX_Vunpcklps_ymm_ymm_ymmm256, d, a, b),
+            Shuf::HiPs => Instruction::with3(Code::VEX_Vunpckhps_ymm_ymm_ymmm256, d, a, b),
+            Shuf::LoPd => Instruction::with3(Code::VEX_Vunpcklpd_ymm_ymm_ymmm256, d, a, b),
+            Shuf::HiPd => Instruction::with3(Code::VEX_Vunpckhpd_ymm_ymm_ymmm256, d, a, b),
+            Shuf::Blocks(imm) if z => Instruction::with4(
+                Code::EVEX_Vshuff32x4_zmm_k1z_zmm_zmmm512b32_imm8,
+                d,
+                a,
+                b,
+                u32::from(imm),
+            ),
+            Shuf::Blocks(imm) => Instruction::with4(
+                Code::VEX_Vperm2f128_ymm_ymm_ymmm256_imm8,
+                d,
+                a,
+                b,
+                u32::from(imm),
+            ),
+        };
+        self.a.enc(ins, "transpose shuffle")
+    }
+}
+
+// ----- in-register transpose ---------------------------------------------------------
+
+/// A two-source shuffle of the transpose; lanes are grouped in 128-bit blocks of 4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shuf {
+    /// `vunpcklps`: per block `[a0, b0, a1, b1]`.
+    LoPs,
+    /// `vunpckhps`: per block `[a2, b2, a3, b3]`.
+    HiPs,
+    /// `vunpcklpd`: per block `[a0, a1, b0, b1]`.
+    LoPd,
+    /// `vunpckhpd`: per block `[a2, a3, b2, b3]`.
+    HiPd,
+    /// Whole blocks: `vshuff32x4` (zmm: blocks 0, 1 from a, 2, 3 from b, two imm bits
+    /// each) or `vperm2f128` (ymm: each half picks one of a.lo, a.hi, b.lo, b.hi).
+    Blocks(u8),
+}
+
+/// `(op, dst, a, b)` register steps.
+type Plan = Vec<(Shuf, usize, usize, usize)>;
+
+/// The shuffle sequence that transposes rows in registers `0..lanes` (lane `c` of
+/// register `r` = element (r, c)), and the register that ends up holding each column.
+/// AVX-512: 64 shuffles for 16×16; AVX2: 24 for 8×8. The result is checked by
+/// simulating every step on (row, column) labels, so a wrong plan is a compile error,
+/// never wrong numbers.
+fn transpose_plan(isa: Isa) -> Result<(Plan, Vec<usize>), X64Error> {
+    let lanes = isa.lanes();
+    let (r, t) = (0usize, lanes);
+    let mut plan: Plan = Vec::new();
+    for i in 0..lanes / 2 {
+        plan.push((Shuf::LoPs, t + 2 * i, r + 2 * i, r + 2 * i + 1));
+        plan.push((Shuf::HiPs, t + 2 * i + 1, r + 2 * i, r + 2 * i + 1));
+    }
+    for g in 0..lanes / 4 {
+        let q = 4 * g;
+        plan.push((Shuf::LoPd, r + q, t + q, t + q + 2));
+        plan.push((Shuf::HiPd, r + q + 1, t + q, t + q + 2));
+        plan.push((Shuf::LoPd, r + q + 2, t + q + 1, t + q + 3));
+        plan.push((Shuf::HiPd, r + q + 3, t + q + 1, t + q + 3));
+    }
+    let out_base = match isa {
+        Isa::Avx2 => {
+            for c in 0..4 {
+                plan.push((Shuf::Blocks(0x20), t + c, r + c, r + 4 + c));
+                plan.push((Shuf::Blocks(0x31), t + 4 + c, r + c, r + 4 + c));
+            }
+            t
+        }
+        Isa::Avx512 => {
+            for h in 0..2 {
+                for c in 0..4 {
+                    let (a, b) = (r + 8 * h + c, r + 8 * h + 4 + c);
+                    plan.push((Shuf::Blocks(0x88), t + 8 * h + c, a, b));
+                    plan.push((Shuf::Blocks(0xdd), t + 8 * h + 4 + c, a, b));
+                }
+            }
+            for c in 0..8 {
+                plan.push((Shuf::Blocks(0x88), r + c, t + c, t + 8 + c));
+                plan.push((Shuf::Blocks(0xdd), r + 8 + c, t + c, t + 8 + c));
+            }
+            r
+        }
+    };
+    // Simulate on labels and find each column's register.
+    let mut regs: Vec<Vec<(usize, usize)>> = (0..2 * lanes)
+        .map(|reg| (0..lanes).map(|c| (reg, c)).collect())
+        .collect();
+    for &(op, d, a, b) in &plan {
+        let (a, b) = (regs[a].clone(), regs[b].clone());
+        let blk = |v: &[(usize, usize)], i: usize| v[4 * i..4 * i + 4].to_vec();
+        let mut res = Vec::with_capacity(lanes);
+        match op {
+            Shuf::LoPs | Shuf::HiPs | Shuf::LoPd | Shuf::HiPd => {
+                for i in 0..lanes / 4 {
+                    let (x, y) = (blk(&a, i), blk(&b, i));
+                    res.extend(match op {
+                        Shuf::LoPs => [x[0], y[0], x[1], y[1]],
+                        Shuf::HiPs => [x[2], y[2], x[3], y[3]],
+                        Shuf::LoPd => [x[0], x[1], y[0], y[1]],
+                        _ => [x[2], x[3], y[2], y[3]],
+                    });
+                }
+            }
+            Shuf::Blocks(imm) => {
+                let sel = |k: u8| usize::from(k & 3);
+                if lanes == 16 {
+                    res.extend(blk(&a, sel(imm)));
+                    res.extend(blk(&a, sel(imm >> 2)));
+                    res.extend(blk(&b, sel(imm >> 4)));
+                    res.extend(blk(&b, sel(imm >> 6)));
+                } else {
+                    let src = [blk(&a, 0), blk(&a, 1), blk(&b, 0), blk(&b, 1)];
+                    res.extend(src[sel(imm)].iter().copied());
+                    res.extend(src[sel(imm >> 4)].iter().copied());
+                }
+            }
+        }
+        regs[d] = res;
+    }
+    let mut out = Vec::with_capacity(lanes);
+    for col in 0..lanes {
+        let want: Vec<(usize, usize)> = (0..lanes).map(|row| (row, col)).collect();
+        let reg = (out_base..out_base + lanes)
+            .find(|&reg| regs[reg] == want)
+            .ok_or_else(|| X64Error::Encode {
+                what: "brgemm transpose".into(),
+                reason: format!("no register holds column {col} after the plan"),
+            })?;
+        out.push(reg);
+    }
+    Ok((plan, out))
+}
+
+// ----- FMA peak reference ------------------------------------------------------------
+
+/// A JIT loop of independent register-only FMAs: the FMA-throughput reference the
+/// brgemm benches report their efficiency against (the same probe as a C loop of 12
+/// accumulator chains, but through this crate's own encoder).
+#[derive(Debug)]
+pub struct FmaPeak {
+    kernel: Kernel,
+}
+
+/// Independent accumulator chains in [`FmaPeak`]: enough to hide a 4-cycle FMA latency
+/// on two pipes.
+const PEAK_CHAINS: usize = 12;
+
+impl FmaPeak {
+    /// Compiles the loop for `isa`.
+    pub fn compile(isa: Isa) -> Result<FmaPeak, X64Error> {
+        let mut a = VecAsm::new(isa, Gpr::Rdx)?;
+        let frame = a.prologue(&[]);
+        let (code, zero) = match isa {
+            Isa::Avx512 => (
+                Code::EVEX_Vfmadd231ps_zmm_k1z_zmm_zmmm512b32_er,
+                Code::EVEX_Vxorps_zmm_k1z_zmm_zmmm512b32,
+            ),
+            Isa::Avx2 => (
+                Code::VEX_Vfmadd231ps_ymm_ymm_ymmm256,
+                Code::VEX_Vxorps_ymm_ymm_ymmm256,
+            ),
+        };
+        for r in 0..PEAK_CHAINS + 2 {
+            let v = a.vr(VReg(r as u8));
+            a.enc(Instruction::with3(zero, v, v, v), "vxorps")?;
+        }
+        let top = a.new_label();
+        let done = a.new_label();
+        dynasm!(a.ops() ; .arch x64 ; test rdi, rdi ; jle =>done ; =>top);
+        let (x, y) = (
+            a.vr(VReg(PEAK_CHAINS as u8)),
+            a.vr(VReg(PEAK_CHAINS as u8 + 1)),
+        );
+        for r in 0..PEAK_CHAINS {
+            let v = a.vr(VReg(r as u8));
+            a.enc(Instruction::with3(code, v, x, y), "vfmadd231ps")?;
+        }
+        dynasm!(a.ops() ; .arch x64 ; dec rdi ; jnz =>top ; =>done);
+        a.epilogue(&frame);
+        Ok(FmaPeak {
+            kernel: a.finalize()?,
+        })
+    }
+
+    /// Floating-point operations per loop iteration (2 per FMA lane).
+    pub fn flops_per_iter(&self) -> u64 {
+        (2 * PEAK_CHAINS * self.kernel.isa().lanes()) as u64
+    }
+
+    /// Runs `iters` iterations.
+    pub fn run(&self, iters: u64) -> Result<(), X64Error> {
+        let isa = self.kernel.isa();
+        if !isa.is_supported() {
+            return Err(X64Error::IsaUnsupported { isa });
+        }
+        let iters = i64::try_from(iters)
+            .map_err(|_| X64Error::Args(format!("{iters} iterations exceed i64")))?;
+        // SAFETY: the CPU supports the ISA; the code reads no memory and takes the count
+        // in rdi per the sysv64 ABI.
+        unsafe {
+            let f: unsafe extern "sysv64" fn(i64) = std::mem::transmute(self.kernel.entry_ptr());
+            f(iters);
+        }
+        Ok(())
+    }
+}
