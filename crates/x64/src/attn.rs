@@ -378,18 +378,64 @@ impl OnlineSoftmax {
 
 // ----- code generation ---------------------------------------------------------------
 
+/// Registers of one column chain. The main column loops run two chains (two vectors
+/// a step, independent dependency chains for the out-of-order core); remainders and
+/// tails run chain A.
+#[derive(Clone, Copy)]
+struct Chain {
+    /// The scores vector.
+    x: VReg,
+    /// Mask load (pass 1).
+    t: VReg,
+    /// Running maximum (pass 1) or sum (pass 2) of this chain.
+    acc: VReg,
+    /// exp scratch (pass 2).
+    e: [VReg; 3],
+}
+
 const X: VReg = VReg(1);
 const T: VReg = VReg(2);
 const FILL: VReg = VReg(3);
 const MUSE: VReg = VReg(4);
 const SUM: VReg = VReg(5);
-const E: [VReg; 3] = [VReg(6), VReg(7), VReg(8)];
 const MOLD: VReg = VReg(9);
 const ALPHA: VReg = VReg(10);
 const LV: VReg = VReg(11);
 const RT: VReg = VReg(12);
 const MB: VReg = VReg(13);
 const MAX: VReg = VReg(0);
+
+/// Pass 1: chain A and chain B (B uses registers dead during pass 1).
+const P1: [Chain; 2] = [
+    Chain {
+        x: X,
+        t: T,
+        acc: MAX,
+        e: [VReg(6), VReg(7), VReg(8)],
+    },
+    Chain {
+        x: VReg(12),
+        t: VReg(14),
+        acc: VReg(11),
+        e: [VReg(6), VReg(7), VReg(8)],
+    },
+];
+
+/// Pass 2 (after alpha is computed: MOLD is dead, ALPHA and MUSE live).
+const P2: [Chain; 2] = [
+    Chain {
+        x: X,
+        t: T,
+        acc: SUM,
+        e: [VReg(6), VReg(7), VReg(8)],
+    },
+    Chain {
+        x: VReg(12),
+        t: T,
+        acc: VReg(11),
+        e: [VReg(13), VReg(14), VReg(9)],
+    },
+];
 
 /// How the mask of pass 1 is read.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -465,7 +511,7 @@ fn hreduce(a: &mut VecAsm, v: VReg, t: VReg, max: bool) -> Result<(), X64Error> 
 }
 
 /// `acc` (over active lanes on a tail) `= acc op x`: merge-masked on AVX-512; on AVX2
-/// `x` is first blended with `neutral` in the inactive lanes (clobbering `x`).
+/// `x` is first blended with `neutral` in the inactive lanes (clobbering `x` and `T`).
 fn masked_accum(
     a: &mut VecAsm,
     op: V3,
@@ -507,108 +553,150 @@ impl BlockGen {
         }
     }
 
-    /// `X = mask(scale(X))` for the columns at r11 (a tail: `rax` columns, mask set).
-    fn transform(&mut self, read: MaskRead, tail: bool) -> Result<(), X64Error> {
+    /// `x = mask(scale(x))` for the columns at r11 + `k` vectors (a tail: `rax`
+    /// columns, tail mask set).
+    fn transform(&mut self, c: Chain, k: i32, read: MaskRead, tail: bool) -> Result<(), X64Error> {
         match self.opts.scale {
-            Some(AttnScale::Mul(c)) => self.a.v3(V3::Mul, X, X, Opnd::F(c))?,
-            Some(AttnScale::Div(c)) => self.a.v3(V3::Div, X, X, Opnd::F(c))?,
+            Some(AttnScale::Mul(v)) => self.a.v3(V3::Mul, c.x, c.x, Opnd::F(v))?,
+            Some(AttnScale::Div(v)) => self.a.v3(V3::Div, c.x, c.x, Opnd::F(v))?,
             None => {}
         }
         let (size, dtype) = self.mask_elem();
-        let mem = Mem::indexed(Gpr::R9, Gpr::R11, size, 0);
+        let mem = Mem::indexed(Gpr::R9, Gpr::R11, size, k * self.lanes() * i32::from(size));
         match read {
             MaskRead::None => {}
-            MaskRead::Bcast => self.mask_op(MB)?,
+            MaskRead::Bcast => self.mask_op(c.x, MB)?,
             MaskRead::Cols => {
                 if tail {
                     let buf = Mem::new(Gpr::Rsp, 0);
-                    self.a.load_tail_typed(T, mem, dtype, Gpr::Rax, buf)?;
+                    self.a.load_tail_typed(c.t, mem, dtype, Gpr::Rax, buf)?;
                 } else {
-                    self.a.load_typed(T, mem, dtype)?;
+                    self.a.load_typed(c.t, mem, dtype)?;
                 }
-                self.mask_op(T)?;
+                self.mask_op(c.x, c.t)?;
             }
         }
         Ok(())
     }
 
-    /// Applies the mask values in `m` (f32 or all-ones/zeros lanes) to `X`.
-    fn mask_op(&mut self, m: VReg) -> Result<(), X64Error> {
+    /// Applies the mask values in `m` (f32 or all-ones/zeros lanes) to `x`.
+    fn mask_op(&mut self, x: VReg, m: VReg) -> Result<(), X64Error> {
         match self.opts.mask {
             AttnMask::None => Ok(()),
-            AttnMask::Additive => self.a.v3(V3::Add, X, X, m),
+            AttnMask::Additive => self.a.v3(V3::Add, x, x, m),
             AttnMask::Boolean { keep_when, .. } => {
                 let c = self.a.vreg_to_cond(m)?;
                 if keep_when {
-                    self.a.blend(X, c, FILL, X)
+                    self.a.blend(x, c, FILL, x)
                 } else {
-                    self.a.blend(X, c, X, FILL)
+                    self.a.blend(x, c, x, FILL)
                 }
             }
         }
     }
 
-    /// A loop over the row's columns in r11: `body(tail)` for each full vector, then
-    /// once for the tail (count in rax, tail mask set) if any.
+    /// A loop over the row's columns in r11: with `unroll` 2, `body(k, false)` for
+    /// k = 0, 1 per step of two vectors; then `body(0, false)` per remaining full
+    /// vector; then `body(0, true)` once for the tail (count in rax, tail mask set).
     fn columns(
         &mut self,
         count_off: Option<i32>,
-        mut body: impl FnMut(&mut BlockGen, bool) -> Result<(), X64Error>,
+        unroll: i32,
+        mut body: impl FnMut(&mut BlockGen, i32, bool) -> Result<(), X64Error>,
     ) -> Result<(), X64Error> {
         let lanes = self.lanes();
-        let (lp, tail, done): (DynamicLabel, DynamicLabel, DynamicLabel) =
-            (self.a.new_label(), self.a.new_label(), self.a.new_label());
+        let (lp, single, lp1, tail, done): (
+            DynamicLabel,
+            DynamicLabel,
+            DynamicLabel,
+            DynamicLabel,
+            DynamicLabel,
+        ) = (
+            self.a.new_label(),
+            self.a.new_label(),
+            self.a.new_label(),
+            self.a.new_label(),
+            self.a.new_label(),
+        );
         // rax = count (n in r14, or a field of the args)
         match count_off {
             None => dynasm!(self.a.ops() ; .arch x64 ; mov rax, r14),
             Some(off) => dynasm!(self.a.ops() ; .arch x64 ; mov rax, [r15 + off]),
         }
+        dynasm!(self.a.ops() ; .arch x64 ; xor r11d, r11d);
+        if unroll > 1 {
+            let step = unroll * lanes;
+            dynasm!(self.a.ops()
+                ; .arch x64
+                ; sub rax, step
+                ; jl =>single
+                ; =>lp
+            );
+            for k in 0..unroll {
+                body(self, k, false)?;
+            }
+            dynasm!(self.a.ops()
+                ; .arch x64
+                ; add r11, step
+                ; cmp r11, rax
+                ; jle =>lp
+                ; =>single
+                ; add rax, step
+            );
+        }
+        // The one-vector loop runs while r11 <= count - lanes (r11 may be past 0
+        // after the unrolled loop).
         dynasm!(self.a.ops()
             ; .arch x64
-            ; xor r11d, r11d
             ; sub rax, lanes
-            ; jl =>tail
-            ; =>lp
+            ; cmp r11, rax
+            ; jg =>tail
+            ; =>lp1
         );
-        body(self, false)?;
+        body(self, 0, false)?;
         dynasm!(self.a.ops()
             ; .arch x64
             ; add r11, lanes
             ; cmp r11, rax
-            ; jle =>lp
+            ; jle =>lp1
             ; =>tail
             ; add rax, lanes
             ; sub rax, r11
             ; jle =>done
         );
         self.a.set_tail_mask(Gpr::Rax)?;
-        body(self, true)?;
+        body(self, 0, true)?;
         self.a.bind(done);
         Ok(())
     }
 
     fn pass1(&mut self, read: MaskRead) -> Result<(), X64Error> {
-        self.a.mov_internal(MAX, Opnd::F(f32::NEG_INFINITY))?;
+        for c in P1 {
+            self.a.mov_internal(c.acc, Opnd::F(f32::NEG_INFINITY))?;
+        }
         if read == MaskRead::Bcast {
             let (_, dtype) = self.mask_elem();
             self.a
                 .broadcast_load_typed(MB, Mem::new(Gpr::R9, 0), dtype)?;
         }
-        self.columns(None, |g, tail| {
-            let mem = Mem::indexed(Gpr::R8, Gpr::R11, 4, 0);
+        let vb = self.lanes() * 4;
+        self.columns(None, 2, |g, k, tail| {
+            let c = P1[k as usize];
+            let mem = Mem::indexed(Gpr::R8, Gpr::R11, 4, k * vb);
             if tail {
-                g.a.load_tail(X, mem)?;
+                g.a.load_tail(c.x, mem)?;
             } else {
-                g.a.load(X, mem)?;
+                g.a.load(c.x, mem)?;
             }
-            g.transform(read, tail)?;
+            g.transform(c, k, read, tail)?;
             if tail {
-                g.a.store_tail(mem, X)?;
+                g.a.store_tail(mem, c.x)?;
             } else {
-                g.a.store(mem, X)?;
+                g.a.store(mem, c.x)?;
             }
-            masked_accum(&mut g.a, V3::Max, MAX, X, tail, f32::NEG_INFINITY)
-        })
+            masked_accum(&mut g.a, V3::Max, c.acc, c.x, tail, f32::NEG_INFINITY)
+        })?;
+        self.a.v3(V3::Max, MAX, MAX, P1[1].acc)
     }
 
     fn emit(mut self) -> Result<Kernel, X64Error> {
@@ -652,7 +740,7 @@ impl BlockGen {
         self.a.bind(pass1_done);
         hreduce(&mut self.a, MAX, RT, true)?;
 
-        // m_old, m_new (in MAX), m_use.
+        // m_old, m_new (in MAX), m_use; alpha (not on the first block).
         let (not_first, have_mold) = (self.a.new_label(), self.a.new_label());
         dynasm!(self.a.ops()
             ; .arch x64
@@ -669,28 +757,37 @@ impl BlockGen {
             .cmp(pred::EQ_OQ, MAX, Opnd::F(f32::NEG_INFINITY), T)?;
         self.a.blend(MUSE, c, MAX, Opnd::F(0.0))?;
         self.a.store_scalar(Mem::new(Gpr::R12, 0), MAX)?;
+        // alpha = exp(m_old - m_use); on the first block m_old = -inf and alpha = 0
+        // is never used.
+        self.a.v3(V3::Sub, ALPHA, MOLD, MUSE)?;
+        self.a.exp_core_nonpositive(ALPHA, ALPHA, 1.0, P2[0].e)?;
 
         // Pass 2: p = exp(x - m_use) in place, row sum.
-        self.a.zero(SUM)?;
-        self.columns(None, |g, tail| {
-            let mem = Mem::indexed(Gpr::R8, Gpr::R11, 4, 0);
+        for c in P2 {
+            self.a.zero(c.acc)?;
+        }
+        let vb = self.lanes() * 4;
+        self.columns(None, 2, |g, k, tail| {
+            let c = P2[k as usize];
+            let mem = Mem::indexed(Gpr::R8, Gpr::R11, 4, k * vb);
             if tail {
-                g.a.load_tail(X, mem)?;
+                g.a.load_tail(c.x, mem)?;
             } else {
-                g.a.load(X, mem)?;
+                g.a.load(c.x, mem)?;
             }
-            g.a.v3(V3::Sub, X, X, MUSE)?;
-            g.a.exp_core_nonpositive(X, X, 1.0, E)?;
+            g.a.v3(V3::Sub, c.x, c.x, MUSE)?;
+            g.a.exp_core_nonpositive(c.x, c.x, 1.0, c.e)?;
             if tail {
-                g.a.store_tail(mem, X)?;
+                g.a.store_tail(mem, c.x)?;
             } else {
-                g.a.store(mem, X)?;
+                g.a.store(mem, c.x)?;
             }
-            masked_accum(&mut g.a, V3::Add, SUM, X, tail, 0.0)
+            masked_accum(&mut g.a, V3::Add, c.acc, c.x, tail, 0.0)
         })?;
+        self.a.v3(V3::Add, SUM, SUM, P2[1].acc)?;
         hreduce(&mut self.a, SUM, RT, false)?;
 
-        // l, alpha, acc rescale.
+        // l, acc rescale.
         let (rescale, row_done) = (self.a.new_label(), self.a.new_label());
         dynasm!(self.a.ops()
             ; .arch x64
@@ -699,12 +796,10 @@ impl BlockGen {
         );
         self.a.store_scalar(Mem::new(Gpr::R13, 0), SUM)?;
         dynasm!(self.a.ops() ; .arch x64 ; jmp =>row_done ; =>rescale);
-        self.a.v3(V3::Sub, ALPHA, MOLD, MUSE)?;
-        self.a.exp_core_nonpositive(ALPHA, ALPHA, 1.0, E)?;
         self.a.broadcast_load(LV, Mem::new(Gpr::R13, 0))?;
         self.a.v3(V3::Fmadd213, LV, ALPHA, SUM)?;
         self.a.store_scalar(Mem::new(Gpr::R13, 0), LV)?;
-        self.columns(Some(B_DV), |g, tail| {
+        self.columns(Some(B_DV), 1, |g, _, tail| {
             let mem = Mem::indexed(Gpr::Rbx, Gpr::R11, 4, 0);
             if tail {
                 g.a.load_tail(X, mem)?;

@@ -156,11 +156,14 @@ fn run_case(isa: Isa, c: &Case, rng: &mut Rng) {
     let ldacc = dv + 1;
     let mut m = vec![f32::NAN; rows];
     let mut lsum = vec![f32::NAN; rows];
-    let mut acc = vec![f32::NAN; rows * ldacc];
+    let mut acc = vec![555.0f32; rows * ldacc];
     let mut n0 = 0;
     while n0 < l {
         let n = nb.min(l - n0);
-        let mut blk = vec![0f32; (rows - 1) * lds + n];
+        // Every row padded, plus a guard of one vector past the last row: a write
+        // past column n shows up as a changed sentinel.
+        const GUARD: f32 = 12345.0;
+        let mut blk = vec![GUARD; rows * lds + 16];
         for r in 0..rows {
             blk[r * lds..r * lds + n].copy_from_slice(&s[r * l + n0..r * l + n0 + n]);
         }
@@ -192,6 +195,17 @@ fn run_case(isa: Isa, c: &Case, rng: &mut Rng) {
             first,
         )
         .unwrap();
+        for (i, &x) in blk.iter().enumerate() {
+            if i % lds >= n || i >= rows * lds {
+                assert_eq!(
+                    x, GUARD,
+                    "{isa}: score block written past column {n} at {i}"
+                );
+            }
+        }
+        for r in 0..rows {
+            assert_eq!(acc[r * ldacc + dv], 555.0, "{isa}: acc padding written");
+        }
         // p must be exp(x - m_use) with m the new running max (checked loosely: in (0, 1]).
         for r in 0..rows {
             if !first && m[r].is_finite() {
