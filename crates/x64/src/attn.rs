@@ -32,13 +32,19 @@
 //! |---|---|
 //! | `r15` | `*const SoftmaxBlockArgs` |
 //! | `rdx` | constant-pool base |
-//! | `r8`, `r9` | current score row, current mask row |
+//! | `r8`, `r9`, `rbx` | score, mask and acc row of row A (the first of a pair) |
+//! | `rsi`, `rbp`, `rdi` | the same for row B (the second; never a mask address, which AVX2 boolean tails forbid for rsi/rdi) |
 //! | `r10` | rows remaining |
 //! | `r11` | column index (elements) |
 //! | `r14` | `n` |
-//! | `rbx`, `r12`, `r13` | current acc row, `&m[r]`, `&l[r]` |
+//! | `r12`, `r13` | `&m[r]`, `&l[r]` of row A (row B at +4) |
 //! | `rax` | tail counts, temporaries |
 //! | `[rsp..rsp+32]` | byte buffer of AVX2 boolean tail loads |
+//!
+//! Rows run in pairs, interleaved in every loop (two independent dependency chains
+//! for the out-of-order core); an odd last row runs alone. The kernel is bound by
+//! FP-op throughput (~20 vector ops per vector for `exp`; Zen 4 splits 512-bit ops
+//! over its two 256-bit pipes), see docs/mha.md.
 //!
 //! Vector registers: 0..14 only (the AVX2 set; ymm15 is the AVX2 tail mask), so one
 //! generator serves both ISAs. Horizontal reductions use VEX forms on registers below
@@ -378,64 +384,69 @@ impl OnlineSoftmax {
 
 // ----- code generation ---------------------------------------------------------------
 
-/// Registers of one column chain. The main column loops run two chains (two vectors
-/// a step, independent dependency chains for the out-of-order core); remainders and
-/// tails run chain A.
+/// The registers of one score row. The block kernel runs rows in pairs (two
+/// independent dependency chains), and a last odd row alone with row A's registers.
 #[derive(Clone, Copy)]
-struct Chain {
-    /// The scores vector.
+struct RowRegs {
+    /// Score row, mask row, accumulator row.
+    s: Gpr,
+    mask: Gpr,
+    acc: Gpr,
+    /// Byte offset of this row's `m` and `l` from r12 / r13.
+    ml_off: i32,
+    /// Pass 1: scores, mask load, running max, broadcast mask value.
     x: VReg,
-    /// Mask load (pass 1).
     t: VReg,
-    /// Running maximum (pass 1) or sum (pass 2) of this chain.
-    acc: VReg,
-    /// exp scratch (pass 2).
+    max: VReg,
+    mb: VReg,
+    /// `m_old`, then `alpha`.
+    mold: VReg,
+    muse: VReg,
+    /// Pass 2: exp scratch and running sum; `l` after it.
     e: [VReg; 3],
+    sum: VReg,
+    /// Temporary of the horizontal reductions and of the `m_use` compare.
+    htmp: VReg,
 }
 
-const X: VReg = VReg(1);
-const T: VReg = VReg(2);
+/// Vector registers 0..14 only (the AVX2 set), see the module docs.
+const ROW_A: RowRegs = RowRegs {
+    s: Gpr::R8,
+    mask: Gpr::R9,
+    acc: Gpr::Rbx,
+    ml_off: 0,
+    x: VReg(1),
+    t: VReg(2),
+    max: VReg(0),
+    mb: VReg(13),
+    mold: VReg(9),
+    muse: VReg(4),
+    e: [VReg(6), VReg(7), VReg(8)],
+    sum: VReg(0),
+    htmp: VReg(2),
+};
+
+const ROW_B: RowRegs = RowRegs {
+    s: Gpr::Rsi,
+    mask: Gpr::Rbp,
+    acc: Gpr::Rdi,
+    ml_off: 4,
+    x: VReg(12),
+    t: VReg(14),
+    max: VReg(11),
+    mb: VReg(4),
+    mold: VReg(10),
+    muse: VReg(5),
+    e: [VReg(13), VReg(14), VReg(2)],
+    sum: VReg(11),
+    htmp: VReg(14),
+};
+
+/// The boolean mask's fill value (reloaded per row group: pass 2 uses it as a
+/// temporary).
 const FILL: VReg = VReg(3);
-const MUSE: VReg = VReg(4);
-const SUM: VReg = VReg(5);
-const MOLD: VReg = VReg(9);
-const ALPHA: VReg = VReg(10);
-const LV: VReg = VReg(11);
-const RT: VReg = VReg(12);
-const MB: VReg = VReg(13);
-const MAX: VReg = VReg(0);
-
-/// Pass 1: chain A and chain B (B uses registers dead during pass 1).
-const P1: [Chain; 2] = [
-    Chain {
-        x: X,
-        t: T,
-        acc: MAX,
-        e: [VReg(6), VReg(7), VReg(8)],
-    },
-    Chain {
-        x: VReg(12),
-        t: VReg(14),
-        acc: VReg(11),
-        e: [VReg(6), VReg(7), VReg(8)],
-    },
-];
-
-/// Pass 2 (after alpha is computed: MOLD is dead, ALPHA and MUSE live).
-const P2: [Chain; 2] = [
-    Chain {
-        x: X,
-        t: T,
-        acc: SUM,
-        e: [VReg(6), VReg(7), VReg(8)],
-    },
-    Chain {
-        x: VReg(12),
-        t: T,
-        acc: VReg(11),
-        e: [VReg(13), VReg(14), VReg(9)],
-    },
-];
+/// Temporary of pass 2's AVX2 tail blend.
+const P2_TMP: VReg = VReg(3);
 
 /// How the mask of pass 1 is read.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -443,7 +454,7 @@ enum MaskRead {
     None,
     /// One element per column.
     Cols,
-    /// One element per row (in `MB`, loaded per row).
+    /// One element per row (in `mb`, loaded per row).
     Bcast,
 }
 
@@ -511,12 +522,12 @@ fn hreduce(a: &mut VecAsm, v: VReg, t: VReg, max: bool) -> Result<(), X64Error> 
 }
 
 /// `acc` (over active lanes on a tail) `= acc op x`: merge-masked on AVX-512; on AVX2
-/// `x` is first blended with `neutral` in the inactive lanes (clobbering `x` and `T`).
+/// `x` is first blended with `neutral` in the inactive lanes (clobbering `x` and
+/// `tmp`).
 fn masked_accum(
     a: &mut VecAsm,
     op: V3,
-    acc: VReg,
-    x: VReg,
+    (acc, x, tmp): (VReg, VReg, VReg),
     tail: bool,
     neutral: f32,
 ) -> Result<(), X64Error> {
@@ -527,8 +538,8 @@ fn masked_accum(
         Isa::Avx512 => a.v3_merge(op, acc, 1, acc, x),
         Isa::Avx2 => {
             // x = mask ? x : neutral
-            a.mov_internal(T, Opnd::F(neutral))?;
-            a.blend(x, Cond::V(VReg(15)), T, x)?;
+            a.mov_internal(tmp, Opnd::F(neutral))?;
+            a.blend(x, Cond::V(VReg(15)), tmp, x)?;
             a.v3(op, acc, acc, x)
         }
     }
@@ -553,27 +564,27 @@ impl BlockGen {
         }
     }
 
-    /// `x = mask(scale(x))` for the columns at r11 + `k` vectors (a tail: `rax`
-    /// columns, tail mask set).
-    fn transform(&mut self, c: Chain, k: i32, read: MaskRead, tail: bool) -> Result<(), X64Error> {
+    /// `x = mask(scale(x))` for the columns at r11 of row `r` (a tail: `rax` columns,
+    /// tail mask set).
+    fn transform(&mut self, r: RowRegs, read: MaskRead, tail: bool) -> Result<(), X64Error> {
         match self.opts.scale {
-            Some(AttnScale::Mul(v)) => self.a.v3(V3::Mul, c.x, c.x, Opnd::F(v))?,
-            Some(AttnScale::Div(v)) => self.a.v3(V3::Div, c.x, c.x, Opnd::F(v))?,
+            Some(AttnScale::Mul(v)) => self.a.v3(V3::Mul, r.x, r.x, Opnd::F(v))?,
+            Some(AttnScale::Div(v)) => self.a.v3(V3::Div, r.x, r.x, Opnd::F(v))?,
             None => {}
         }
         let (size, dtype) = self.mask_elem();
-        let mem = Mem::indexed(Gpr::R9, Gpr::R11, size, k * self.lanes() * i32::from(size));
+        let mem = Mem::indexed(r.mask, Gpr::R11, size, 0);
         match read {
             MaskRead::None => {}
-            MaskRead::Bcast => self.mask_op(c.x, MB)?,
+            MaskRead::Bcast => self.mask_op(r.x, r.mb)?,
             MaskRead::Cols => {
                 if tail {
                     let buf = Mem::new(Gpr::Rsp, 0);
-                    self.a.load_tail_typed(c.t, mem, dtype, Gpr::Rax, buf)?;
+                    self.a.load_tail_typed(r.t, mem, dtype, Gpr::Rax, buf)?;
                 } else {
-                    self.a.load_typed(c.t, mem, dtype)?;
+                    self.a.load_typed(r.t, mem, dtype)?;
                 }
-                self.mask_op(c.x, c.t)?;
+                self.mask_op(r.x, r.t)?;
             }
         }
         Ok(())
@@ -595,137 +606,89 @@ impl BlockGen {
         }
     }
 
-    /// A loop over the row's columns in r11: with `unroll` 2, `body(k, false)` for
-    /// k = 0, 1 per step of two vectors; then `body(0, false)` per remaining full
-    /// vector; then `body(0, true)` once for the tail (count in rax, tail mask set).
+    /// A loop over the columns in r11: `body(false)` per full vector, then
+    /// `body(true)` once for the tail (count in rax, tail mask set) if any.
     fn columns(
         &mut self,
         count_off: Option<i32>,
-        unroll: i32,
-        mut body: impl FnMut(&mut BlockGen, i32, bool) -> Result<(), X64Error>,
+        mut body: impl FnMut(&mut BlockGen, bool) -> Result<(), X64Error>,
     ) -> Result<(), X64Error> {
         let lanes = self.lanes();
-        let (lp, single, lp1, tail, done): (
-            DynamicLabel,
-            DynamicLabel,
-            DynamicLabel,
-            DynamicLabel,
-            DynamicLabel,
-        ) = (
-            self.a.new_label(),
-            self.a.new_label(),
-            self.a.new_label(),
-            self.a.new_label(),
-            self.a.new_label(),
-        );
+        let (lp, tail, done): (DynamicLabel, DynamicLabel, DynamicLabel) =
+            (self.a.new_label(), self.a.new_label(), self.a.new_label());
         // rax = count (n in r14, or a field of the args)
         match count_off {
             None => dynasm!(self.a.ops() ; .arch x64 ; mov rax, r14),
             Some(off) => dynasm!(self.a.ops() ; .arch x64 ; mov rax, [r15 + off]),
         }
-        dynasm!(self.a.ops() ; .arch x64 ; xor r11d, r11d);
-        if unroll > 1 {
-            let step = unroll * lanes;
-            dynasm!(self.a.ops()
-                ; .arch x64
-                ; sub rax, step
-                ; jl =>single
-                ; =>lp
-            );
-            for k in 0..unroll {
-                body(self, k, false)?;
-            }
-            dynasm!(self.a.ops()
-                ; .arch x64
-                ; add r11, step
-                ; cmp r11, rax
-                ; jle =>lp
-                ; =>single
-                ; add rax, step
-            );
-        }
-        // The one-vector loop runs while r11 <= count - lanes (r11 may be past 0
-        // after the unrolled loop).
         dynasm!(self.a.ops()
             ; .arch x64
+            ; xor r11d, r11d
             ; sub rax, lanes
-            ; cmp r11, rax
-            ; jg =>tail
-            ; =>lp1
+            ; jl =>tail
+            ; =>lp
         );
-        body(self, 0, false)?;
+        body(self, false)?;
         dynasm!(self.a.ops()
             ; .arch x64
             ; add r11, lanes
             ; cmp r11, rax
-            ; jle =>lp1
+            ; jle =>lp
             ; =>tail
             ; add rax, lanes
             ; sub rax, r11
             ; jle =>done
         );
         self.a.set_tail_mask(Gpr::Rax)?;
-        body(self, 0, true)?;
+        body(self, true)?;
         self.a.bind(done);
         Ok(())
     }
 
-    fn pass1(&mut self, read: MaskRead) -> Result<(), X64Error> {
-        for c in P1 {
-            self.a.mov_internal(c.acc, Opnd::F(f32::NEG_INFINITY))?;
-        }
-        if read == MaskRead::Bcast {
-            let (_, dtype) = self.mask_elem();
-            self.a
-                .broadcast_load_typed(MB, Mem::new(Gpr::R9, 0), dtype)?;
-        }
-        let vb = self.lanes() * 4;
-        self.columns(None, 2, |g, k, tail| {
-            let c = P1[k as usize];
-            let mem = Mem::indexed(Gpr::R8, Gpr::R11, 4, k * vb);
-            if tail {
-                g.a.load_tail(c.x, mem)?;
-            } else {
-                g.a.load(c.x, mem)?;
+    fn pass1(&mut self, rows: &[RowRegs], read: MaskRead) -> Result<(), X64Error> {
+        for r in rows {
+            self.a.mov_internal(r.max, Opnd::F(f32::NEG_INFINITY))?;
+            if read == MaskRead::Bcast {
+                let (_, dtype) = self.mask_elem();
+                self.a
+                    .broadcast_load_typed(r.mb, Mem::new(r.mask, 0), dtype)?;
             }
-            g.transform(c, k, read, tail)?;
-            if tail {
-                g.a.store_tail(mem, c.x)?;
-            } else {
-                g.a.store(mem, c.x)?;
+        }
+        self.columns(None, |g, tail| {
+            for &r in rows {
+                let mem = Mem::indexed(r.s, Gpr::R11, 4, 0);
+                if tail {
+                    g.a.load_tail(r.x, mem)?;
+                } else {
+                    g.a.load(r.x, mem)?;
+                }
+                g.transform(r, read, tail)?;
+                if tail {
+                    g.a.store_tail(mem, r.x)?;
+                } else {
+                    g.a.store(mem, r.x)?;
+                }
+                masked_accum(
+                    &mut g.a,
+                    V3::Max,
+                    (r.max, r.x, r.t),
+                    tail,
+                    f32::NEG_INFINITY,
+                )?;
             }
-            masked_accum(&mut g.a, V3::Max, c.acc, c.x, tail, f32::NEG_INFINITY)
-        })?;
-        self.a.v3(V3::Max, MAX, MAX, P1[1].acc)
+            Ok(())
+        })
     }
 
-    fn emit(mut self) -> Result<Kernel, X64Error> {
-        let used = [Gpr::Rbx, Gpr::R12, Gpr::R13, Gpr::R14, Gpr::R15];
-        let frame = self.a.prologue(&used);
-        let (row_loop, end) = (self.a.new_label(), self.a.new_label());
-        dynasm!(self.a.ops()
-            ; .arch x64
-            ; sub rsp, 32
-            ; mov r15, rdi
-            ; mov r10, [r15 + B_ROWS]
-            ; test r10, r10
-            ; jle =>end
-            ; mov r14, [r15 + B_N]
-            ; mov r8, [r15 + B_S]
-            ; mov r9, [r15 + B_MASK]
-            ; mov rbx, [r15 + B_ACC]
-            ; mov r12, [r15 + B_M]
-            ; mov r13, [r15 + B_L]
-        );
+    /// The whole computation for `rows` (one or two) score rows.
+    fn rows(&mut self, rows: &[RowRegs]) -> Result<(), X64Error> {
         if let AttnMask::Boolean { fill, .. } = self.opts.mask {
             self.a.mov_internal(FILL, Opnd::F(fill))?;
         }
-        self.a.bind(row_loop);
-
-        // Pass 1: transform in place, row maximum.
+        // Pass 1: transform in place, row maxima.
         let pass1_done = self.a.new_label();
         if self.opts.mask == AttnMask::None {
-            self.pass1(MaskRead::None)?;
+            self.pass1(rows, MaskRead::None)?;
         } else {
             let bcast = self.a.new_label();
             dynasm!(self.a.ops()
@@ -733,98 +696,154 @@ impl BlockGen {
                 ; cmp QWORD [r15 + B_MBC], 0
                 ; jne =>bcast
             );
-            self.pass1(MaskRead::Cols)?;
+            self.pass1(rows, MaskRead::Cols)?;
             dynasm!(self.a.ops() ; .arch x64 ; jmp =>pass1_done ; =>bcast);
-            self.pass1(MaskRead::Bcast)?;
+            self.pass1(rows, MaskRead::Bcast)?;
         }
         self.a.bind(pass1_done);
-        hreduce(&mut self.a, MAX, RT, true)?;
+        for r in rows {
+            hreduce(&mut self.a, r.max, r.htmp, true)?;
+        }
 
-        // m_old, m_new (in MAX), m_use; alpha (not on the first block).
+        // m_old, m_new (in max), m_use, alpha (in mold; unused on the first block,
+        // where m_old = -inf gives 0).
         let (not_first, have_mold) = (self.a.new_label(), self.a.new_label());
         dynasm!(self.a.ops()
             ; .arch x64
             ; cmp QWORD [r15 + B_FIRST], 0
             ; je =>not_first
         );
-        self.a.mov_internal(MOLD, Opnd::F(f32::NEG_INFINITY))?;
-        dynasm!(self.a.ops() ; .arch x64 ; jmp =>have_mold ; =>not_first);
-        self.a.broadcast_load(MOLD, Mem::new(Gpr::R12, 0))?;
-        self.a.bind(have_mold);
-        self.a.v3(V3::Max, MAX, MAX, MOLD)?;
-        let c = self
-            .a
-            .cmp(pred::EQ_OQ, MAX, Opnd::F(f32::NEG_INFINITY), T)?;
-        self.a.blend(MUSE, c, MAX, Opnd::F(0.0))?;
-        self.a.store_scalar(Mem::new(Gpr::R12, 0), MAX)?;
-        // alpha = exp(m_old - m_use); on the first block m_old = -inf and alpha = 0
-        // is never used.
-        self.a.v3(V3::Sub, ALPHA, MOLD, MUSE)?;
-        self.a.exp_core_nonpositive(ALPHA, ALPHA, 1.0, P2[0].e)?;
-
-        // Pass 2: p = exp(x - m_use) in place, row sum.
-        for c in P2 {
-            self.a.zero(c.acc)?;
+        for r in rows {
+            self.a.mov_internal(r.mold, Opnd::F(f32::NEG_INFINITY))?;
         }
-        let vb = self.lanes() * 4;
-        self.columns(None, 2, |g, k, tail| {
-            let c = P2[k as usize];
-            let mem = Mem::indexed(Gpr::R8, Gpr::R11, 4, k * vb);
-            if tail {
-                g.a.load_tail(c.x, mem)?;
-            } else {
-                g.a.load(c.x, mem)?;
+        dynasm!(self.a.ops() ; .arch x64 ; jmp =>have_mold ; =>not_first);
+        for r in rows {
+            self.a
+                .broadcast_load(r.mold, Mem::new(Gpr::R12, r.ml_off))?;
+        }
+        self.a.bind(have_mold);
+        for r in rows {
+            self.a.v3(V3::Max, r.max, r.max, r.mold)?;
+            let c = self
+                .a
+                .cmp(pred::EQ_OQ, r.max, Opnd::F(f32::NEG_INFINITY), r.htmp)?;
+            self.a.blend(r.muse, c, r.max, Opnd::F(0.0))?;
+            self.a.store_scalar(Mem::new(Gpr::R12, r.ml_off), r.max)?;
+        }
+        for r in rows {
+            self.a.v3(V3::Sub, r.mold, r.mold, r.muse)?;
+            self.a.exp_core_nonpositive(r.mold, r.mold, 1.0, r.e)?;
+        }
+
+        // Pass 2: p = exp(x - m_use) in place, row sums.
+        for r in rows {
+            self.a.zero(r.sum)?;
+        }
+        self.columns(None, |g, tail| {
+            for &r in rows {
+                let mem = Mem::indexed(r.s, Gpr::R11, 4, 0);
+                if tail {
+                    g.a.load_tail(r.x, mem)?;
+                } else {
+                    g.a.load(r.x, mem)?;
+                }
+                g.a.v3(V3::Sub, r.x, r.x, r.muse)?;
+                g.a.exp_core_nonpositive(r.x, r.x, 1.0, r.e)?;
+                if tail {
+                    g.a.store_tail(mem, r.x)?;
+                } else {
+                    g.a.store(mem, r.x)?;
+                }
+                masked_accum(&mut g.a, V3::Add, (r.sum, r.x, P2_TMP), tail, 0.0)?;
             }
-            g.a.v3(V3::Sub, c.x, c.x, MUSE)?;
-            g.a.exp_core_nonpositive(c.x, c.x, 1.0, c.e)?;
-            if tail {
-                g.a.store_tail(mem, c.x)?;
-            } else {
-                g.a.store(mem, c.x)?;
-            }
-            masked_accum(&mut g.a, V3::Add, c.acc, c.x, tail, 0.0)
+            Ok(())
         })?;
-        self.a.v3(V3::Add, SUM, SUM, P2[1].acc)?;
-        hreduce(&mut self.a, SUM, RT, false)?;
+        for r in rows {
+            hreduce(&mut self.a, r.sum, r.htmp, false)?;
+        }
 
         // l, acc rescale.
-        let (rescale, row_done) = (self.a.new_label(), self.a.new_label());
+        let (rescale, done) = (self.a.new_label(), self.a.new_label());
         dynasm!(self.a.ops()
             ; .arch x64
             ; cmp QWORD [r15 + B_FIRST], 0
             ; je =>rescale
         );
-        self.a.store_scalar(Mem::new(Gpr::R13, 0), SUM)?;
-        dynasm!(self.a.ops() ; .arch x64 ; jmp =>row_done ; =>rescale);
-        self.a.broadcast_load(LV, Mem::new(Gpr::R13, 0))?;
-        self.a.v3(V3::Fmadd213, LV, ALPHA, SUM)?;
-        self.a.store_scalar(Mem::new(Gpr::R13, 0), LV)?;
-        self.columns(Some(B_DV), 1, |g, _, tail| {
-            let mem = Mem::indexed(Gpr::Rbx, Gpr::R11, 4, 0);
-            if tail {
-                g.a.load_tail(X, mem)?;
-                g.a.v3(V3::Mul, X, X, ALPHA)?;
-                g.a.store_tail(mem, X)
-            } else {
-                g.a.load(X, mem)?;
-                g.a.v3(V3::Mul, X, X, ALPHA)?;
-                g.a.store(mem, X)
+        for r in rows {
+            self.a.store_scalar(Mem::new(Gpr::R13, r.ml_off), r.sum)?;
+        }
+        dynasm!(self.a.ops() ; .arch x64 ; jmp =>done ; =>rescale);
+        for r in rows {
+            // l = l * alpha + sum (x is free here).
+            self.a.broadcast_load(r.x, Mem::new(Gpr::R13, r.ml_off))?;
+            self.a.v3(V3::Fmadd213, r.x, r.mold, r.sum)?;
+            self.a.store_scalar(Mem::new(Gpr::R13, r.ml_off), r.x)?;
+        }
+        self.columns(Some(B_DV), |g, tail| {
+            for &r in rows {
+                let mem = Mem::indexed(r.acc, Gpr::R11, 4, 0);
+                if tail {
+                    g.a.load_tail(r.x, mem)?;
+                    g.a.v3(V3::Mul, r.x, r.x, r.mold)?;
+                    g.a.store_tail(mem, r.x)?;
+                } else {
+                    g.a.load(r.x, mem)?;
+                    g.a.v3(V3::Mul, r.x, r.x, r.mold)?;
+                    g.a.store(mem, r.x)?;
+                }
             }
+            Ok(())
         })?;
-        self.a.bind(row_done);
+        self.a.bind(done);
+        Ok(())
+    }
 
-        // Next row.
+    fn emit(mut self) -> Result<Kernel, X64Error> {
+        let used = [Gpr::Rbx, Gpr::Rbp, Gpr::R12, Gpr::R13, Gpr::R14, Gpr::R15];
+        let frame = self.a.prologue(&used);
+        let (pair_loop, single, end) = (self.a.new_label(), self.a.new_label(), self.a.new_label());
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; sub rsp, 32
+            ; mov r15, rdi
+            ; mov r10, [r15 + B_ROWS]
+            ; mov r14, [r15 + B_N]
+            ; mov r8, [r15 + B_S]
+            ; mov r9, [r15 + B_MASK]
+            ; mov rbx, [r15 + B_ACC]
+            ; mov r12, [r15 + B_M]
+            ; mov r13, [r15 + B_L]
+            ; =>pair_loop
+            ; cmp r10, 2
+            ; jl =>single
+            // Row B's pointers: one row further.
+            ; mov rax, [r15 + B_LDS]
+            ; lea rsi, [r8 + rax * 4]
+            ; mov rbp, r9
+            ; add rbp, [r15 + B_MROW]
+            ; mov rax, [r15 + B_LDACC]
+            ; lea rdi, [rbx + rax * 4]
+        );
+        self.rows(&[ROW_A, ROW_B])?;
         dynasm!(self.a.ops()
             ; .arch x64
             ; mov rax, [r15 + B_LDS]
-            ; lea r8, [r8 + rax * 4]
+            ; lea r8, [r8 + rax * 8]
             ; mov rax, [r15 + B_LDACC]
-            ; lea rbx, [rbx + rax * 4]
-            ; add r9, [r15 + B_MROW]
-            ; add r12, 4
-            ; add r13, 4
-            ; dec r10
-            ; jnz =>row_loop
+            ; lea rbx, [rbx + rax * 8]
+            ; mov rax, [r15 + B_MROW]
+            ; lea r9, [r9 + rax * 2]
+            ; add r12, 8
+            ; add r13, 8
+            ; sub r10, 2
+            ; jmp =>pair_loop
+            ; =>single
+            ; test r10, r10
+            ; jle =>end
+        );
+        self.rows(&[ROW_A])?;
+        dynasm!(self.a.ops()
+            ; .arch x64
             ; =>end
             ; add rsp, 32
         );
@@ -832,6 +851,10 @@ impl BlockGen {
         self.a.finalize()
     }
 }
+
+/// Registers of the finish kernel.
+const X: VReg = VReg(1);
+const LV: VReg = VReg(11);
 
 /// The finish kernel: `out[r][:] = acc[r][:] / l[r]`.
 ///
