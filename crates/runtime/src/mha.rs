@@ -23,7 +23,8 @@
 //! # Scratch (per thread, sized per call)
 //! `m_blk × n_blk` scores, `m_blk × Dv` accumulator, `m_blk` maxima and sums, and the
 //! Q·K^T brgemm's repack buffer (`D × 64` floats on AVX-512). With the defaults
-//! (48 × 128, D = Dv = 64) that is about 54 KiB.
+//! (48 × 128, D = Dv = 64) that is about 54 KiB; a thread-local buffer, grown to the
+//! largest call seen and reused across calls.
 //!
 //! # Threads
 //! Work items are (batch index, row block) pairs, cut into contiguous chunks, one per
@@ -128,6 +129,28 @@ fn extent(dims: &[usize], strides: &[usize]) -> Option<usize> {
     dims.iter()
         .zip(strides)
         .try_fold(1usize, |a, (&d, &s)| a.checked_add((d - 1).checked_mul(s)?))
+}
+
+thread_local! {
+    /// Each thread's scratchpad, grown to the largest call seen and reused: a call
+    /// on small shapes would otherwise spend a noticeable part of its time
+    /// allocating and zeroing it.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scratchpad of at least `len` floats (a fresh one if it
+/// is in use, which the kernels never cause).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.clear();
+                v.resize(len, 0.0);
+            }
+            f(&mut v[..len])
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
 }
 
 /// Raw base addresses shared by the worker threads.
@@ -603,112 +626,112 @@ impl MhaKernel {
             let (s_len, acc_len, ml_len) = (al(m_blk * n_blk), al(m_blk * plan.dv), al(m_blk));
             let k_len = al(self.qk.scratch_len(plan.d));
             let total = s_len + acc_len + 2 * ml_len + k_len + 16;
-            let mut buf = vec![0f32; total];
-            let skip = buf.as_ptr().align_offset(64).min(15);
-            let base = buf[skip..].as_mut_ptr();
-            // SAFETY: all offsets below stay within `total - skip` floats.
-            let (sb, acc, mm, ll, ks) = unsafe {
-                (
-                    base,
-                    base.add(s_len),
-                    base.add(s_len + acc_len),
-                    base.add(s_len + acc_len + ml_len),
-                    base.add(s_len + acc_len + 2 * ml_len),
-                )
-            };
-            for it in range {
-                let (bi, rb) = (it / row_blocks, it % row_blocks);
-                let (s0, rows) = (rb * m_blk, m_blk.min(plan.s - rb * m_blk));
-                let (mut oq, mut ok, mut ov, mut oo, mut om) = (0, 0, 0, 0, 0);
-                let mut rem = bi;
-                for dd in (0..nbd).rev() {
-                    let x = rem % plan.batch[dd];
-                    rem /= plan.batch[dd];
-                    oq += x * plan.q.batch[dd];
-                    ok += x * plan.k.batch[dd];
-                    ov += x * plan.v.batch[dd];
-                    oo += x * plan.out.batch[dd];
-                    if let Some((ms, _)) = &plan.mask {
-                        om += x * ms.batch[dd];
+            with_scratch(total, |buf: &mut [f32]| {
+                let skip = buf.as_ptr().align_offset(64).min(15);
+                let base = buf[skip..].as_mut_ptr();
+                // SAFETY: all offsets below stay within `total - skip` floats.
+                let (sb, acc, mm, ll, ks) = unsafe {
+                    (
+                        base,
+                        base.add(s_len),
+                        base.add(s_len + acc_len),
+                        base.add(s_len + acc_len + ml_len),
+                        base.add(s_len + acc_len + 2 * ml_len),
+                    )
+                };
+                for it in range {
+                    let (bi, rb) = (it / row_blocks, it % row_blocks);
+                    let (s0, rows) = (rb * m_blk, m_blk.min(plan.s - rb * m_blk));
+                    let (mut oq, mut ok, mut ov, mut oo, mut om) = (0, 0, 0, 0, 0);
+                    let mut rem = bi;
+                    for dd in (0..nbd).rev() {
+                        let x = rem % plan.batch[dd];
+                        rem /= plan.batch[dd];
+                        oq += x * plan.q.batch[dd];
+                        ok += x * plan.k.batch[dd];
+                        ov += x * plan.v.batch[dd];
+                        oo += x * plan.out.batch[dd];
+                        if let Some((ms, _)) = &plan.mask {
+                            om += x * ms.batch[dd];
+                        }
                     }
-                }
-                // SAFETY (all pointer arithmetic and calls of this item): offsets are
-                // within the extents checked above (batch index < batch dims, rows
-                // s0..s0+rows < S, columns n0..n0+n < L); scratch regions are
-                // disjoint, sized for m_blk × n_blk and m_blk × Dv, and private to
-                // this thread; output rows of distinct items are disjoint.
-                unsafe {
-                    let qp = ptrs.q.add(oq + s0 * plan.q.row);
-                    let mut n0 = 0;
-                    while n0 < plan.l {
-                        let n = n_blk.min(plan.l - n0);
-                        let first = n0 == 0;
-                        self.qk.call(&BrgemmArgs {
-                            a: qp,
-                            b: ptrs.k.add(ok + n0 * plan.k.row),
-                            c: sb,
-                            scratch: ks,
-                            m: rows as i64,
-                            n: n as i64,
-                            k: plan.d as i64,
-                            lda: plan.q.row as i64,
-                            ldb: ldk,
-                            ldc: n_blk as i64,
-                            accumulate: 0,
-                        });
-                        let (mask, mrow, mbc) = match &plan.mask {
-                            None => (std::ptr::null(), 0, 0),
-                            Some((ms, bc)) => {
-                                let col = if *bc { 0 } else { n0 };
-                                (
-                                    ptrs.mask.add((om + s0 * ms.row + col) * elem),
-                                    (ms.row * elem) as i64,
-                                    i64::from(*bc),
-                                )
-                            }
-                        };
-                        self.softmax.call_block(&SoftmaxBlockArgs {
-                            s: sb,
-                            rows: rows as i64,
-                            n: n as i64,
-                            lds: n_blk as i64,
-                            m: mm,
-                            l: ll,
+                    // SAFETY (all pointer arithmetic and calls of this item): offsets are
+                    // within the extents checked above (batch index < batch dims, rows
+                    // s0..s0+rows < S, columns n0..n0+n < L); scratch regions are
+                    // disjoint, sized for m_blk × n_blk and m_blk × Dv, and private to
+                    // this thread; output rows of distinct items are disjoint.
+                    unsafe {
+                        let qp = ptrs.q.add(oq + s0 * plan.q.row);
+                        let mut n0 = 0;
+                        while n0 < plan.l {
+                            let n = n_blk.min(plan.l - n0);
+                            let first = n0 == 0;
+                            self.qk.call(&BrgemmArgs {
+                                a: qp,
+                                b: ptrs.k.add(ok + n0 * plan.k.row),
+                                c: sb,
+                                scratch: ks,
+                                m: rows as i64,
+                                n: n as i64,
+                                k: plan.d as i64,
+                                lda: plan.q.row as i64,
+                                ldb: ldk,
+                                ldc: n_blk as i64,
+                                accumulate: 0,
+                            });
+                            let (mask, mrow, mbc) = match &plan.mask {
+                                None => (std::ptr::null(), 0, 0),
+                                Some((ms, bc)) => {
+                                    let col = if *bc { 0 } else { n0 };
+                                    (
+                                        ptrs.mask.add((om + s0 * ms.row + col) * elem),
+                                        (ms.row * elem) as i64,
+                                        i64::from(*bc),
+                                    )
+                                }
+                            };
+                            self.softmax.call_block(&SoftmaxBlockArgs {
+                                s: sb,
+                                rows: rows as i64,
+                                n: n as i64,
+                                lds: n_blk as i64,
+                                m: mm,
+                                l: ll,
+                                acc,
+                                ldacc: plan.dv as i64,
+                                dv: plan.dv as i64,
+                                mask,
+                                mask_row_stride: mrow,
+                                mask_col_bcast: mbc,
+                                first: i64::from(first),
+                            });
+                            self.pv.call(&BrgemmArgs {
+                                a: sb,
+                                b: ptrs.v.add(ov + n0 * plan.v.row),
+                                c: acc,
+                                scratch: std::ptr::null_mut(),
+                                m: rows as i64,
+                                n: plan.dv as i64,
+                                k: n as i64,
+                                lda: n_blk as i64,
+                                ldb: plan.v.row as i64,
+                                ldc: plan.dv as i64,
+                                accumulate: i64::from(!first),
+                            });
+                            n0 += n;
+                        }
+                        self.softmax.call_finish(&AttnFinishArgs {
                             acc,
                             ldacc: plan.dv as i64,
+                            rows: rows as i64,
                             dv: plan.dv as i64,
-                            mask,
-                            mask_row_stride: mrow,
-                            mask_col_bcast: mbc,
-                            first: i64::from(first),
+                            l: ll,
+                            out: ptrs.out.add(oo + s0 * plan.out.row),
+                            ldo: plan.out.row as i64,
                         });
-                        self.pv.call(&BrgemmArgs {
-                            a: sb,
-                            b: ptrs.v.add(ov + n0 * plan.v.row),
-                            c: acc,
-                            scratch: std::ptr::null_mut(),
-                            m: rows as i64,
-                            n: plan.dv as i64,
-                            k: n as i64,
-                            lda: n_blk as i64,
-                            ldb: plan.v.row as i64,
-                            ldc: plan.dv as i64,
-                            accumulate: i64::from(!first),
-                        });
-                        n0 += n;
                     }
-                    self.softmax.call_finish(&AttnFinishArgs {
-                        acc,
-                        ldacc: plan.dv as i64,
-                        rows: rows as i64,
-                        dv: plan.dv as i64,
-                        l: ll,
-                        out: ptrs.out.add(oo + s0 * plan.out.row),
-                        ldo: plan.out.row as i64,
-                    });
                 }
-            }
-            drop(buf);
+            });
         };
         exec.for_each_chunk(items, &work);
         Ok(())
