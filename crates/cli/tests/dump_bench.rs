@@ -678,8 +678,18 @@ fn dot_output_is_well_formed() {
     let fused = ok(&["dump", &example("mha.sg"), "--fused", "--format", "dot"]);
     let (ids, _) = check_dot(&fused);
     assert!(fused.contains("subgraph cluster_0 {"));
-    // The whole attention block is one mha subgraph (no MHA kernel yet).
-    assert!(fused.contains("label=\"subgraph0\\nkind mha\\njit false"));
+    // The whole attention block is one mha subgraph, on the MHA kernel where the CPU
+    // has a JIT ISA.
+    let jit = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+    let want = if jit {
+        "jit true (MHA kernel)"
+    } else {
+        "jit false"
+    };
+    assert!(
+        fused.contains(&format!("label=\"subgraph0\\nkind mha\\n{want}")),
+        "{fused}"
+    );
     // The body's ops are inside the cluster, with their own ids.
     assert!(ids.contains("c0_n0") && ids.iter().any(|i| i.starts_with("c0_") && i != "c0_n0"));
     // The host parameter q feeds the body's first parameter.
