@@ -3,23 +3,59 @@
 //! Compilation tokenizes the graph, then gives every elementwise Subgraph node a
 //! [`JitSubgraph`] (its kernel cache). A subgraph the JIT cannot take (a dtype or op
 //! the emitters lack) keeps running on the interpreter and is reported with
-//! `jit: false`. So does every `mha` Subgraph node (an attention block the
-//! tokenizer outlined, see `snipjit_tokenize::mha`) until the MHA kernel exists: the
-//! interpreter runs its body, which holds the original ops unchanged, so the results
-//! are those of the unfused graph bit for bit. At run time the interpreter walks the
-//! host graph and hands each compiled Subgraph node to its kernel; a model that is
-//! one subgraph skips the walk.
+//! `jit: false`. Every `mha` Subgraph node (an attention block the tokenizer
+//! outlined, see `snipjit_tokenize::mha`) gets an [`MhaKernel`] (brgemms and an online
+//! softmax, compiled once for every shape); a body `analyze_mha` does not read keeps
+//! running on the interpreter. At run time the interpreter walks the host graph and
+//! hands each compiled Subgraph node to its kernel; a model that is one subgraph
+//! skips the walk. A kernel that cannot take a call leaves it to the interpreter
+//! (counted in `fallbacks`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use snipjit_ir::{Graph, NodeId, Op, SubgraphKind, Tensor};
-use snipjit_runtime::{Executor, JitSubgraph};
+use snipjit_runtime::{Executor, JitSubgraph, MhaKernel, RuntimeError};
 use snipjit_tokenize::{TokenizeConfig, tokenize};
 use snipjit_x64::Isa;
 
 use crate::{Error, IsaChoice, Options, SubgraphStats};
+
+/// The compiled form of one Subgraph node.
+#[derive(Clone, Debug)]
+pub(crate) enum SubKernel {
+    Elementwise(Arc<JitSubgraph>),
+    Mha(Arc<MhaKernel>),
+}
+
+impl SubKernel {
+    fn run(&self, inputs: &[&Tensor], exec: &Executor) -> Result<Vec<Tensor>, RuntimeError> {
+        match self {
+            SubKernel::Elementwise(k) => k.run(inputs, exec),
+            SubKernel::Mha(k) => k.run(inputs, exec),
+        }
+    }
+
+    fn run_into(
+        &self,
+        inputs: &[&Tensor],
+        outputs: &mut Vec<Tensor>,
+        exec: &Executor,
+    ) -> Result<(), RuntimeError> {
+        match self {
+            SubKernel::Elementwise(k) => k.run_into(inputs, outputs, exec),
+            SubKernel::Mha(k) => k.run_into(inputs, outputs, exec),
+        }
+    }
+
+    fn compilations(&self) -> usize {
+        match self {
+            SubKernel::Elementwise(k) => k.compilations(),
+            SubKernel::Mha(k) => k.compilations(),
+        }
+    }
+}
 
 /// One Subgraph node of the tokenized graph.
 #[derive(Debug)]
@@ -28,7 +64,7 @@ pub(crate) struct FusedNode {
     pub kind: SubgraphKind,
     pub nodes: usize,
     /// The compiled subgraph, or why the interpreter runs it.
-    pub jit: Result<Arc<JitSubgraph>, String>,
+    pub jit: Result<SubKernel, String>,
 }
 
 /// The JIT state of a compiled model.
@@ -41,7 +77,7 @@ pub(crate) struct Jit {
     exec: Executor,
     /// Set when the whole model is one compiled subgraph: output `i` of the model is
     /// output `direct[i]` of that subgraph.
-    direct: Option<(Arc<JitSubgraph>, Vec<usize>)>,
+    direct: Option<(SubKernel, Vec<usize>)>,
     /// Kernel calls that fell back to the interpreter.
     fallbacks: AtomicUsize,
 }
@@ -87,7 +123,10 @@ impl Jit {
             let jit = match (sg.kind, isa) {
                 (_, None) => Err("no AVX2 or AVX-512 on this CPU".to_string()),
                 (SubgraphKind::Elementwise, Some(isa)) => JitSubgraph::new(sg.body.clone(), isa)
-                    .map(Arc::new)
+                    .map(|k| SubKernel::Elementwise(Arc::new(k)))
+                    .map_err(|e| e.to_string()),
+                (SubgraphKind::Mha, Some(isa)) => MhaKernel::from_body(&sg.body, isa)
+                    .map(|k| SubKernel::Mha(Arc::new(k)))
                     .map_err(|e| e.to_string()),
                 (k, Some(_)) => Err(format!("{} subgraphs have no kernel yet", k.name())),
             };
@@ -201,7 +240,7 @@ impl Jit {
 
 /// The fast path: the graph is its Parameters, one compiled Subgraph reading them in
 /// order, and Results each reading a distinct output of it.
-fn direct_plan(g: &Graph, fused: &[FusedNode]) -> Option<(Arc<JitSubgraph>, Vec<usize>)> {
+fn direct_plan(g: &Graph, fused: &[FusedNode]) -> Option<(SubKernel, Vec<usize>)> {
     let [f] = fused else { return None };
     let k = f.jit.as_ref().ok()?;
     if g.nodes.len() != g.inputs.len() + 1 + g.outputs.len() {

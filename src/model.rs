@@ -117,8 +117,10 @@ impl CompiledModel {
         self.jit.isa
     }
 
-    /// The compiled subgraphs (`None` where a subgraph runs on the interpreter), in
-    /// topological order, with the Subgraph node each one runs.
+    /// The compiled elementwise subgraphs (`Err` with the reason where a subgraph runs
+    /// on the interpreter, and for attention subgraphs, which
+    /// [`CompiledModel::mha_kernels`] lists), in topological order, with the Subgraph
+    /// node each one runs.
     pub fn kernels(
         &self,
     ) -> Vec<(
@@ -128,7 +130,29 @@ impl CompiledModel {
         self.jit
             .fused
             .iter()
-            .map(|f| (f.node, f.jit.clone()))
+            .map(|f| {
+                let k = match &f.jit {
+                    Ok(crate::jit::SubKernel::Elementwise(k)) => Ok(k.clone()),
+                    Ok(crate::jit::SubKernel::Mha(_)) => {
+                        Err("an mha subgraph: see CompiledModel::mha_kernels".to_string())
+                    }
+                    Err(e) => Err(e.clone()),
+                };
+                (f.node, k)
+            })
+            .collect()
+    }
+
+    /// The compiled attention subgraphs, in topological order, with the Subgraph node
+    /// each one runs (see [`snipjit_runtime::MhaKernel`]).
+    pub fn mha_kernels(&self) -> Vec<(snipjit_ir::NodeId, Arc<snipjit_runtime::MhaKernel>)> {
+        self.jit
+            .fused
+            .iter()
+            .filter_map(|f| match &f.jit {
+                Ok(crate::jit::SubKernel::Mha(k)) => Some((f.node, k.clone())),
+                _ => None,
+            })
             .collect()
     }
 

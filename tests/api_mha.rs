@@ -1,6 +1,7 @@
 //! Attention blocks through the public API: the tokenizer makes one `mha` subgraph,
-//! which runs its body on the interpreter until the MHA kernel exists, and the
-//! results equal the interpreter's run of the untokenized graph bit for bit.
+//! which runs on the MHA kernel (brgemms + online softmax) when the CPU has AVX2 or
+//! AVX-512, and the results match the interpreter's run of the untokenized graph
+//! within [`tolerance`] (bit for bit where the interpreter runs the body).
 
 use snipjit::{Compiler, Graph, Options, Tensor, TensorData, parse_model};
 use snipjit_ir::{Op, SubgraphKind};
@@ -97,10 +98,33 @@ fn mha_count(g: &Graph) -> usize {
         .count()
 }
 
+/// The tolerance of a JIT attention output against the interpreter, per element.
+///
+/// `out = Σ_j p_j v_j` with `Σ p_j = 1`, so the error relative to `max |v|` is what
+/// to bound: the kernel's exp (a few f32 ULPs), the f32 row sums and the online
+/// rescales contribute ~1e-6; the scores' f32 dot products of D terms (the
+/// interpreter's are f64) differ by at most `D · eps · max|q| · max|k| · |scale|`
+/// in the exponent, which changes each p_j by that much relative (bounded by 2x).
+pub fn tolerance(d: usize, qmax: f32, kmax: f32, scale: f32, vmax: f32) -> f64 {
+    let eps = f64::from(f32::EPSILON);
+    f64::from(vmax) * (1e-5 + 2.0 * d as f64 * eps * f64::from(qmax * kmax * scale))
+}
+
+fn max_abs(t: &Tensor) -> f32 {
+    t.as_f32().unwrap().iter().fold(0.0, |m, x| m.max(x.abs()))
+}
+
 /// Compiles `src`, checks its stats hold exactly one mha subgraph of `mha_nodes`
-/// ops running on the interpreter, and that every run equals the interpreter's run
-/// of the original graph bit for bit.
-fn check(src: &str, mha_nodes: usize, runs: &[Vec<Tensor>]) -> snipjit::Stats {
+/// ops, compiled when the CPU has a JIT ISA, and that every run matches the
+/// interpreter's run of the original graph: within [`tolerance`] (inputs `q`, `k`,
+/// `v` at indices 0, 1, 2, head size `d`, scale `scale`; `residual` adds max|q| for
+/// a residual add after the block).
+fn check(
+    src: &str,
+    mha_nodes: usize,
+    runs: &[Vec<Tensor>],
+    (d, scale, residual): (usize, f32, bool),
+) -> snipjit::Stats {
     let graph = parse_model(src, "mha.sg").expect("parses");
     let model = Compiler::new(Options::default())
         .and_then(|c| c.compile(graph.clone()))
@@ -110,10 +134,14 @@ fn check(src: &str, mha_nodes: usize, runs: &[Vec<Tensor>]) -> snipjit::Stats {
     let mha: Vec<_> = stats.subgraphs.iter().filter(|s| s.kind == "mha").collect();
     assert_eq!(mha.len(), 1, "one mha subgraph: {}", stats.to_json());
     assert_eq!(mha[0].nodes, mha_nodes);
-    assert!(!mha[0].jit, "no MHA kernel yet: the interpreter runs it");
+    let jit = model.isa().is_some();
+    if !jit {
+        eprintln!("SKIPPED: the MHA kernel on this CPU (no AVX2): the interpreter runs it");
+    }
+    assert_eq!(mha[0].jit, jit);
     assert!(
         stats.to_json().contains(&format!(
-            "{{\"kind\":\"mha\",\"nodes\":{mha_nodes},\"jit\":false}}"
+            "{{\"kind\":\"mha\",\"nodes\":{mha_nodes},\"jit\":{jit}}}"
         )),
         "{}",
         stats.to_json()
@@ -121,23 +149,51 @@ fn check(src: &str, mha_nodes: usize, runs: &[Vec<Tensor>]) -> snipjit::Stats {
     for inputs in runs {
         let want = snipjit_interp::run(&graph, inputs).expect("interpreter runs");
         let got = model.run(inputs).expect("model runs");
-        assert_eq!(got.len(), want.len());
-        for (g, w) in got.iter().zip(&want) {
-            assert_eq!(g.shape, w.shape);
-            assert_eq!(bits(g), bits(w), "outputs differ for shapes {:?}", g.shape);
-        }
         let mut into = vec![];
         model.run_into(inputs, &mut into).expect("runs into");
+        assert_eq!(got.len(), want.len());
+        let (qm, km, vm) = (
+            max_abs(&inputs[0]),
+            max_abs(&inputs[1]),
+            max_abs(&inputs[2]),
+        );
+        let tol = tolerance(d, qm, km, scale, vm) * if residual { 2.0 } else { 1.0 };
+        for ((g, i), w) in got.iter().zip(&into).zip(&want) {
+            assert_eq!(g.shape, w.shape);
+            assert_eq!(bits(g), bits(i), "run and run_into differ");
+            if !jit {
+                assert_eq!(bits(g), bits(w), "outputs differ for shapes {:?}", g.shape);
+                continue;
+            }
+            for (k, (&x, &y)) in g
+                .as_f32()
+                .unwrap()
+                .iter()
+                .zip(w.as_f32().unwrap())
+                .enumerate()
+            {
+                let ok = (x.is_nan() && y.is_nan()) || f64::from((x - y).abs()) <= tol;
+                assert!(
+                    ok,
+                    "shapes {:?}: element {k}: {x} vs {y} (tol {tol})",
+                    g.shape
+                );
+            }
+        }
+    }
+    assert_eq!(model.fallbacks(), 0, "no call fell back to the interpreter");
+    if jit {
         assert_eq!(
-            into.iter().map(bits).collect::<Vec<_>>(),
-            want.iter().map(bits).collect::<Vec<_>>()
+            model.stats().compilations,
+            stats.compilations,
+            "one compilation for all shapes"
         );
     }
     stats
 }
 
 #[test]
-fn bert_block_is_one_mha_subgraph_and_exact() {
+fn bert_block_is_one_mha_subgraph_and_matches() {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let runs: Vec<Vec<Tensor>> = [(1, 7), (2, 13), (1, 1)]
         .into_iter()
@@ -151,14 +207,14 @@ fn bert_block_is_one_mha_subgraph_and_exact() {
             ]
         })
         .collect();
-    let stats = check(BERT, 9, &runs);
+    let stats = check(BERT, 9, &runs, (64, 0.125, true));
     // The bias Add and the residual Add + Relu are elementwise subgraphs around it.
     let kinds: Vec<&str> = stats.subgraphs.iter().map(|s| s.kind.as_str()).collect();
     assert_eq!(kinds, ["elementwise", "mha", "elementwise"]);
 }
 
 #[test]
-fn boolean_mask_3d_cross_attention_is_exact() {
+fn boolean_mask_3d_cross_attention_matches() {
     let mut rng = Rng(7);
     let runs: Vec<Vec<Tensor>> = [(3, 5, 9), (1, 16, 17), (2, 1, 3)]
         .into_iter()
@@ -171,7 +227,7 @@ fn boolean_mask_3d_cross_attention_is_exact() {
             ]
         })
         .collect();
-    let stats = check(WHERE_3D, 5, &runs);
+    let stats = check(WHERE_3D, 5, &runs, (32, 0.177, false));
     assert_eq!(stats.subgraphs.len(), 1);
 }
 

@@ -4,7 +4,7 @@
 //! product, the first `--dim` varying slowest) then runs in this one process on
 //! deterministic random inputs. Per combination there is one line for the whole
 //! model (`CompiledModel::run`, input checks and thread split included) and one per
-//! Subgraph node (the compiled `JitSubgraph::run`, or the interpreter's `eval_op` on
+//! Subgraph node (the compiled `JitSubgraph::run` or `MhaKernel::run_into`, or the interpreter's `eval_op` on
 //! the Subgraph op, on the inputs it received in one run of the model).
 //!
 //! Timing: warm-up of at least 3 calls and 50 ms, then calls until `--target-ms` and at
@@ -413,6 +413,7 @@ fn bench_one(
         first_call_us: Some(first_call_us),
     }];
     let kernels = model.kernels();
+    let mha_kernels = model.mha_kernels();
     let g = model.fused_graph();
     for c in bind::capture(model, &inputs, Some(exec))? {
         let node = g.node(c.node);
@@ -429,8 +430,32 @@ fn bench_one(
             .iter()
             .find(|(id, _)| *id == c.node)
             .and_then(|(_, k)| k.as_ref().ok());
-        let (timing, outs, compile_us) = match jit {
-            Some(k) => {
+        let mha = mha_kernels
+            .iter()
+            .find(|(id, _)| *id == c.node)
+            .map(|(_, k)| k);
+        let (timing, outs, compile_us) = match (jit, mha) {
+            (_, Some(k)) => {
+                let mut outs = k.run(&refs, exec).map_err(|e| err(e.to_string()))?;
+                let timing = if fresh_outputs {
+                    measure(
+                        || k.run(&refs, exec).map_err(|e| err(e.to_string())),
+                        target,
+                        min_iters,
+                    )?
+                } else {
+                    measure(
+                        || {
+                            k.run_into(&refs, &mut outs, exec)
+                                .map_err(|e| err(e.to_string()))
+                        },
+                        target,
+                        min_iters,
+                    )?
+                };
+                (timing, outs, None)
+            }
+            (Some(k), None) => {
                 let mut outs = k.run(&refs, exec).map_err(|e| err(e.to_string()))?;
                 let timing = if fresh_outputs {
                     measure(
@@ -454,7 +479,7 @@ fn bench_one(
                     .map_err(|e| err(e.to_string()))?;
                 (timing, outs, Some(ck.compile_us))
             }
-            None => {
+            (None, None) => {
                 let outs =
                     snipjit_interp::eval_op(&node.op, &refs).map_err(|e| err(e.to_string()))?;
                 let timing = measure(

@@ -223,13 +223,18 @@ pub fn capture(
         .into_iter()
         .filter_map(|(id, k)| Some((id, k.ok()?)))
         .collect();
+    let mha: HashMap<NodeId, _> = model.mha_kernels().into_iter().collect();
     let seen: RefCell<Vec<Captured>> = RefCell::new(vec![]);
     let hook = |id: NodeId, args: &[&Tensor]| {
         seen.borrow_mut().push(Captured {
             node: id,
             inputs: args.iter().map(|t| (*t).clone()).collect(),
         });
-        let (exec, k) = (exec?, kernels.get(&id)?);
+        let exec = exec?;
+        if let Some(k) = mha.get(&id) {
+            return Some(k.run(args, exec).map_err(|e| e.to_string()));
+        }
+        let k = kernels.get(&id)?;
         Some(k.run(args, exec).map_err(|e| e.to_string()))
     };
     let refs: Vec<&Tensor> = inputs.iter().collect();

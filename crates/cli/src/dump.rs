@@ -152,6 +152,7 @@ pub fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<(), CliError> {
                 text.push_str(&summary(&model, &subgraphs));
             }
             DumpFormat::Dot => {
+                let mha: Vec<NodeId> = model.mha_kernels().into_iter().map(|(id, _)| id).collect();
                 let label = |id: NodeId| match subgraphs.get(id) {
                     Some(s) => format!(
                         "{}\nkind {}\njit {}",
@@ -159,6 +160,7 @@ pub fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<(), CliError> {
                         s.kind,
                         match &s.jit {
                             Ok(_) => "true".to_string(),
+                            Err(_) if mha.contains(&s.node) => "true (MHA kernel)".to_string(),
                             Err(why) => format!("false ({why})"),
                         }
                     ),
@@ -341,7 +343,12 @@ fn empty_domain() -> Domain {
 fn summary(model: &CompiledModel, subgraphs: &Subgraphs) -> String {
     let g = model.fused_graph();
     let mut s = String::new();
-    let jit_count = subgraphs.list.iter().filter(|s| s.jit.is_ok()).count();
+    let mha: Vec<NodeId> = model.mha_kernels().into_iter().map(|(id, _)| id).collect();
+    let jit_count = subgraphs
+        .list
+        .iter()
+        .filter(|s| s.jit.is_ok() || mha.contains(&s.node))
+        .count();
     let _ = writeln!(
         s,
         "# {} subgraph(s), {jit_count} compiled for {}",
@@ -388,6 +395,13 @@ fn summary(model: &CompiledModel, subgraphs: &Subgraphs) -> String {
                     "#   jit: true ({}, predicted pattern {})",
                     k.isa(),
                     pattern_text(&predicted_pattern(k.body()))
+                );
+            }
+            Err(_) if mha.contains(&info.node) => {
+                let isa = model.isa().map_or("?", |i| i.name());
+                let _ = writeln!(
+                    s,
+                    "#   jit: true ({isa}, MHA kernel: brgemms + online softmax, all shapes)"
                 );
             }
             Err(why) => {

@@ -47,6 +47,26 @@ impl Executor {
         self.threads
     }
 
+    /// Runs `f` over `0..items` cut into at most [`Executor::threads`] contiguous
+    /// chunks, one pool task each (on the caller's thread when there is one chunk),
+    /// and returns when all are done. Each task can set up per-thread state (a
+    /// scratchpad) once for its whole chunk.
+    pub fn for_each_chunk(&self, items: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
+        if items == 0 {
+            return;
+        }
+        let chunks = self.threads.min(items);
+        match &self.pool {
+            Some(pool) if chunks > 1 => pool.scope(|s| {
+                for c in 0..chunks {
+                    let range = c * items / chunks..(c + 1) * items / chunks;
+                    s.spawn(move |_| f(range));
+                }
+            }),
+            _ => f(0..items),
+        }
+    }
+
     /// The work items [`Executor::run`] makes of `domain` for `lanes`-wide vectors
     /// and `outputs` (element size and address of each output, in port order): a pure
     /// function of its arguments and the thread count, so a tool can print exactly

@@ -8,9 +8,11 @@
 
 pub mod config;
 mod exec;
+pub mod mha;
 mod subgraph;
 
 pub use exec::{Executor, MIN_ELEMENTS_PER_THREAD, NT_STORE_MIN_BYTES, OutputPort, Plan, WorkItem};
+pub use mha::MhaKernel;
 pub use subgraph::{CompiledKernel, JitSubgraph, compile_kernel, predicted_pattern};
 
 /// Errors of the runtime.
@@ -28,6 +30,9 @@ pub enum RuntimeError {
     Lower(#[from] snipjit_lower::LowerError),
     #[error(transparent)]
     X64(#[from] snipjit_x64::X64Error),
+    /// An attention subgraph the MHA kernel does not take, or a call it cannot run.
+    #[error("mha: {0}")]
+    Mha(String),
     #[error("threads: {0}")]
     Threads(String),
 }

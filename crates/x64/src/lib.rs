@@ -29,6 +29,7 @@
 
 pub mod abi;
 pub mod asm;
+pub mod attn;
 pub mod brgemm;
 pub mod codegen;
 pub mod emit;
@@ -38,6 +39,10 @@ pub mod kernel;
 
 pub use asm::{Frame, Gpr, Mem, VReg, VecAsm};
 pub use asm::{num_allocatable_vregs, tail_mask_vreg};
+pub use attn::{
+    AttnFinishArgs, AttnMask, AttnScale, MaskRef, OnlineSoftmax, OnlineSoftmaxOptions,
+    SoftmaxBlockArgs,
+};
 pub use brgemm::{
     BLayout, BPacker, Blocking, Brgemm, BrgemmArgs, BrgemmOptions, BrgemmShape, FmaPeak,
 };

@@ -1,0 +1,739 @@
+//! [`MhaKernel`]: runs an attention (`mha`) subgraph on JIT code.
+//!
+//! One compilation serves every batch, head count and sequence length: it compiles
+//! two [`Brgemm`]s (Q·K^T with K as B^T, or row-major B when K arrives
+//! pre-transposed; P·V row-major, accumulating) and the [`OnlineSoftmax`] kernels for
+//! the pattern's scale and mask. A call derives B, H, S, L from the input shapes and
+//! the pattern's permutations: every Transpose of the pattern becomes a stride (a
+//! leading dimension of a brgemm, or the output row stride), nothing is copied.
+//!
+//! # Loop nest (flash-style: never more than a block of the S × L scores)
+//! ```text
+//! parallel for (batch index, row block of m_blk Q rows):          one work item
+//!     for n0 in (0..L).step_by(n_blk):
+//!         S_blk[rows × n]  = Q[rows × D] · K[n0.., D]^T            brgemm (JIT)
+//!         S_blk = p = exp(mask(scale(S_blk)) - m);  m, l updated;
+//!         acc *= alpha                                             online softmax (JIT)
+//!         acc[rows × Dv] (+)= S_blk · V[n0.., Dv]                  brgemm (JIT)
+//!     out[rows × Dv] = acc / l   (any output row stride)            finish (JIT)
+//! ```
+//! Rust code does the pointer arithmetic between the calls; the five calls per block
+//! are separate JIT kernels, not one fused kernel.
+//!
+//! # Scratch (per thread, sized per call)
+//! `m_blk × n_blk` scores, `m_blk × Dv` accumulator, `m_blk` maxima and sums, and the
+//! Q·K^T brgemm's repack buffer (`D × 64` floats on AVX-512). With the defaults
+//! (48 × 128, D = Dv = 64) that is about 54 KiB; a thread-local buffer, grown to the
+//! largest call seen and reused across calls.
+//!
+//! # Threads
+//! Work items are (batch index, row block) pairs, cut into contiguous chunks, one per
+//! thread ([`Executor::for_each_chunk`]). When there are fewer items than threads, the
+//! row blocks shrink (to a multiple of the brgemm's 6-row tile) so every thread has
+//! work.
+//!
+//! # Numerics
+//! Against the interpreter (which evaluates each op of the body in f64 and rounds to
+//! f32), results differ by the f32 accumulation order of the matmuls, the kernel's
+//! `exp` (a few ULPs), the running rescale, and a scale on Q being applied to the
+//! scores instead (`(q·c)·k` vs `(q·k)·c`, equal in exact arithmetic). Rows whose
+//! scores are all `-inf` give NaN, as the interpreter's softmax does.
+
+use snipjit_ir::{DType, Graph, Shape, Tensor, TensorData};
+use snipjit_tokenize::mha::{MhaMask, MhaPattern, ScaleOp, analyze_mha};
+use snipjit_x64::{
+    AttnFinishArgs, AttnMask, AttnScale, BLayout, Brgemm, BrgemmArgs, BrgemmOptions, Isa,
+    OnlineSoftmax, OnlineSoftmaxOptions, SoftmaxBlockArgs,
+};
+
+use crate::{Executor, RuntimeError};
+
+/// Block sizes of the flash loop: Q rows per work item and score columns per block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MhaBlocking {
+    pub m_blk: usize,
+    pub n_blk: usize,
+}
+
+impl Default for MhaBlocking {
+    /// 48 × 128: the score block (24 KiB) stays in L1 between the five calls that
+    /// touch it; see docs/mha.md for the measurements.
+    fn default() -> MhaBlocking {
+        MhaBlocking {
+            m_blk: 48,
+            n_blk: 128,
+        }
+    }
+}
+
+/// A declared body input.
+#[derive(Clone, Debug)]
+struct InputDecl {
+    name: String,
+    dtype: DType,
+    shape: Shape,
+}
+
+/// A compiled attention subgraph. `Send + Sync`: one instance serves any number of
+/// threads and shapes at once.
+#[derive(Debug)]
+pub struct MhaKernel {
+    pattern: MhaPattern,
+    inputs: Vec<InputDecl>,
+    isa: Isa,
+    qk: Brgemm,
+    pv: Brgemm,
+    softmax: OnlineSoftmax,
+    blocking: MhaBlocking,
+}
+
+/// Canonical strides of one operand (elements): per batch dim (0 where it
+/// broadcasts), its row dim (S or L) and its last dim.
+#[derive(Clone, Debug, Default)]
+struct Strides {
+    batch: Vec<usize>,
+    row: usize,
+    col: usize,
+}
+
+/// The concrete configuration of one call.
+#[derive(Debug)]
+struct CallPlan {
+    batch: Vec<usize>,
+    s: usize,
+    l: usize,
+    d: usize,
+    dv: usize,
+    q: Strides,
+    k: Strides,
+    v: Strides,
+    out: Strides,
+    out_shape: Vec<usize>,
+    /// Mask strides (row = S-dim stride) and whether the column broadcasts.
+    mask: Option<(Strides, bool)>,
+}
+
+fn dense_strides(shape: &[usize]) -> Vec<usize> {
+    let mut st = vec![1; shape.len()];
+    for i in (0..shape.len().saturating_sub(1)).rev() {
+        st[i] = st[i + 1] * shape[i + 1];
+    }
+    st
+}
+
+/// The largest element offset + 1 that `dims` with `strides` reach (0 if empty).
+fn extent(dims: &[usize], strides: &[usize]) -> Option<usize> {
+    if dims.contains(&0) {
+        return Some(0);
+    }
+    dims.iter()
+        .zip(strides)
+        .try_fold(1usize, |a, (&d, &s)| a.checked_add((d - 1).checked_mul(s)?))
+}
+
+thread_local! {
+    /// Each thread's scratchpad, grown to the largest call seen and reused: a call
+    /// on small shapes would otherwise spend a noticeable part of its time
+    /// allocating and zeroing it.
+    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` on this thread's scratchpad of at least `len` floats (a fresh one if it
+/// is in use, which the kernels never cause).
+fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut v) => {
+            if v.len() < len {
+                v.clear();
+                v.resize(len, 0.0);
+            }
+            f(&mut v[..len])
+        }
+        Err(_) => f(&mut vec![0.0; len]),
+    })
+}
+
+/// Raw base addresses shared by the worker threads.
+#[derive(Clone, Copy)]
+struct Ptrs {
+    q: *const f32,
+    k: *const f32,
+    v: *const f32,
+    mask: *const u8,
+    out: *mut f32,
+}
+
+// SAFETY: the pointers are only dereferenced by the kernels, inside the extents checked
+// in `MhaKernel::run_into`, while the caller's borrows of the tensors are alive; each
+// work item writes a disjoint part of the output.
+unsafe impl Send for Ptrs {}
+unsafe impl Sync for Ptrs {}
+
+impl Ptrs {
+    fn get(&self) -> Ptrs {
+        *self
+    }
+}
+
+impl MhaKernel {
+    /// Reads `body` (an `mha` subgraph body) with [`analyze_mha`] and compiles it.
+    pub fn from_body(body: &Graph, isa: Isa) -> Result<MhaKernel, RuntimeError> {
+        let pattern = analyze_mha(body).map_err(|e| RuntimeError::Mha(e.to_string()))?;
+        MhaKernel::compile(&pattern, body, isa)
+    }
+
+    /// Compiles the kernels of `pattern` (read from `body`, whose parameters give the
+    /// inputs' dtypes and declared shapes) for `isa`, with the default blocking.
+    pub fn compile(
+        pattern: &MhaPattern,
+        body: &Graph,
+        isa: Isa,
+    ) -> Result<MhaKernel, RuntimeError> {
+        MhaKernel::compile_with(pattern, body, isa, MhaBlocking::default())
+    }
+
+    /// [`MhaKernel::compile`] with explicit block sizes (`m_blk` >= 1, `n_blk` >= 1).
+    pub fn compile_with(
+        pattern: &MhaPattern,
+        body: &Graph,
+        isa: Isa,
+        blocking: MhaBlocking,
+    ) -> Result<MhaKernel, RuntimeError> {
+        let err = |s: String| RuntimeError::Mha(s);
+        if blocking.m_blk == 0 || blocking.n_blk == 0 {
+            return Err(err(format!("block sizes {blocking:?} must be positive")));
+        }
+        if !(3..=4).contains(&pattern.rank) {
+            return Err(err(format!("rank {} is not 3 or 4", pattern.rank)));
+        }
+        let inputs: Vec<InputDecl> = body
+            .inputs
+            .iter()
+            .map(|&p| {
+                let o = &body.node(p).outputs[0];
+                InputDecl {
+                    name: o.name.clone(),
+                    dtype: o.ty.dtype,
+                    shape: o.ty.shape.clone(),
+                }
+            })
+            .collect();
+        let r = pattern.rank;
+        for (what, op) in [("Q", &pattern.q), ("K", &pattern.k), ("V", &pattern.v)] {
+            let decl = inputs.get(op.input).ok_or_else(|| {
+                err(format!(
+                    "{what} reads input {} of {}",
+                    op.input,
+                    inputs.len()
+                ))
+            })?;
+            if decl.dtype != DType::F32 {
+                return Err(err(format!("{what} is {}, not f32", decl.dtype)));
+            }
+            let mut sorted = op.perm.clone();
+            sorted.sort_unstable();
+            if decl.shape.rank() != r || sorted != (0..r).collect::<Vec<_>>() {
+                return Err(err(format!(
+                    "{what}: rank or permutation does not fit rank {r}"
+                )));
+            }
+        }
+        let mut sorted = pattern.output.perm.clone();
+        sorted.sort_unstable();
+        if sorted != (0..r).collect::<Vec<_>>() || pattern.output.perm[r - 1] != r - 1 {
+            return Err(err(format!("output permutation {:?}", pattern.output.perm)));
+        }
+        if pattern.q.perm[r - 1] != r - 1 || pattern.v.perm[r - 1] != r - 1 {
+            return Err(err("Q or V does not keep the head dim innermost".into()));
+        }
+        let k_rowmajor = pattern.k_pretransposed();
+        if !k_rowmajor && pattern.k.perm[r - 1] != r - 1 {
+            return Err(err(format!("K layout {:?}", pattern.k.perm)));
+        }
+        let mask = match &pattern.mask {
+            None => AttnMask::None,
+            Some(m) => {
+                let (want, kind) = match m {
+                    MhaMask::Additive { .. } => (DType::F32, AttnMask::Additive),
+                    MhaMask::Boolean {
+                        fill, keep_when, ..
+                    } => (
+                        DType::Bool,
+                        AttnMask::Boolean {
+                            fill: *fill,
+                            keep_when: *keep_when,
+                        },
+                    ),
+                };
+                let decl = inputs
+                    .get(m.input())
+                    .ok_or_else(|| err("the mask is not a body input".into()))?;
+                if decl.dtype != want {
+                    return Err(err(format!("mask is {}, not {want}", decl.dtype)));
+                }
+                if decl.shape.rank() > r {
+                    return Err(err("mask rank exceeds the scores' rank".into()));
+                }
+                kind
+            }
+        };
+        // A scale on Q is applied to the scores: equal in exact arithmetic.
+        let scale = pattern.scale.map(|s| match s.op {
+            ScaleOp::Mul => AttnScale::Mul(s.value),
+            ScaleOp::Div => AttnScale::Div(s.value),
+        });
+        let qk = Brgemm::compile(BrgemmOptions::new(
+            isa,
+            if k_rowmajor {
+                BLayout::RowMajor
+            } else {
+                BLayout::Transposed
+            },
+        ))?;
+        let pv = Brgemm::compile(BrgemmOptions::new(isa, BLayout::RowMajor))?;
+        let softmax = OnlineSoftmax::compile(OnlineSoftmaxOptions { isa, scale, mask })?;
+        Ok(MhaKernel {
+            pattern: pattern.clone(),
+            inputs,
+            isa,
+            qk,
+            pv,
+            softmax,
+            blocking,
+        })
+    }
+
+    /// The pattern it was compiled from.
+    pub fn pattern(&self) -> &MhaPattern {
+        &self.pattern
+    }
+
+    /// The target ISA.
+    pub fn isa(&self) -> Isa {
+        self.isa
+    }
+
+    /// The block sizes in effect.
+    pub fn blocking(&self) -> MhaBlocking {
+        self.blocking
+    }
+
+    /// Kernel compilations: always 1 (every shape shares the kernels compiled once).
+    pub fn compilations(&self) -> usize {
+        1
+    }
+
+    /// Matmul FLOPs of a call on these input shapes (`2·S·L·(D + Dv)` per batch
+    /// index), or `None` if the shapes do not fit.
+    pub fn flops(&self, shapes: &[&[usize]]) -> Option<u64> {
+        let p = self.plan_shapes(shapes).ok()?;
+        let nb: usize = p.batch.iter().product();
+        Some(2 * (nb * p.s * p.l * (p.d + p.dv)) as u64)
+    }
+
+    /// Runs the subgraph; returns its one output.
+    pub fn run(&self, inputs: &[&Tensor], exec: &Executor) -> Result<Vec<Tensor>, RuntimeError> {
+        let mut outs = vec![];
+        self.run_into(inputs, &mut outs, exec)?;
+        Ok(outs)
+    }
+
+    /// The canonical view of operand `input` through `perm`: shape and strides.
+    fn canon(shape: &[usize], perm: &[usize]) -> (Vec<usize>, Vec<usize>) {
+        let st = dense_strides(shape);
+        (
+            perm.iter().map(|&p| shape[p]).collect(),
+            perm.iter().map(|&p| st[p]).collect(),
+        )
+    }
+
+    fn plan_shapes(&self, shapes: &[&[usize]]) -> Result<CallPlan, RuntimeError> {
+        let p = &self.pattern;
+        let r = p.rank;
+        let nb = r - 2;
+        let shape_err = |s: String| RuntimeError::Shape(format!("mha: {s}"));
+        if shapes.len() != self.inputs.len() {
+            return Err(shape_err(format!(
+                "takes {} inputs, got {}",
+                self.inputs.len(),
+                shapes.len()
+            )));
+        }
+        for (i, (s, decl)) in shapes.iter().zip(&self.inputs).enumerate() {
+            if !decl.shape.matches(s) {
+                return Err(RuntimeError::Input {
+                    index: i,
+                    name: decl.name.clone(),
+                    reason: format!("shape {s:?} does not match {}", decl.shape),
+                });
+            }
+        }
+        let (qs, qst) = Self::canon(shapes[p.q.input], &p.q.perm);
+        let (ks, kst) = Self::canon(shapes[p.k.input], &p.k.perm);
+        let (vs, vst) = Self::canon(shapes[p.v.input], &p.v.perm);
+        let (s, d) = (qs[r - 2], qs[r - 1]);
+        let (l, dv) = (ks[r - 2], vs[r - 1]);
+        if ks[r - 1] != d || vs[r - 2] != l || d != p.head_size || dv != p.v_head_size {
+            return Err(shape_err(format!(
+                "Q {qs:?}, K {ks:?}, V {vs:?} do not form an attention block with D = {}, Dv = {}",
+                p.head_size, p.v_head_size
+            )));
+        }
+        // Batch dims: numpy broadcast of Q, K, V and the mask.
+        let mut batch = vec![1usize; nb];
+        let mut bcast = |dims: &[usize], what: &str| -> Result<(), RuntimeError> {
+            for (b, &x) in batch.iter_mut().zip(dims) {
+                if *b == 1 {
+                    *b = x;
+                } else if x != 1 && x != *b {
+                    return Err(shape_err(format!(
+                        "{what} batch dims {dims:?} do not broadcast"
+                    )));
+                }
+            }
+            Ok(())
+        };
+        bcast(&qs[..nb], "Q")?;
+        bcast(&ks[..nb], "K")?;
+        bcast(&vs[..nb], "V")?;
+        let mask_full: Option<(Vec<usize>, Vec<usize>)> = match &p.mask {
+            None => None,
+            Some(m) => {
+                let ms = shapes[m.input()];
+                if ms.len() > r {
+                    return Err(shape_err(format!("mask {ms:?} has rank above {r}")));
+                }
+                let st = dense_strides(ms);
+                let pad = r - ms.len();
+                let dims: Vec<usize> = (0..r)
+                    .map(|i| if i < pad { 1 } else { ms[i - pad] })
+                    .collect();
+                let strides: Vec<usize> = (0..r)
+                    .map(|i| if i < pad { 0 } else { st[i - pad] })
+                    .collect();
+                bcast(&dims[..nb], "mask")?;
+                for (i, want) in [(r - 2, s), (r - 1, l)] {
+                    if dims[i] != 1 && dims[i] != want {
+                        return Err(shape_err(format!(
+                            "mask {ms:?} does not broadcast into [.., {s}, {l}]"
+                        )));
+                    }
+                }
+                Some((dims, strides))
+            }
+        };
+        let batch_strides = |dims: &[usize], st: &[usize]| -> Vec<usize> {
+            (0..nb)
+                .map(|i| if dims[i] == 1 { 0 } else { st[i] })
+                .collect()
+        };
+        let op = |dims: &[usize], st: &[usize]| Strides {
+            batch: batch_strides(dims, st),
+            row: st[r - 2],
+            col: st[r - 1],
+        };
+        let (q, k, v) = (op(&qs, &qst), op(&ks, &kst), op(&vs, &vst));
+        if q.col != 1 || v.col != 1 {
+            return Err(shape_err(
+                "Q or V is not contiguous along its head dim".into(),
+            ));
+        }
+        if (self.qk.options().b_layout == BLayout::Transposed && k.col != 1)
+            || (self.qk.options().b_layout == BLayout::RowMajor && k.row != 1)
+        {
+            return Err(shape_err(
+                "K's layout does not match the compiled brgemm".into(),
+            ));
+        }
+        // Output: out = transpose(o, perm), o = [batch.., S, Dv] dense in out's order.
+        let o_canon: Vec<usize> = batch.iter().copied().chain([s, dv]).collect();
+        let operm = &p.output.perm;
+        let out_shape: Vec<usize> = operm.iter().map(|&i| o_canon[i]).collect();
+        let out_st = dense_strides(&out_shape);
+        let mut o_st = vec![0; r];
+        for (j, &i) in operm.iter().enumerate() {
+            o_st[i] = out_st[j];
+        }
+        let out = Strides {
+            batch: (0..nb).map(|i| o_st[i]).collect(),
+            row: o_st[r - 2],
+            col: o_st[r - 1],
+        };
+        let mask = mask_full.map(|(dims, st)| {
+            let row = if dims[r - 2] == 1 { 0 } else { st[r - 2] };
+            (
+                Strides {
+                    batch: batch_strides(&dims, &st),
+                    row,
+                    col: 1,
+                },
+                dims[r - 1] == 1 && l != 1,
+            )
+        });
+        Ok(CallPlan {
+            batch,
+            s,
+            l,
+            d,
+            dv,
+            q,
+            k,
+            v,
+            out,
+            out_shape,
+            mask,
+        })
+    }
+
+    /// Like [`MhaKernel::run`], writing into `outputs` (a tensor of the output's shape
+    /// and dtype is overwritten in place; anything else is replaced).
+    pub fn run_into(
+        &self,
+        inputs: &[&Tensor],
+        outputs: &mut Vec<Tensor>,
+        exec: &Executor,
+    ) -> Result<(), RuntimeError> {
+        if !self.isa.is_supported() {
+            return Err(snipjit_x64::X64Error::IsaUnsupported { isa: self.isa }.into());
+        }
+        let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
+        let plan = self.plan_shapes(&shapes)?;
+        for (i, (t, decl)) in inputs.iter().zip(&self.inputs).enumerate() {
+            let numel = t.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+            if t.dtype() != decl.dtype || numel != Some(t.data.len()) {
+                return Err(RuntimeError::Input {
+                    index: i,
+                    name: decl.name.clone(),
+                    reason: format!(
+                        "{} tensor of shape {:?} where {} is declared",
+                        t.dtype(),
+                        t.shape,
+                        decl.dtype
+                    ),
+                });
+            }
+        }
+        let p = &self.pattern;
+        let f32s = |i: usize| -> Result<&[f32], RuntimeError> {
+            match &inputs[i].data {
+                TensorData::F32(v) => Ok(v),
+                _ => Err(RuntimeError::Mha(format!("input {i} is not f32"))),
+            }
+        };
+        let (q, k, v) = (f32s(p.q.input)?, f32s(p.k.input)?, f32s(p.v.input)?);
+        let (mask_ptr, mask_len, elem) = match &p.mask {
+            None => (std::ptr::null::<u8>(), 0, 0),
+            Some(m) => match &inputs[m.input()].data {
+                TensorData::F32(x) => (x.as_ptr().cast::<u8>(), x.len(), 4),
+                TensorData::Bool(x) => (x.as_ptr().cast::<u8>(), x.len(), 1),
+                other => {
+                    return Err(RuntimeError::Mha(format!(
+                        "mask of dtype {}",
+                        other.dtype()
+                    )));
+                }
+            },
+        };
+        // Every offset the kernels reach, checked against the buffers.
+        let nbd = plan.batch.len();
+        let check = |what: &str, st: &Strides, rows: usize, cols: usize, len: usize| {
+            let mut dims = plan.batch.clone();
+            dims.extend([rows, cols]);
+            let mut strides = st.batch.clone();
+            strides.extend([st.row, st.col]);
+            match extent(&dims, &strides) {
+                Some(e) if e <= len => Ok(()),
+                _ => Err(RuntimeError::Mha(format!(
+                    "{what} extent exceeds its buffer"
+                ))),
+            }
+        };
+        check("Q", &plan.q, plan.s, plan.d, q.len())?;
+        check("K", &plan.k, plan.l, plan.d, k.len())?;
+        check("V", &plan.v, plan.l, plan.dv, v.len())?;
+        if let Some((ms, bc)) = &plan.mask {
+            let cols = if *bc { 1 } else { plan.l };
+            check("mask", ms, plan.s, cols, mask_len)?;
+        }
+        let out_numel: usize = plan.out_shape.iter().product();
+        let reusable = outputs.first().is_some_and(|t| {
+            t.shape == plan.out_shape
+                && matches!(&t.data, TensorData::F32(x) if x.len() == out_numel)
+        });
+        if !reusable {
+            outputs.clear();
+            outputs.push(Tensor {
+                shape: plan.out_shape.clone(),
+                data: TensorData::F32(vec![0.0; out_numel]),
+            });
+        }
+        outputs.truncate(1);
+        let TensorData::F32(out) = &mut outputs[0].data else {
+            unreachable!("the output was made f32 above");
+        };
+        check("output", &plan.out, plan.s, plan.dv, out.len())?;
+        let nbatch: usize = plan.batch.iter().product();
+        if nbatch == 0 || plan.s == 0 {
+            return Ok(());
+        }
+        if plan.l == 0 {
+            // softmax over nothing, times an empty V: every output element is 0.
+            out.fill(0.0);
+            return Ok(());
+        }
+        let fits = |x: usize| x <= (i32::MAX as usize) / 4;
+        let ldk = match self.qk.options().b_layout {
+            BLayout::Transposed => plan.k.row,
+            BLayout::RowMajor => plan.k.col,
+        };
+        if !fits(ldk.saturating_mul(self.qk.n_block()))
+            || !fits(plan.q.row)
+            || !fits(plan.v.row)
+            || !fits(plan.out.row)
+        {
+            return Err(RuntimeError::Mha(
+                "a row stride is beyond the kernels' 32-bit offsets".into(),
+            ));
+        }
+        let ptrs = Ptrs {
+            q: q.as_ptr(),
+            k: k.as_ptr(),
+            v: v.as_ptr(),
+            mask: mask_ptr,
+            out: out.as_mut_ptr(),
+        };
+        // Row blocks: shrink them when the batch alone cannot feed every thread.
+        let mut m_blk = self.blocking.m_blk.min(plan.s);
+        let threads = exec.threads();
+        if nbatch * plan.s.div_ceil(m_blk) < threads && plan.s > 6 {
+            let per_batch = threads.div_ceil(nbatch);
+            m_blk = plan
+                .s
+                .div_ceil(per_batch)
+                .next_multiple_of(6)
+                .clamp(6, m_blk);
+        }
+        let row_blocks = plan.s.div_ceil(m_blk);
+        let items = nbatch * row_blocks;
+        let n_blk = self.blocking.n_blk.min(plan.l);
+        let plan = &plan;
+        let ldk = ldk as i64;
+        let work = |range: std::ops::Range<usize>| {
+            // Captures the whole (Sync) struct, not its raw-pointer fields.
+            let ptrs = ptrs.get();
+            // Per-thread scratch, 64-byte aligned regions.
+            let al = |x: usize| x.next_multiple_of(16);
+            let (s_len, acc_len, ml_len) = (al(m_blk * n_blk), al(m_blk * plan.dv), al(m_blk));
+            let k_len = al(self.qk.scratch_len(plan.d));
+            let total = s_len + acc_len + 2 * ml_len + k_len + 16;
+            with_scratch(total, |buf: &mut [f32]| {
+                let skip = buf.as_ptr().align_offset(64).min(15);
+                let base = buf[skip..].as_mut_ptr();
+                // SAFETY: all offsets below stay within `total - skip` floats.
+                let (sb, acc, mm, ll, ks) = unsafe {
+                    (
+                        base,
+                        base.add(s_len),
+                        base.add(s_len + acc_len),
+                        base.add(s_len + acc_len + ml_len),
+                        base.add(s_len + acc_len + 2 * ml_len),
+                    )
+                };
+                for it in range {
+                    let (bi, rb) = (it / row_blocks, it % row_blocks);
+                    let (s0, rows) = (rb * m_blk, m_blk.min(plan.s - rb * m_blk));
+                    let (mut oq, mut ok, mut ov, mut oo, mut om) = (0, 0, 0, 0, 0);
+                    let mut rem = bi;
+                    for dd in (0..nbd).rev() {
+                        let x = rem % plan.batch[dd];
+                        rem /= plan.batch[dd];
+                        oq += x * plan.q.batch[dd];
+                        ok += x * plan.k.batch[dd];
+                        ov += x * plan.v.batch[dd];
+                        oo += x * plan.out.batch[dd];
+                        if let Some((ms, _)) = &plan.mask {
+                            om += x * ms.batch[dd];
+                        }
+                    }
+                    // SAFETY (all pointer arithmetic and calls of this item): offsets are
+                    // within the extents checked above (batch index < batch dims, rows
+                    // s0..s0+rows < S, columns n0..n0+n < L); scratch regions are
+                    // disjoint, sized for m_blk × n_blk and m_blk × Dv, and private to
+                    // this thread; output rows of distinct items are disjoint.
+                    unsafe {
+                        let qp = ptrs.q.add(oq + s0 * plan.q.row);
+                        let mut n0 = 0;
+                        while n0 < plan.l {
+                            let n = n_blk.min(plan.l - n0);
+                            let first = n0 == 0;
+                            self.qk.call(&BrgemmArgs {
+                                a: qp,
+                                b: ptrs.k.add(ok + n0 * plan.k.row),
+                                c: sb,
+                                scratch: ks,
+                                m: rows as i64,
+                                n: n as i64,
+                                k: plan.d as i64,
+                                lda: plan.q.row as i64,
+                                ldb: ldk,
+                                ldc: n_blk as i64,
+                                accumulate: 0,
+                            });
+                            let (mask, mrow, mbc) = match &plan.mask {
+                                None => (std::ptr::null(), 0, 0),
+                                Some((ms, bc)) => {
+                                    let col = if *bc { 0 } else { n0 };
+                                    (
+                                        ptrs.mask.add((om + s0 * ms.row + col) * elem),
+                                        (ms.row * elem) as i64,
+                                        i64::from(*bc),
+                                    )
+                                }
+                            };
+                            self.softmax.call_block(&SoftmaxBlockArgs {
+                                s: sb,
+                                rows: rows as i64,
+                                n: n as i64,
+                                lds: n_blk as i64,
+                                m: mm,
+                                l: ll,
+                                acc,
+                                ldacc: plan.dv as i64,
+                                dv: plan.dv as i64,
+                                mask,
+                                mask_row_stride: mrow,
+                                mask_col_bcast: mbc,
+                                first: i64::from(first),
+                            });
+                            self.pv.call(&BrgemmArgs {
+                                a: sb,
+                                b: ptrs.v.add(ov + n0 * plan.v.row),
+                                c: acc,
+                                scratch: std::ptr::null_mut(),
+                                m: rows as i64,
+                                n: plan.dv as i64,
+                                k: n as i64,
+                                lda: n_blk as i64,
+                                ldb: plan.v.row as i64,
+                                ldc: plan.dv as i64,
+                                accumulate: i64::from(!first),
+                            });
+                            n0 += n;
+                        }
+                        self.softmax.call_finish(&AttnFinishArgs {
+                            acc,
+                            ldacc: plan.dv as i64,
+                            rows: rows as i64,
+                            dv: plan.dv as i64,
+                            l: ll,
+                            out: ptrs.out.add(oo + s0 * plan.out.row),
+                            ldo: plan.out.row as i64,
+                        });
+                    }
+                }
+            });
+        };
+        exec.for_each_chunk(items, &work);
+        Ok(())
+    }
+}

@@ -1,0 +1,127 @@
+//! MhaKernel at the runtime level: shape and dtype errors are errors (never panics),
+//! results do not depend on the thread count or the row-block split, and one
+//! compilation serves every shape.
+
+use snipjit_ir::{Op, SubgraphKind, Tensor, TensorData};
+use snipjit_runtime::{Executor, MhaKernel, RuntimeError};
+use snipjit_tokenize::{TokenizeConfig, tokenize};
+use snipjit_x64::Isa;
+
+const MODEL: &str = include_str!("../../../examples/mha.sg");
+
+fn kernel() -> Option<MhaKernel> {
+    let Some(isa) = Isa::detect() else {
+        eprintln!("SKIPPED: no AVX2 or AVX-512 on this CPU");
+        return None;
+    };
+    let g = snipjit_ir::text::parse(MODEL, "mha.sg").expect("parses");
+    let fused = tokenize(&g, &TokenizeConfig::default()).expect("tokenizes");
+    let body = fused
+        .nodes
+        .iter()
+        .find_map(|n| match &n.op {
+            Op::Subgraph(sg) if sg.kind == SubgraphKind::Mha => Some(sg.body.clone()),
+            _ => None,
+        })
+        .expect("one mha subgraph");
+    Some(MhaKernel::from_body(&body, isa).expect("compiles"))
+}
+
+fn tensor(shape: &[usize], seed: &mut u32) -> Tensor {
+    let n = shape.iter().product();
+    let v = (0..n)
+        .map(|_| {
+            *seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (*seed >> 8) as f32 / (1u32 << 24) as f32 * 4.0 - 2.0
+        })
+        .collect();
+    Tensor::from_f32(shape, v).unwrap()
+}
+
+/// q, k, v `[b, s, 12, 64]` and the mask `[b, 1, 1, s]`.
+fn inputs(b: usize, s: usize, seed: &mut u32) -> Vec<Tensor> {
+    vec![
+        tensor(&[b, s, 12, 64], seed),
+        tensor(&[b, s, 12, 64], seed),
+        tensor(&[b, s, 12, 64], seed),
+        tensor(&[b, 1, 1, s], seed),
+    ]
+}
+
+fn run(k: &MhaKernel, ins: &[Tensor], threads: usize) -> Result<Vec<Tensor>, RuntimeError> {
+    let exec = Executor::new(threads).unwrap();
+    let refs: Vec<&Tensor> = ins.iter().collect();
+    k.run(&refs, &exec)
+}
+
+#[test]
+fn bad_shapes_and_dtypes_are_errors() {
+    let Some(k) = kernel() else { return };
+    let mut seed = 3;
+    let good = inputs(1, 5, &mut seed);
+    assert!(run(&k, &good, 1).is_ok());
+    // Wrong head size (the body declares 64).
+    let mut bad = good.clone();
+    bad[0] = tensor(&[1, 5, 12, 32], &mut seed);
+    assert!(run(&k, &bad, 1).is_err(), "head size 32");
+    // K with another sequence length than the mask and V.
+    let mut bad = good.clone();
+    bad[1] = tensor(&[1, 6, 12, 64], &mut seed);
+    assert!(run(&k, &bad, 1).is_err(), "L of K differs from V");
+    // Batch dims that do not broadcast.
+    let mut bad = good.clone();
+    bad[3] = tensor(&[3, 1, 1, 5], &mut seed);
+    bad[0] = tensor(&[2, 5, 12, 64], &mut seed);
+    assert!(run(&k, &bad, 1).is_err(), "batch 2 vs 3");
+    // A bool where f32 is declared.
+    let mut bad = good.clone();
+    bad[3] = Tensor::new(vec![1, 1, 1, 5], TensorData::Bool(vec![true; 5])).unwrap();
+    assert!(run(&k, &bad, 1).is_err(), "bool mask for an f32 mask");
+    // Too few inputs.
+    assert!(run(&k, &good[..3], 1).is_err(), "three inputs");
+    // The kernel still works after the errors.
+    assert!(run(&k, &good, 1).is_ok());
+}
+
+#[test]
+fn threads_and_row_splits_give_identical_bits() {
+    let Some(k) = kernel() else { return };
+    let mut seed = 9;
+    // 12 heads: with 16 or 40 threads there are fewer (head, row block) items than
+    // threads, so the row blocks shrink (S = 20 and 100 split into 6-row blocks).
+    for (b, s) in [(1, 1), (1, 20), (2, 100), (1, 131)] {
+        let ins = inputs(b, s, &mut seed);
+        let one = run(&k, &ins, 1).unwrap();
+        for threads in [2, 3, 16, 40] {
+            let many = run(&k, &ins, threads).unwrap();
+            assert_eq!(one[0].shape, many[0].shape);
+            let (x, y) = (one[0].as_f32().unwrap(), many[0].as_f32().unwrap());
+            assert!(
+                x.iter().zip(y).all(|(a, c)| a.to_bits() == c.to_bits()),
+                "B {b} S {s}: {threads} threads differ from 1"
+            );
+        }
+    }
+    assert_eq!(k.compilations(), 1);
+}
+
+#[test]
+fn run_into_reuses_a_matching_output() {
+    let Some(k) = kernel() else { return };
+    let mut seed = 5;
+    let exec = Executor::new(1).unwrap();
+    let ins = inputs(1, 33, &mut seed);
+    let refs: Vec<&Tensor> = ins.iter().collect();
+    let mut outs = vec![];
+    k.run_into(&refs, &mut outs, &exec).unwrap();
+    let ptr = outs[0].as_f32().unwrap().as_ptr();
+    let first = outs[0].clone();
+    k.run_into(&refs, &mut outs, &exec).unwrap();
+    assert_eq!(outs[0].as_f32().unwrap().as_ptr(), ptr, "reused in place");
+    assert_eq!(outs[0], first);
+    // Another shape replaces it.
+    let ins = inputs(1, 7, &mut seed);
+    let refs: Vec<&Tensor> = ins.iter().collect();
+    k.run_into(&refs, &mut outs, &exec).unwrap();
+    assert_eq!(outs[0].shape, vec![1, 7, 12, 64]);
+}
