@@ -30,6 +30,28 @@ fn dense(lo: f32, hi: f32, n: u64) -> Vec<PatternRange> {
 /// regions.
 fn ci_ranges(op: &str) -> Vec<PatternRange> {
     let mut r = vec![PatternRange::all(CI_STRIDE)];
+    // +-inf, quiet and signalling NaNs of both signs, and the extremes (the stride
+    // skips them).
+    r.extend(
+        [
+            0x7f80_0000u32,
+            0xff80_0000,
+            0x7fc0_0000,
+            0xffc0_0000,
+            0x7f80_0001,
+            0xff80_0001,
+            0x7fff_ffff,
+            0x7f7f_ffff,
+            0xff7f_ffff,
+            0x0000_0001,
+            0x8000_0001,
+        ]
+        .map(|b| PatternRange {
+            first: b,
+            last: b,
+            stride: 1,
+        }),
+    );
     let tiny = f32::MIN_POSITIVE;
     // Around zero and the denormals (results x, 0.5 x, log of denormals, ...).
     r.extend(dense(-tiny, tiny, 1 << 15));
