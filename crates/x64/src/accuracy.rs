@@ -27,8 +27,8 @@
 //!   costs a bounded number of ULPs, as the table allows. References below `f32::MIN_POSITIVE` in
 //!   magnitude are compared with an absolute tolerance of `f32::MIN_POSITIVE`, and
 //!   references below 2^-100 also pass with an absolute error up to 2^-142; the
-//!   largest absolute error in that range is reported separately
-//!   ([`OpReport::max_denormal_err`]) in units of the smallest denormal, 2^-149.
+//!   largest error in that range, in ULPs of the nearest f32 (2^-149 for denormals),
+//!   is reported separately ([`OpReport::max_tiny_ulp`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -252,9 +252,10 @@ fn unary_reference(op: UnaryOp, x: f64) -> f64 {
 pub enum Verdict {
     /// A NaN, infinity or exact-zero reference the result does not match.
     Special,
-    /// A reference below `f32::MIN_POSITIVE` (or below 2^-100 within 2^-142): counts as
-    /// 0 ULP when within the absolute tolerance; the absolute error in units of 2^-149.
-    Tiny { within: bool, err: f64 },
+    /// A reference below `f32::MIN_POSITIVE` (or below 2^-100 within 2^-142): passes
+    /// when within the absolute tolerance; `ulp` is the error in ULPs of the f32 nearest
+    /// the reference (2^-149 for denormals), for information.
+    Tiny { within: bool, ulp: f64 },
     /// The error in ULPs and the relative error (0 for exact specials).
     Ulp { ulp: f64, rel: f64 },
 }
@@ -287,23 +288,26 @@ pub fn classify(x: f32, got: f32, want: f64) -> Verdict {
     let want = want.clamp(-top, top);
     let err = (g - want).abs();
     let min_pos = f64::from(f32::MIN_POSITIVE);
+    // The f32 nearest `want`, kept finite: a reference that rounds to infinity is
+    // measured in ULPs of f32::MAX.
+    let want32 = (want as f32).clamp(f32::MIN, f32::MAX).abs();
+    let ulp = if want32 < f32::MIN_POSITIVE {
+        2f64.powi(-149)
+    } else {
+        2f64.powi(((want32.to_bits() >> 23) as i32) - 127 - 23)
+    };
     if want.abs() < min_pos {
         return Verdict::Tiny {
             within: err <= min_pos,
-            err: err / 2f64.powi(-149),
+            ulp: err / ulp,
         };
     }
     if want.abs() < 2f64.powi(-100) && err <= 2f64.powi(-142) {
         return Verdict::Tiny {
             within: true,
-            err: err / 2f64.powi(-149),
+            ulp: err / ulp,
         };
     }
-    // The f32 nearest `want`, kept finite: a reference that rounds to infinity is
-    // measured in ULPs of f32::MAX.
-    let want32 = (want as f32).clamp(f32::MIN, f32::MAX);
-    let exp = ((want32.abs().to_bits() >> 23) as i32) - 127;
-    let ulp = 2f64.powi(exp - 23);
     Verdict::Ulp {
         ulp: err / ulp,
         rel: err / want.abs(),
@@ -436,9 +440,12 @@ pub struct OpReport {
     pub max_rel: f64,
     /// The input of [`OpReport::max_rel`].
     pub max_rel_at: Option<f32>,
-    /// Largest absolute error, in units of 2^-149, over references below
-    /// `f32::MIN_POSITIVE` (or below 2^-100 and within 2^-142).
-    pub max_denormal_err: f64,
+    /// Largest error in ULPs of the nearest f32 (2^-149 for denormals) over the results
+    /// judged by absolute tolerance (references below `f32::MIN_POSITIVE`, or below
+    /// 2^-100 and within 2^-142), for information, and where.
+    pub max_tiny_ulp: f64,
+    /// The input, result and reference of [`OpReport::max_tiny_ulp`].
+    pub max_tiny_at: Option<Sample>,
     /// Results whose reference is tiny and whose absolute error exceeds the tolerance.
     pub tiny_over: u64,
     /// The bound as the table states it.
@@ -463,7 +470,8 @@ impl OpReport {
             max_ulp_at: None,
             max_rel: 0.0,
             max_rel_at: None,
-            max_denormal_err: 0.0,
+            max_tiny_ulp: 0.0,
+            max_tiny_at: None,
             tiny_over: 0,
             bound: bound.describe(),
             over_bound: 0,
@@ -498,12 +506,13 @@ impl Acc {
                     r.special_samples.push(sample);
                 }
             }
-            Verdict::Tiny { within, err } => {
+            Verdict::Tiny { within, ulp } => {
                 if !within {
                     r.tiny_over += 1;
                 }
-                if err > r.max_denormal_err {
-                    r.max_denormal_err = err;
+                if ulp > r.max_tiny_ulp || r.max_tiny_at.is_none() {
+                    r.max_tiny_ulp = ulp;
+                    r.max_tiny_at = Some(sample);
                 }
             }
             Verdict::Ulp { ulp, rel } => {
@@ -540,7 +549,10 @@ impl Acc {
             r.max_rel = l.max_rel;
             r.max_rel_at = l.max_rel_at;
         }
-        r.max_denormal_err = r.max_denormal_err.max(l.max_denormal_err);
+        if l.max_tiny_at.is_some() && (r.max_tiny_at.is_none() || l.max_tiny_ulp > r.max_tiny_ulp) {
+            r.max_tiny_ulp = l.max_tiny_ulp;
+            r.max_tiny_at = l.max_tiny_at;
+        }
         r.tiny_over += l.tiny_over;
         r.over_bound += l.over_bound;
         if l.worst_over.is_some()
@@ -693,7 +705,7 @@ mod tests {
             classify(-100.0, f32::from_bits(3), 2f64.powi(-149)),
             Verdict::Tiny {
                 within: true,
-                err: 2.0
+                ulp: 2.0
             }
         );
         // Overflowing to +inf just above f32::MAX is a finite number of ULPs.

@@ -87,13 +87,16 @@ fn table(reports: &[OpReport]) -> String {
             .map(|a| format!("x={:e} got {:e} want {:e}", a.x, a.got, a.want))
             .unwrap_or_default();
         s.push_str(&format!(
-            "{:<11} {:<6} {:>8} inputs: max {:.3} ULP ({at}), max rel {:.3e}, tiny max {} x 2^-149, bound {}, over {}, tiny over {}, specials {}{}\n",
+            "{:<11} {:<6} {:>8} inputs: max {:.3} ULP ({at}), max rel {:.3e}, tiny max {:.2} ULP{}, bound {}, over {}, tiny over {}, specials {}{}\n",
             r.op,
             r.isa.name(),
             r.inputs,
             r.max_ulp,
             r.max_rel,
-            r.max_denormal_err,
+            r.max_tiny_ulp,
+            r.max_tiny_at
+                .map(|a| format!(" at x={:e} got {:e} want {:e}", a.x, a.got, a.want))
+                .unwrap_or_default(),
             r.bound,
             r.over_bound,
             r.tiny_over,
@@ -261,7 +264,7 @@ fn special_values_match_exactly() {
             assert!(
                 matches!(
                     v,
-                    Verdict::Ulp { ulp: 0.0, rel: 0.0 } | Verdict::Tiny { err: 0.0, .. }
+                    Verdict::Ulp { ulp: 0.0, rel: 0.0 } | Verdict::Tiny { ulp: 0.0, .. }
                 ),
                 "{name}({x:e}): {v:?}"
             );
