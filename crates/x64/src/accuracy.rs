@@ -130,7 +130,7 @@ pub fn ops() -> Vec<OpSpec> {
             Unary(U::Gelu(GeluApprox::Tanh)),
             StatedBound::GeluTanh,
         ),
-        spec("swish", Unary(U::Swish { beta: 1.0 }), Ulp(3.0)),
+        spec("swish", Unary(U::Swish { beta: 1.0 }), Ulp(3.5)),
         spec(
             "swish_1.7",
             Unary(U::Swish { beta: 1.7 }),
