@@ -138,7 +138,7 @@ pub fn ops() -> Vec<OpSpec> {
         ),
         spec("mish", Unary(U::Mish), Ulp(5.0)),
         spec("elu", Unary(U::Elu { alpha: 1.0 }), Ulp(2.0)),
-        spec("softplus", Unary(U::Softplus), Ulp(2.0)),
+        spec("softplus", Unary(U::Softplus), Ulp(2.5)),
         spec("hswish", Unary(U::HSwish), Ulp(2.0)),
         spec("hsigmoid", Unary(U::HSigmoid), Ulp(1.0)),
         spec("sqrt", Unary(U::Sqrt), Ulp(0.5)),
