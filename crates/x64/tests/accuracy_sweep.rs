@@ -26,10 +26,49 @@ fn dense(lo: f32, hi: f32, n: u64) -> Vec<PatternRange> {
     PatternRange::between(lo, hi, stride)
 }
 
-/// The CI input set of one op: the strided sweep of all patterns, then its critical
-/// regions.
+/// The inputs of the largest ULP error of each op over all 2^32 patterns (the
+/// exhaustive sweep of docs/reliability.md, 2026-11-24), checked here on every run.
+const EXHAUSTIVE_WORST: &[(&str, u32)] = &[
+    ("exp", 0x41d5_8276),
+    ("sigmoid", 0xc085_088d),
+    ("swish", 0xc0be_0b6a),
+    ("tanh", 0x3f21_5627),
+    ("gelu_tanh", 0xc120_a7c5),
+    ("gelu_erf", 0xbfb4_80e9),
+    ("erf", 0x3ef4_30fd),
+    ("log", 0x3fb4_f239),
+    ("swish_1.7", 0xc253_9487),
+    ("mish", 0xc0dc_0e19),
+    ("elu", 0xbeb3_b9d9),
+    ("softplus", 0xbfa1_8056),
+    ("hswish", 0x3faf_8d3e),
+    ("hsigmoid", 0x3f80_000a),
+    ("sqrt", 0x017f_ffff),
+    ("reciprocal", 0x00fc_3237),
+    ("pow_3", 0x2bca_7f80),
+    ("pow_0.5", 0x017f_ffff),
+    ("pow_-0.5", 0x0080_cab3),
+    ("pow_2.5", 0x56a8_db7f),
+];
+
+fn single(bits: u32) -> PatternRange {
+    PatternRange {
+        first: bits,
+        last: bits,
+        stride: 1,
+    }
+}
+
+/// The CI input set of one op: the strided sweep of all patterns, the exhaustive
+/// sweep's worst input, then the op's critical regions.
 fn ci_ranges(op: &str) -> Vec<PatternRange> {
     let mut r = vec![PatternRange::all(CI_STRIDE)];
+    r.extend(
+        EXHAUSTIVE_WORST
+            .iter()
+            .filter(|(name, _)| *name == op)
+            .map(|&(_, bits)| single(bits)),
+    );
     // +-inf, quiet and signalling NaNs of both signs, and the extremes (the stride
     // skips them).
     r.extend(
@@ -46,11 +85,7 @@ fn ci_ranges(op: &str) -> Vec<PatternRange> {
             0x0000_0001,
             0x8000_0001,
         ]
-        .map(|b| PatternRange {
-            first: b,
-            last: b,
-            stride: 1,
-        }),
+        .map(single),
     );
     let tiny = f32::MIN_POSITIVE;
     // Around zero and the denormals (results x, 0.5 x, log of denormals, ...).
@@ -114,6 +149,18 @@ fn table(reports: &[OpReport]) -> String {
         }
     }
     s
+}
+
+#[test]
+fn every_op_has_its_exhaustive_worst_input_pinned() {
+    for spec in ops() {
+        assert!(
+            EXHAUSTIVE_WORST.iter().any(|(n, _)| *n == spec.name),
+            "{}: run `snipjit accuracy --op {} --json` and add its max_ulp_at to EXHAUSTIVE_WORST",
+            spec.name,
+            spec.name
+        );
+    }
 }
 
 #[test]
