@@ -34,6 +34,9 @@ pub enum CliError {
     /// A `bench` option is out of range, or the bench could not start.
     #[error("{0}")]
     Bench(String),
+    /// An `accuracy` option is bad, or a sweep could not run.
+    #[error("{0}")]
+    Accuracy(String),
     /// Writing an output file (or creating the output directory) failed; nothing was
     /// left behind.
     #[error("cannot write '{}': {source}", path.display())]

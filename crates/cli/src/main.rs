@@ -10,11 +10,15 @@
 //!   model and each subgraph over every combination of the dim values.
 //! - `snipjit fuzz [--cases N] [--seed S] [--nan-inf] [--save-failures DIR]`: runs random
 //!   models on the JIT and the interpreter and compares them; exits 1 on any failure.
+//! - `snipjit accuracy [--op NAME,...|all] [--isa all|avx512|avx2] [--stride K]
+//!   [--threads N] [--json]`: sweeps the approximated emitters over f32 bit patterns
+//!   (all 2^32 by default) against f64 references; exits 1 if one exceeds its bound.
 //! - `snipjit demo`: runs the embedded example model and checks it against a formula.
 //!
 //! Errors print one line, `error: ...`, on stderr and exit with status 1 (command-line
 //! usage errors are clap's, with status 2).
 
+mod accuracy;
 mod bench;
 mod bind;
 mod demo;
@@ -50,6 +54,8 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Run random models on the JIT and on the interpreter and compare the outputs.
     Fuzz(fuzz::FuzzArgs),
+    /// Sweep the approximated emitters over f32 bit patterns against f64 references.
+    Accuracy(accuracy::AccuracyArgs),
     /// Run the built-in example (examples/gelu_chain.sg) and check its result.
     Demo,
 }
@@ -62,6 +68,14 @@ fn main() -> ExitCode {
         Command::Dump(args) => dump::dump(&args, &mut stdout),
         Command::Bench(args) => bench::bench(&args, &mut stdout),
         Command::Demo => demo::demo(&mut stdout),
+        Command::Accuracy(args) => match accuracy::accuracy(&args, &mut stdout) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                let _ = stdout.flush();
+                return ExitCode::from(1);
+            }
+            Err(e) => Err(e),
+        },
         Command::Fuzz(args) => match fuzz::fuzz(&args, &mut stdout) {
             Ok(true) => Ok(()),
             Ok(false) => {

@@ -9,6 +9,8 @@
 //!   (`emit_unary`, `emit_binary`, `emit_select`, `emit_fma`, `emit_convert`,
 //!   `emit_pow_static`), with their scratch-register needs and stated accuracy.
 //! - [`kernel`]: [`Kernel`], finalized code in W^X memory, with disassembly.
+//! - [`accuracy`]: exhaustive accuracy sweeps of the approximated emitters against f64
+//!   references, over ranges of f32 bit patterns (up to all 2^32).
 //! - [`harness`]: small map kernels (`jit_unary_map`, `jit_binary_map`) for tests and
 //!   benchmarks.
 //!
@@ -28,6 +30,7 @@
 //! `tests/numerics.rs` check each bound against libm evaluated in f64.
 
 pub mod abi;
+pub mod accuracy;
 pub mod asm;
 pub mod attn;
 pub mod brgemm;
