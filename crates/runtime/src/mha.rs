@@ -585,6 +585,12 @@ impl MhaKernel {
         let ldk = match self.qk.options().b_layout {
             BLayout::Transposed => plan.k.row,
             BLayout::RowMajor => plan.k.col,
+            // `compile` builds Q·K^T only in the two layouts above.
+            BLayout::Packed => {
+                return Err(RuntimeError::Mha(
+                    "a Q·K^T kernel with packed B was never compiled here".into(),
+                ));
+            }
         };
         if !fits(ldk.saturating_mul(self.qk.n_block()))
             || !fits(plan.q.row)
