@@ -74,7 +74,7 @@ fn regressions_pass() {
 /// and their input lines round-trip bit-exactly (NaN, -0 and denormals included).
 #[test]
 fn files_round_trip() {
-    let mut files = sg_files(&regressions());
+    let files = sg_files(&regressions());
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
         let case = fuzz::parse_regression(&text, "r.sg").unwrap();
