@@ -29,18 +29,18 @@ fn dense(lo: f32, hi: f32, n: u64) -> Vec<PatternRange> {
 /// The inputs of the largest ULP error of each op over all 2^32 patterns (the
 /// exhaustive sweep of docs/reliability.md, 2026-11-24), checked here on every run.
 const EXHAUSTIVE_WORST: &[(&str, u32)] = &[
-    ("exp", 0x41d5_8276),
+    ("exp", 0xc26d_0f06),
     ("sigmoid", 0xc085_088d),
     ("swish", 0xc0be_0b6a),
-    ("tanh", 0x3f21_5627),
+    ("tanh", 0x3f21_4812),
     ("gelu_tanh", 0xc120_a7c5),
     ("gelu_erf", 0xbfb4_80e9),
     ("erf", 0x3ef4_30fd),
     ("log", 0x3fb4_f239),
     ("swish_1.7", 0xc253_9487),
     ("mish", 0xc0dc_0e19),
-    ("elu", 0xbeb3_b9d9),
-    ("softplus", 0xbfa1_8056),
+    ("elu", 0xbec4_b5c1),
+    ("softplus", 0xbfa2_3478),
     ("hswish", 0x3faf_8d3e),
     ("hsigmoid", 0x3f80_000a),
     ("sqrt", 0x017f_ffff),
