@@ -29,13 +29,10 @@ impl Executor {
                 "{threads} threads requested; 1 to {MAX_THREADS} are allowed"
             )));
         }
-        // The calling thread runs one share of every parallel call itself (see
-        // `Executor::run`), so the pool has one worker fewer: a call with two items
-        // wakes one thread, not two in a row.
         let pool = if threads > 1 {
             Some(
                 rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads - 1)
+                    .num_threads(threads)
                     .thread_name(|i| format!("snipjit-{i}"))
                     .build()
                     .map_err(|e| RuntimeError::Threads(e.to_string()))?,
@@ -51,7 +48,7 @@ impl Executor {
     }
 
     /// Runs `f` over `0..items` cut into at most [`Executor::threads`] contiguous
-    /// chunks, the first on the caller's thread and the others one pool task each,
+    /// chunks, one pool task each (on the caller's thread when there is one chunk),
     /// and returns when all are done. Each task can set up per-thread state (a
     /// scratchpad) once for its whole chunk.
     pub fn for_each_chunk(&self, items: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
@@ -59,14 +56,12 @@ impl Executor {
             return;
         }
         let chunks = self.threads.min(items);
-        let range = |c: usize| c * items / chunks..(c + 1) * items / chunks;
         match &self.pool {
-            // Chunks 1.. go to the pool; the caller runs chunk 0 meanwhile.
-            Some(pool) if chunks > 1 => pool.in_place_scope(|s| {
-                for c in 1..chunks {
-                    s.spawn(move |_| f(range(c)));
+            Some(pool) if chunks > 1 => pool.scope(|s| {
+                for c in 0..chunks {
+                    let range = c * items / chunks..(c + 1) * items / chunks;
+                    s.spawn(move |_| f(range));
                 }
-                f(range(0));
             }),
             _ => f(0..items),
         }
@@ -149,7 +144,7 @@ impl Executor {
     /// moves, see [`Domain::runtime_args`]).
     ///
     /// The work items are those of [`Executor::plan`]. Items go to the pool's threads
-    /// and the caller's (which runs the first) when there are several (each thread then has at least
+    /// when there are several (each thread then has at least
     /// [`MIN_ELEMENTS_PER_THREAD`] elements; below that, waking threads costs more
     /// than it saves), else run on the caller's thread.
     ///
@@ -193,14 +188,11 @@ impl Executor {
             ports: &ports,
         };
         match &self.pool {
-            // Items 1.. go to the pool's workers; the caller runs item 0 meanwhile
-            // (one wake-up for two threads, and no idle caller).
-            Some(pool) if plan.items.len() > 1 => pool.in_place_scope(|s| {
-                for it in &plan.items[1..] {
+            Some(pool) if plan.items.len() > 1 => pool.scope(|s| {
+                for it in &plan.items {
                     let call = &call;
                     s.spawn(move |_| call.item(it));
                 }
-                call.item(&plan.items[0]);
             }),
             _ => {
                 for it in &plan.items {
