@@ -445,6 +445,35 @@ fn judge(
     }
 }
 
+/// Runs `graph` on the interpreter for `inputs` with, as outputs, the MatMul `mm` of
+/// `|a|` and `|b|` (the magnitude bound `sum_k |a_ik| |b_kj|` of each output element)
+/// followed by `|v|` for each of `abs_of`; `None` when the probe cannot be built or run.
+fn abs_matmul_probe(
+    graph: &Graph,
+    inputs: &[Tensor],
+    mm: &Op,
+    [a, b]: [ValueRef; 2],
+    abs_of: &[ValueRef],
+) -> Option<Vec<Tensor>> {
+    let mut probe = graph.clone();
+    let mut abs = |v: ValueRef| {
+        let name = format!("abs_probe_{}", probe.nodes.len());
+        probe.add_op(name, Op::Unary(UnaryOp::Abs), &[v]).ok()
+    };
+    let (a, b) = (abs(a)?, abs(b)?);
+    let extra: Vec<ValueRef> = abs_of.iter().map(|&v| abs(v)).collect::<Option<_>>()?;
+    let bound = probe.add_op("bound_probe", mm.clone(), &[a, b]).ok()?;
+    probe.outputs.clear();
+    probe.add_output("bound", bound);
+    for (i, v) in extra.into_iter().enumerate() {
+        probe.add_output(format!("abs_{i}"), v);
+    }
+    probe.remove_dead().ok()?;
+    catch_unwind(AssertUnwindSafe(|| snipjit_interp::run(&probe, inputs)))
+        .ok()?
+        .ok()
+}
+
 /// The error bound of an f32 attention block `Softmax(f(Q K^T)) V` (f: scale, mask),
 /// the one the MHA tests state: `max|V| (1e-5 + 2 D eps max_ij sum_d |q_id||k_jd|)`,
 /// D the contraction of Q K^T: the scores carry the f32 rounding of their dot products,
@@ -462,45 +491,17 @@ fn attention_error_bound(graph: &Graph, inputs: &[Tensor]) -> Option<f64> {
         while x.op.is_elementwise() && !x.inputs.is_empty() {
             x = producer(x.inputs[0]);
         }
-        let Op::MatMul {
-            transpose_a,
-            transpose_b,
-        } = x.op
-        else {
+        let Op::MatMul { transpose_a, .. } = x.op else {
             continue;
         };
-        let mut probe = graph.clone();
-        let abs = |probe: &mut Graph, v: ValueRef, name: &str| {
-            probe
-                .add_op(name.to_string(), Op::Unary(UnaryOp::Abs), &[v])
-                .ok()
-        };
-        let (Some(aq), Some(ak), Some(av)) = (
-            abs(&mut probe, x.inputs[0], "abs_q_probe"),
-            abs(&mut probe, x.inputs[1], "abs_k_probe"),
-            abs(&mut probe, node.inputs[1], "abs_v_probe"),
+        // |Q| x |K| (the scores' magnitude bound), |V|, and |Q| for Q's shape.
+        let Some(out) = abs_matmul_probe(
+            graph,
+            inputs,
+            &x.op,
+            [x.inputs[0], x.inputs[1]],
+            &[node.inputs[1], x.inputs[0]],
         ) else {
-            continue;
-        };
-        let Ok(b) = probe.add_op(
-            "qk_bound_probe",
-            Op::MatMul {
-                transpose_a,
-                transpose_b,
-            },
-            &[aq, ak],
-        ) else {
-            continue;
-        };
-        probe.outputs.clear();
-        probe.add_output("qk_bound", b);
-        probe.add_output("abs_v", av);
-        probe.add_output("abs_q", aq);
-        if probe.remove_dead().is_err() {
-            continue;
-        }
-        let Ok(Ok(out)) = catch_unwind(AssertUnwindSafe(|| snipjit_interp::run(&probe, inputs)))
-        else {
             continue;
         };
         let max = |t: &Tensor| match &t.data {
@@ -549,26 +550,13 @@ pub fn matmul_out_of_f32_range(graph: &Graph, inputs: &[Tensor]) -> Option<Strin
         let Op::MatMul { .. } = node.op else {
             continue;
         };
-        let mut probe = graph.clone();
-        let abs = |probe: &mut Graph, k: usize| {
-            let v = node.inputs[k];
-            probe
-                .add_op(format!("abs_probe_{k}"), Op::Unary(UnaryOp::Abs), &[v])
-                .ok()
-        };
-        let (Some(a), Some(b)) = (abs(&mut probe, 0), abs(&mut probe, 1)) else {
-            continue;
-        };
-        let Ok(bound) = probe.add_op("bound_probe", node.op.clone(), &[a, b]) else {
-            continue;
-        };
-        probe.outputs.clear();
-        probe.add_output("bound", bound);
-        if probe.remove_dead().is_err() {
-            continue;
-        }
-        let Ok(Ok(out)) = catch_unwind(AssertUnwindSafe(|| snipjit_interp::run(&probe, inputs)))
-        else {
+        let Some(out) = abs_matmul_probe(
+            graph,
+            inputs,
+            &node.op,
+            [node.inputs[0], node.inputs[1]],
+            &[],
+        ) else {
             continue;
         };
         let Some(TensorData::F32(v)) = out.first().map(|t| &t.data) else {
