@@ -112,6 +112,24 @@ pub fn measure<R>(
     Ok(Timing::of(times))
 }
 
+/// Runs a kernel once for its outputs, then times it: `run` (fresh outputs every
+/// call) when `fresh_outputs`, else `run_into` on the outputs of the first run.
+fn time_kernel(
+    mut run: impl FnMut() -> Result<Vec<Tensor>, CliError>,
+    mut run_into: impl FnMut(&mut Vec<Tensor>) -> Result<(), CliError>,
+    fresh_outputs: bool,
+    target: Duration,
+    min_iters: usize,
+) -> Result<(Timing, Vec<Tensor>), CliError> {
+    let mut outs = run()?;
+    let timing = if fresh_outputs {
+        measure(&mut run, target, min_iters)?
+    } else {
+        measure(|| run_into(&mut outs), target, min_iters)?
+    };
+    Ok((timing, outs))
+}
+
 /// Every combination of the values, the first dim varying slowest.
 fn combinations(dims: &[(String, Vec<usize>)]) -> Vec<Bindings> {
     let mut out: Vec<Bindings> = vec![vec![]];
@@ -436,43 +454,29 @@ fn bench_one(
             .map(|(_, k)| k);
         let (timing, outs, compile_us) = match (jit, mha) {
             (_, Some(k)) => {
-                let mut outs = k.run(&refs, exec).map_err(|e| err(e.to_string()))?;
-                let timing = if fresh_outputs {
-                    measure(
-                        || k.run(&refs, exec).map_err(|e| err(e.to_string())),
-                        target,
-                        min_iters,
-                    )?
-                } else {
-                    measure(
-                        || {
-                            k.run_into(&refs, &mut outs, exec)
-                                .map_err(|e| err(e.to_string()))
-                        },
-                        target,
-                        min_iters,
-                    )?
-                };
+                let (timing, outs) = time_kernel(
+                    || k.run(&refs, exec).map_err(|e| err(e.to_string())),
+                    |outs| {
+                        k.run_into(&refs, outs, exec)
+                            .map_err(|e| err(e.to_string()))
+                    },
+                    fresh_outputs,
+                    target,
+                    min_iters,
+                )?;
                 (timing, outs, None)
             }
             (Some(k), None) => {
-                let mut outs = k.run(&refs, exec).map_err(|e| err(e.to_string()))?;
-                let timing = if fresh_outputs {
-                    measure(
-                        || k.run(&refs, exec).map_err(|e| err(e.to_string())),
-                        target,
-                        min_iters,
-                    )?
-                } else {
-                    measure(
-                        || {
-                            k.run_into(&refs, &mut outs, exec)
-                                .map_err(|e| err(e.to_string()))
-                        },
-                        target,
-                        min_iters,
-                    )?
-                };
+                let (timing, outs) = time_kernel(
+                    || k.run(&refs, exec).map_err(|e| err(e.to_string())),
+                    |outs| {
+                        k.run_into(&refs, outs, exec)
+                            .map_err(|e| err(e.to_string()))
+                    },
+                    fresh_outputs,
+                    target,
+                    min_iters,
+                )?;
                 let domain = bind::domain_of(&in_shapes, sg.body.outputs.len()).map_err(&err)?;
                 let ck = k
                     .kernel(&domain.bcast_inner)
