@@ -8,7 +8,7 @@
 //! kernels as % of the FMA peak.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use snipjit_x64::{BLayout, BPacker, Brgemm, BrgemmArgs, BrgemmOptions, Isa};
+use snipjit_x64::{BLayout, BPacker, Brgemm, BrgemmOptions, BrgemmShape, Isa};
 
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("brgemm");
@@ -47,23 +47,12 @@ fn bench(c: &mut Criterion) {
                 }
                 let mut cmat = vec![0f32; m * n];
                 let mut scratch = vec![0f32; kern.scratch_len(k)];
-                let ldb = match layout {
-                    BLayout::RowMajor | BLayout::Packed => n,
-                    BLayout::Transposed => k,
-                };
-                let args = BrgemmArgs {
-                    a: a.as_ptr(),
-                    b: b.as_ptr(),
-                    c: cmat.as_mut_ptr(),
-                    scratch: scratch.as_mut_ptr(),
-                    m: m as i64,
-                    n: n as i64,
-                    k: k as i64,
-                    lda: k as i64,
-                    ldb: ldb as i64,
-                    ldc: n as i64,
-                    accumulate: 0,
-                };
+                let args = BrgemmShape::dense(m, n, k, layout).args(
+                    a.as_ptr(),
+                    b.as_ptr(),
+                    cmat.as_mut_ptr(),
+                    scratch.as_mut_ptr(),
+                );
                 group.throughput(Throughput::Elements((m * n * k) as u64));
                 let id = format!("{isa}/{layout:?}/M{m}xN{n}xK{k}");
                 group.bench_function(BenchmarkId::from_parameter(id), |bch| {

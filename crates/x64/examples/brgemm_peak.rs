@@ -12,7 +12,7 @@
 
 use std::time::Instant;
 
-use snipjit_x64::{BLayout, BPacker, Blocking, Brgemm, BrgemmArgs, BrgemmOptions, FmaPeak, Isa};
+use snipjit_x64::{BLayout, BPacker, Blocking, Brgemm, BrgemmOptions, BrgemmShape, FmaPeak, Isa};
 
 /// Calls of `f` that take about `secs`.
 fn calibrate(secs: f64, f: &mut impl FnMut()) -> u64 {
@@ -153,23 +153,12 @@ fn main() {
                     }
                     let mut c = vec![0f32; m * n];
                     let mut scratch = vec![0f32; kern.scratch_len(k)];
-                    let ldb = match layout {
-                        BLayout::RowMajor | BLayout::Packed => n,
-                        BLayout::Transposed => k,
-                    };
-                    let args = BrgemmArgs {
-                        a: a.as_ptr(),
-                        b: b.as_ptr(),
-                        c: c.as_mut_ptr(),
-                        scratch: scratch.as_mut_ptr(),
-                        m: m as i64,
-                        n: n as i64,
-                        k: k as i64,
-                        lda: k as i64,
-                        ldb: ldb as i64,
-                        ldc: n as i64,
-                        accumulate: 0,
-                    };
+                    let args = BrgemmShape::dense(m, n, k, layout).args(
+                        a.as_ptr(),
+                        b.as_ptr(),
+                        c.as_mut_ptr(),
+                        scratch.as_mut_ptr(),
+                    );
                     let flops = 2.0 * (m * n * k) as f64;
                     // SAFETY: the ISA is supported; the buffers match the shape and the
                     // scratch has scratch_len(k) floats; they outlive the calls.

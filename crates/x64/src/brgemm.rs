@@ -266,6 +266,23 @@ impl BrgemmShape {
             accumulate: false,
         }
     }
+
+    /// The argument block of a call of this shape on the given buffers.
+    pub fn args(&self, a: *const f32, b: *const f32, c: *mut f32, scratch: *mut f32) -> BrgemmArgs {
+        BrgemmArgs {
+            a,
+            b,
+            c,
+            scratch,
+            m: self.m as i64,
+            n: self.n as i64,
+            k: self.k as i64,
+            lda: self.lda as i64,
+            ldb: self.ldb as i64,
+            ldc: self.ldc as i64,
+            accumulate: i64::from(self.accumulate),
+        }
+    }
 }
 
 /// A compiled brgemm kernel. `Send + Sync`: the code is read-only and keeps no state,
@@ -390,19 +407,7 @@ impl Brgemm {
             return Ok(());
         }
         let mut scratch = vec![0f32; self.scratch_len(s.k)];
-        let args = BrgemmArgs {
-            a: a.as_ptr(),
-            b: b.as_ptr(),
-            c: c.as_mut_ptr(),
-            scratch: scratch.as_mut_ptr(),
-            m: s.m as i64,
-            n: s.n as i64,
-            k: s.k as i64,
-            lda: s.lda as i64,
-            ldb: s.ldb as i64,
-            ldc: s.ldc as i64,
-            accumulate: i64::from(s.accumulate),
-        };
+        let args = s.args(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), scratch.as_mut_ptr());
         // SAFETY: the CPU supports the ISA; every element the kernel touches lies inside
         // the checked slices (rows < m, columns < n, k < K, tails masked), and the
         // scratch has scratch_len(k) floats.
