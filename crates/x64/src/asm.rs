@@ -516,7 +516,7 @@ impl VecAsm {
             Isa::Avx2 => Code::VEX_Vmovups_ymm_ymmm256,
             Isa::Avx512 => Code::EVEX_Vmovups_zmm_k1z_zmmm512,
         };
-        let ins = Instruction::with2(code, self.vr(dst), self.iced_mem(mem));
+        let ins = Instruction::with2(code, self.vr(dst), iced_mem(mem));
         self.enc(ins, "vmovups load")
     }
 
@@ -527,7 +527,7 @@ impl VecAsm {
             Isa::Avx2 => Code::VEX_Vmovups_ymmm256_ymm,
             Isa::Avx512 => Code::EVEX_Vmovups_zmmm512_k1z_zmm,
         };
-        let ins = Instruction::with2(code, self.iced_mem(mem), self.vr(src));
+        let ins = Instruction::with2(code, iced_mem(mem), self.vr(src));
         self.enc(ins, "vmovups store")
     }
 
@@ -539,7 +539,7 @@ impl VecAsm {
             Isa::Avx2 => Code::VEX_Vmovntps_m256_ymm,
             Isa::Avx512 => Code::EVEX_Vmovntps_m512_zmm,
         };
-        let ins = Instruction::with2(code, self.iced_mem(mem), self.vr(src));
+        let ins = Instruction::with2(code, iced_mem(mem), self.vr(src));
         self.enc(ins, "vmovntps")
     }
 
@@ -565,8 +565,7 @@ impl VecAsm {
                     .collect();
                 let off = self.pool.add(&table, 64);
                 let mem = Mem::indexed(self.consts, count, 2, Self::pool_disp(off)?);
-                let ins =
-                    Instruction::with2(Code::VEX_Kmovw_kr_km16, Register::K1, self.iced_mem(mem));
+                let ins = Instruction::with2(Code::VEX_Kmovw_kr_km16, Register::K1, iced_mem(mem));
                 self.enc(ins, "kmovw k1, tail table")
             }
             Isa::Avx2 => {
@@ -583,12 +582,8 @@ impl VecAsm {
                 let iota: Vec<u8> = (0..8u32).flat_map(|i| i.to_le_bytes()).collect();
                 let off = self.pool.add(&iota, 32);
                 let mem = Mem::new(self.consts, Self::pool_disp(off)?);
-                let ins = Instruction::with3(
-                    Code::VEX_Vpcmpgtd_ymm_ymm_ymmm256,
-                    y,
-                    y,
-                    self.iced_mem(mem),
-                );
+                let ins =
+                    Instruction::with3(Code::VEX_Vpcmpgtd_ymm_ymm_ymmm256, y, y, iced_mem(mem));
                 self.enc(ins, "vpcmpgtd tail mask")
             }
         }
@@ -603,7 +598,7 @@ impl VecAsm {
                 let mut i = Instruction::with2(
                     Code::EVEX_Vmovups_zmm_k1z_zmmm512,
                     self.vr(dst),
-                    self.iced_mem(mem),
+                    iced_mem(mem),
                 )
                 .map_err(|e| enc_err("vmovups{k1}{z}", e))?;
                 i.set_op_mask(Register::K1);
@@ -614,7 +609,7 @@ impl VecAsm {
                 Code::VEX_Vmaskmovps_ymm_ymm_m256,
                 self.vr(dst),
                 self.vr(TAIL_VREG_AVX2),
-                self.iced_mem(mem),
+                iced_mem(mem),
             ),
         };
         self.enc(ins, "masked load")
@@ -627,7 +622,7 @@ impl VecAsm {
             Isa::Avx512 => {
                 let mut i = Instruction::with2(
                     Code::EVEX_Vmovups_zmmm512_k1z_zmm,
-                    self.iced_mem(mem),
+                    iced_mem(mem),
                     self.vr(src),
                 )
                 .map_err(|e| enc_err("vmovups{k1}", e))?;
@@ -636,7 +631,7 @@ impl VecAsm {
             }
             Isa::Avx2 => Instruction::with3(
                 Code::VEX_Vmaskmovps_m256_ymm_ymm,
-                self.iced_mem(mem),
+                iced_mem(mem),
                 self.vr(TAIL_VREG_AVX2),
                 self.vr(src),
             ),
@@ -651,7 +646,7 @@ impl VecAsm {
             Isa::Avx2 => Code::VEX_Vmovss_xmm_m32,
             Isa::Avx512 => Code::EVEX_Vmovss_xmm_k1z_m32,
         };
-        let ins = Instruction::with2(code, Register::XMM0 + u32::from(dst.0), self.iced_mem(mem));
+        let ins = Instruction::with2(code, Register::XMM0 + u32::from(dst.0), iced_mem(mem));
         self.enc(ins, "vmovss load")
     }
 
@@ -662,7 +657,7 @@ impl VecAsm {
             Isa::Avx2 => Code::VEX_Vmovss_m32_xmm,
             Isa::Avx512 => Code::EVEX_Vmovss_m32_k1_xmm,
         };
-        let ins = Instruction::with2(code, self.iced_mem(mem), Register::XMM0 + u32::from(src.0));
+        let ins = Instruction::with2(code, iced_mem(mem), Register::XMM0 + u32::from(src.0));
         self.enc(ins, "vmovss store")
     }
 
@@ -673,7 +668,7 @@ impl VecAsm {
             Isa::Avx2 => Code::VEX_Vbroadcastss_ymm_m32,
             Isa::Avx512 => Code::EVEX_Vbroadcastss_zmm_k1z_xmmm32,
         };
-        let ins = Instruction::with2(code, self.vr(dst), self.iced_mem(mem));
+        let ins = Instruction::with2(code, self.vr(dst), iced_mem(mem));
         self.enc(ins, "vbroadcastss")
     }
 
@@ -766,22 +761,6 @@ impl VecAsm {
         }
     }
 
-    fn iced_mem(&self, m: Mem) -> MemoryOperand {
-        let (index, scale) = match m.index {
-            Some((r, s)) => (r.r64(), u32::from(s)),
-            None => (Register::None, 1),
-        };
-        MemoryOperand::new(
-            m.base.r64(),
-            index,
-            scale,
-            i64::from(m.disp),
-            1,
-            false,
-            Register::None,
-        )
-    }
-
     /// Pool address of a full-width splat of `bits`.
     fn splat(&mut self, bits: u32) -> Result<Mem, X64Error> {
         let bytes: Vec<u8> = std::iter::repeat_n(bits.to_le_bytes(), self.isa.lanes())
@@ -794,14 +773,14 @@ impl VecAsm {
     fn resolve(&mut self, o: Opnd) -> Result<IOp, X64Error> {
         Ok(match o {
             Opnd::R(v) => IOp::R(self.vr(v)),
-            Opnd::M(m) => IOp::M(self.iced_mem(m)),
+            Opnd::M(m) => IOp::M(iced_mem(m)),
             Opnd::F(f) => {
                 let m = self.splat(f.to_bits())?;
-                IOp::M(self.iced_mem(m))
+                IOp::M(iced_mem(m))
             }
             Opnd::B(b) => {
                 let m = self.splat(b)?;
-                IOp::M(self.iced_mem(m))
+                IOp::M(iced_mem(m))
             }
         })
     }
@@ -1112,7 +1091,25 @@ impl VecAsm {
     }
 }
 
-fn enc_err(what: &str, e: iced_x86::IcedError) -> X64Error {
+/// The iced-x86 memory operand of `m` (64-bit base and index).
+pub(crate) fn iced_mem(m: Mem) -> MemoryOperand {
+    let (index, scale) = match m.index {
+        Some((r, s)) => (r.r64(), u32::from(s)),
+        None => (Register::None, 1),
+    };
+    MemoryOperand::new(
+        m.base.r64(),
+        index,
+        scale,
+        i64::from(m.disp),
+        1,
+        false,
+        Register::None,
+    )
+}
+
+/// An encoder error of instruction `what`.
+pub(crate) fn enc_err(what: &str, e: iced_x86::IcedError) -> X64Error {
     X64Error::Encode {
         what: what.into(),
         reason: e.to_string(),
@@ -1227,7 +1224,7 @@ impl VecAsm {
         match Elem::of(dtype, "load_typed")? {
             Elem::Dword => self.load(dst, mem),
             e => {
-                let m = self.iced_mem(mem);
+                let m = iced_mem(mem);
                 self.widen(dst, IOp::M(m), e)
             }
         }
@@ -1254,7 +1251,7 @@ impl VecAsm {
             (_, Isa::Avx512) => C::EVEX_Vpbroadcastw_ymm_k1z_xmmm16,
         };
         let n = self.narrow_reg(dst, e);
-        let ins = Instruction::with2(code, n, self.iced_mem(mem));
+        let ins = Instruction::with2(code, n, iced_mem(mem));
         self.enc(ins, "vpbroadcast")?;
         self.widen(dst, IOp::R(n), e)
     }
@@ -1291,7 +1288,7 @@ impl VecAsm {
                 } else {
                     Code::EVEX_Vmovdqu16_ymm_k1z_ymmm256
                 };
-                let mut ins = Instruction::with2(code, n, self.iced_mem(mem))
+                let mut ins = Instruction::with2(code, n, iced_mem(mem))
                     .map_err(|err| enc_err("vmovdqu8/16{k1}{z}", err))?;
                 ins.set_op_mask(Register::K1);
                 ins.set_zeroing_masking(true);
@@ -1300,13 +1297,13 @@ impl VecAsm {
             }
             Isa::Avx2 => {
                 self.zero(dst)?;
-                let b = self.iced_mem(buf);
+                let b = iced_mem(buf);
                 self.enc(
                     Instruction::with2(Code::VEX_Vmovdqu_xmmm128_xmm, b, n),
                     "vmovdqu buf",
                 )?;
                 self.copy_elems(buf, mem, count, e.shift())?;
-                let b = self.iced_mem(buf);
+                let b = iced_mem(buf);
                 self.widen(dst, IOp::M(b), e)
             }
         }
@@ -1331,7 +1328,7 @@ impl VecAsm {
             return self.store(mem, src);
         }
         let tmp = self.narrow_scratch("store_typed", src, scratch)?;
-        let m = self.iced_mem(mem);
+        let m = iced_mem(mem);
         match self.isa {
             Isa::Avx512 => self.narrow_avx512(IOp::M(m), src, e, tmp),
             Isa::Avx2 => {
@@ -1375,7 +1372,7 @@ impl VecAsm {
                 } else {
                     Code::EVEX_Vmovdqu16_ymmm256_k1z_ymm
                 };
-                let mut ins = Instruction::with2(code, self.iced_mem(mem), n)
+                let mut ins = Instruction::with2(code, iced_mem(mem), n)
                     .map_err(|err| enc_err("vmovdqu8/16{k1}", err))?;
                 ins.set_op_mask(Register::K1);
                 self.enc(Ok(ins), "masked narrow store")
@@ -1386,7 +1383,7 @@ impl VecAsm {
                 } else {
                     self.narrow_avx2(tmp, src, e)?;
                 }
-                let b = self.iced_mem(buf);
+                let b = iced_mem(buf);
                 self.enc(
                     Instruction::with2(Code::VEX_Vmovdqu_xmmm128_xmm, b, n),
                     "vmovdqu buf",
@@ -1534,7 +1531,7 @@ impl VecAsm {
         for r in MOVS_REGS {
             dynasm!(self.ops ; .arch x64 ; push Rq(r.num()));
         }
-        let (s, d) = (self.iced_mem(adjust(src)), self.iced_mem(adjust(dst)));
+        let (s, d) = (iced_mem(adjust(src)), iced_mem(adjust(dst)));
         self.enc(
             Instruction::with2(Code::Lea_r64_m, Register::RSI, s),
             "lea rsi",

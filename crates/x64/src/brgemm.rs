@@ -70,6 +70,7 @@ use std::mem::{offset_of, size_of};
 use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, dynasm};
 use iced_x86::{Code, Instruction, MemoryOperand, Register};
 
+use crate::asm::{enc_err, iced_mem};
 use crate::{Gpr, Isa, Kernel, Mem, VReg, VecAsm, X64Error};
 
 /// The argument block a brgemm kernel (and a [`BPacker`]) reads. Leading dimensions are
@@ -611,29 +612,6 @@ const S_BSTEP: i32 = 24;
 const S_PDST: i32 = 32;
 const FRAME: i32 = 48;
 
-fn im(m: Mem) -> MemoryOperand {
-    let (index, scale) = match m.index {
-        Some((r, s)) => (r.r64(), u32::from(s)),
-        None => (Register::None, 1),
-    };
-    MemoryOperand::new(
-        m.base.r64(),
-        index,
-        scale,
-        i64::from(m.disp),
-        1,
-        false,
-        Register::None,
-    )
-}
-
-fn enc_err(what: &str, e: iced_x86::IcedError) -> X64Error {
-    X64Error::Encode {
-        what: what.into(),
-        reason: e.to_string(),
-    }
-}
-
 /// A tile width variant: `nvec` vectors per row, the last one masked or not.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Width {
@@ -686,21 +664,24 @@ impl Gen {
         let d = self.v(dst);
         let ins = match (self.isa, masked) {
             (Isa::Avx512, false) => {
-                Instruction::with2(Code::EVEX_Vmovups_zmm_k1z_zmmm512, d, im(mem))
+                Instruction::with2(Code::EVEX_Vmovups_zmm_k1z_zmmm512, d, iced_mem(mem))
             }
             (Isa::Avx512, true) => {
-                let mut i = Instruction::with2(Code::EVEX_Vmovups_zmm_k1z_zmmm512, d, im(mem))
-                    .map_err(|e| enc_err("vmovups{k1}{z}", e))?;
+                let mut i =
+                    Instruction::with2(Code::EVEX_Vmovups_zmm_k1z_zmmm512, d, iced_mem(mem))
+                        .map_err(|e| enc_err("vmovups{k1}{z}", e))?;
                 i.set_op_mask(Register::K1);
                 i.set_zeroing_masking(true);
                 Ok(i)
             }
-            (Isa::Avx2, false) => Instruction::with2(Code::VEX_Vmovups_ymm_ymmm256, d, im(mem)),
+            (Isa::Avx2, false) => {
+                Instruction::with2(Code::VEX_Vmovups_ymm_ymmm256, d, iced_mem(mem))
+            }
             (Isa::Avx2, true) => Instruction::with3(
                 Code::VEX_Vmaskmovps_ymm_ymm_m256,
                 d,
                 Register::YMM15,
-                im(mem),
+                iced_mem(mem),
             ),
         };
         self.a.enc(ins, "brgemm load")
@@ -710,18 +691,21 @@ impl Gen {
         let s = self.v(src);
         let ins = match (self.isa, masked) {
             (Isa::Avx512, false) => {
-                Instruction::with2(Code::EVEX_Vmovups_zmmm512_k1z_zmm, im(mem), s)
+                Instruction::with2(Code::EVEX_Vmovups_zmmm512_k1z_zmm, iced_mem(mem), s)
             }
             (Isa::Avx512, true) => {
-                let mut i = Instruction::with2(Code::EVEX_Vmovups_zmmm512_k1z_zmm, im(mem), s)
-                    .map_err(|e| enc_err("vmovups{k1}", e))?;
+                let mut i =
+                    Instruction::with2(Code::EVEX_Vmovups_zmmm512_k1z_zmm, iced_mem(mem), s)
+                        .map_err(|e| enc_err("vmovups{k1}", e))?;
                 i.set_op_mask(Register::K1);
                 Ok(i)
             }
-            (Isa::Avx2, false) => Instruction::with2(Code::VEX_Vmovups_ymmm256_ymm, im(mem), s),
+            (Isa::Avx2, false) => {
+                Instruction::with2(Code::VEX_Vmovups_ymmm256_ymm, iced_mem(mem), s)
+            }
             (Isa::Avx2, true) => Instruction::with3(
                 Code::VEX_Vmaskmovps_m256_ymm_ymm,
-                im(mem),
+                iced_mem(mem),
                 Register::YMM15,
                 s,
             ),
@@ -745,7 +729,7 @@ impl Gen {
         };
         let d = self.v(dst);
         self.a
-            .enc(Instruction::with2(code, d, im(mem)), "vbroadcastss")
+            .enc(Instruction::with2(code, d, iced_mem(mem)), "vbroadcastss")
     }
 
     /// `acc = b * t + acc`.
@@ -1101,7 +1085,7 @@ impl Gen {
                     let m = Mem::new(iota.base, iota.disp + v as i32 * vb);
                     let d = self.v(8 + v);
                     self.a.enc(
-                        Instruction::with3(Code::VEX_Vpcmpgtd_ymm_ymm_ymmm256, d, t, im(m)),
+                        Instruction::with3(Code::VEX_Vpcmpgtd_ymm_ymm_ymmm256, d, t, iced_mem(m)),
                         "vpcmpgtd",
                     )?;
                 }
@@ -1117,7 +1101,7 @@ impl Gen {
             ; =>top
         );
         for v in 0..nr {
-            let (d, mem) = (self.v(v), im(Mem::new(Gpr::R14, v as i32 * vb)));
+            let (d, mem) = (self.v(v), iced_mem(Mem::new(Gpr::R14, v as i32 * vb)));
             let ins = match self.isa {
                 Isa::Avx512 => {
                     let mut i = Instruction::with2(Code::EVEX_Vmovups_zmm_k1z_zmmm512, d, mem)
@@ -1351,12 +1335,12 @@ impl Gen {
             }
         };
         self.a
-            .enc(Instruction::with3(mulld, idx, t, im(iota)), "vpmulld")?;
+            .enc(Instruction::with3(mulld, idx, t, iced_mem(iota)), "vpmulld")?;
         if self.isa == Isa::Avx2 {
             self.vbroadcast_gpr(t, Register::EAX)?;
             let m = Mem::new(iota.base, iota.disp + v as i32 * vb);
             self.a.enc(
-                Instruction::with3(Code::VEX_Vpcmpgtd_ymm_ymm_ymmm256, mask, t, im(m)),
+                Instruction::with3(Code::VEX_Vpcmpgtd_ymm_ymm_ymmm256, mask, t, iced_mem(m)),
                 "vpcmpgtd",
             )?;
         }
