@@ -175,28 +175,12 @@ pub fn make_inputs(inputs: &[ValueInfo], shapes: &[Vec<usize>], seed: u64) -> Ve
         .collect()
 }
 
-/// Bytes from which [`huge_vec`] asks for transparent huge pages.
-const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
-
-/// `n` values of `f`, in a buffer that large inputs back with transparent huge pages,
-/// as numpy does for its arrays (the peers of `snipjit bench` get their inputs from
-/// numpy): with 4 KiB pages a kernel streaming a 64 MiB input pays a TLB miss every
-/// 64 lines, which the hardware prefetchers do not cross.
+/// `n` values of `f`, in a buffer that large inputs back with transparent huge pages
+/// (as the runtime's outputs, [`snipjit_runtime::huge_page_capacity`]), as numpy does
+/// for its arrays (the peers of `snipjit bench` get their inputs from numpy).
 fn huge_vec<T>(n: usize, mut f: impl FnMut() -> T) -> Vec<T> {
-    let mut v: Vec<T> = Vec::with_capacity(n);
-    let bytes = n * std::mem::size_of::<T>();
-    if bytes >= HUGE_PAGE_MIN_BYTES {
-        let start = v.as_ptr() as usize;
-        let page = 4096;
-        let aligned = start.next_multiple_of(page);
-        let len = (start + bytes).saturating_sub(aligned) / page * page;
-        if len > 0 {
-            // SAFETY: the range lies inside the allocation just made; MADV_HUGEPAGE
-            // only changes how its pages are backed, never their contents. A failure
-            // (no THP support) leaves ordinary pages, so the result is ignored.
-            unsafe { libc::madvise(aligned as *mut libc::c_void, len, libc::MADV_HUGEPAGE) };
-        }
-    }
+    // A reservation that cannot be met falls back to `Vec::with_capacity`, as before.
+    let mut v = snipjit_runtime::huge_page_capacity(n).unwrap_or_else(|_| Vec::with_capacity(n));
     v.extend((0..n).map(|_| f()));
     v
 }

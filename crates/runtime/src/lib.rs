@@ -13,7 +13,9 @@ mod subgraph;
 
 pub use exec::{Executor, MIN_ELEMENTS_PER_THREAD, NT_STORE_MIN_BYTES, OutputPort, Plan, WorkItem};
 pub use mha::MhaKernel;
-pub use subgraph::{CompiledKernel, JitSubgraph, compile_kernel, predicted_pattern};
+pub use subgraph::{
+    CompiledKernel, JitSubgraph, compile_kernel, huge_page_capacity, predicted_pattern,
+};
 
 /// Errors of the runtime.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -368,13 +368,13 @@ unsafe fn set_output_len(d: &mut TensorData, n: usize) {
 /// An empty output of `dtype` with capacity for `n` elements (`None` for i64).
 fn new_output(dtype: DType, n: usize) -> Result<TensorData, String> {
     Ok(match dtype {
-        DType::F32 => TensorData::F32(with_capacity(n)?),
-        DType::BF16 => TensorData::BF16(with_capacity(n)?),
-        DType::F16 => TensorData::F16(with_capacity(n)?),
-        DType::I8 => TensorData::I8(with_capacity(n)?),
-        DType::U8 => TensorData::U8(with_capacity(n)?),
-        DType::I32 => TensorData::I32(with_capacity(n)?),
-        DType::Bool => TensorData::Bool(with_capacity(n)?),
+        DType::F32 => TensorData::F32(huge_page_capacity(n)?),
+        DType::BF16 => TensorData::BF16(huge_page_capacity(n)?),
+        DType::F16 => TensorData::F16(huge_page_capacity(n)?),
+        DType::I8 => TensorData::I8(huge_page_capacity(n)?),
+        DType::U8 => TensorData::U8(huge_page_capacity(n)?),
+        DType::I32 => TensorData::I32(huge_page_capacity(n)?),
+        DType::Bool => TensorData::Bool(huge_page_capacity(n)?),
         DType::I64 => return Err("the JIT does not write i64".into()),
     })
 }
@@ -386,10 +386,11 @@ pub const MAX_OUTPUT_ELEMENTS: usize = 1 << 32;
 /// Bytes from which output buffers ask for transparent huge pages.
 const HUGE_PAGE_MIN_BYTES: usize = 4 << 20;
 
-/// A buffer with capacity for `n` elements, not yet initialized (the kernel writes
-/// every element before `set_len`). Large buffers are advised to use huge pages, so
-/// the first touch faults once per 2 MiB instead of once per 4 KiB.
-fn with_capacity<T>(n: usize) -> Result<Vec<T>, String> {
+/// An empty buffer with capacity for `n` elements (outputs: the kernel writes every
+/// element before `set_len`). From 4 MiB the buffer is advised to use transparent huge
+/// pages, so the first touch faults once per 2 MiB instead of once per 4 KiB. A
+/// reservation that cannot be met is an error, not an abort.
+pub fn huge_page_capacity<T>(n: usize) -> Result<Vec<T>, String> {
     let mut v: Vec<T> = Vec::new();
     // An allocation that cannot be met is an error, not an abort.
     v.try_reserve_exact(n)
