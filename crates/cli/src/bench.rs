@@ -247,6 +247,9 @@ struct Line {
     flops: Option<f64>,
     compile_us: Option<f64>,
     first_call_us: Option<f64>,
+    /// Whether the first call wrote into caller-held outputs (`run_into`) rather
+    /// than allocating them (`run`).
+    first_call_bound: bool,
 }
 
 /// What every line of one combination shares.
@@ -307,6 +310,12 @@ impl Line {
         ];
         if let Some(f) = self.first_call_us {
             fields.push(("first_call_us", num(Some(f))));
+            let how = if self.first_call_bound {
+                "bound"
+            } else {
+                "fresh"
+            };
+            fields.push(("first_call_outputs", string(how)));
         }
         let body: Vec<String> = fields
             .into_iter()
@@ -353,7 +362,10 @@ pub fn bench(args: &BenchArgs, out: &mut impl Write) -> Result<(), CliError> {
         .into_iter()
         .map(|b| {
             let shapes = bind::input_shapes(model.inputs(), &b)?;
-            Ok((b, shapes))
+            // Output shapes follow from the bindings when every output dim is static
+            // or a bound symbol (else the first call allocates its outputs).
+            let out_shapes = bind::input_shapes(model.outputs(), &b).ok();
+            Ok((b, shapes, out_shapes))
         })
         .collect::<Result<Vec<_>, CliError>>()?;
     let exec = Executor::new(args.threads).map_err(|e| CliError::Bench(e.to_string()))?;
@@ -368,10 +380,10 @@ pub fn bench(args: &BenchArgs, out: &mut impl Write) -> Result<(), CliError> {
         )
         .map_err(CliError::Stdout)?;
     }
-    for (bindings, shapes) in &combos {
+    for (bindings, shapes, out_shapes) in &combos {
         let lines = bench_one(
             &model,
-            shapes,
+            (shapes, out_shapes.as_deref()),
             compile_us,
             &exec,
             target,
@@ -398,10 +410,11 @@ pub fn bench(args: &BenchArgs, out: &mut impl Write) -> Result<(), CliError> {
     Ok(())
 }
 
-/// Times the model and each subgraph on inputs of `shapes`.
+/// Times the model and each subgraph on inputs of `shapes` (the outputs' shapes,
+/// when the bindings determine them, let the first call write into bound outputs).
 fn bench_one(
     model: &CompiledModel,
-    shapes: &[Vec<usize>],
+    (shapes, out_shapes): (&[Vec<usize>], Option<&[Vec<usize>]>),
     compile_us: f64,
     exec: &Executor,
     target: Duration,
@@ -409,8 +422,24 @@ fn bench_one(
     fresh_outputs: bool,
 ) -> Result<Vec<Line>, CliError> {
     let inputs = bind::make_inputs(model.inputs(), shapes, 0x5eed);
+    // The first call at these shapes. Timing `run_into`, it writes into outputs the
+    // caller already holds (allocated and touched here, as a server binds its
+    // buffers), so it compares with the repeated `run_into` calls below; with fresh
+    // outputs (or output shapes that --dim does not determine) it is a `run`, which
+    // also pays for faulting in the new output pages.
+    let bound = match out_shapes {
+        Some(s) if !fresh_outputs => Some(bind::make_inputs(model.outputs(), s, 0x0b7)),
+        _ => None,
+    };
+    let first_call_bound = bound.is_some();
     let t = Instant::now();
-    let mut outputs = model.run(&inputs)?;
+    let mut outputs = match bound {
+        Some(mut outs) => {
+            model.run_into(&inputs, &mut outs)?;
+            outs
+        }
+        None => model.run(&inputs)?,
+    };
     let first_call_us = t.elapsed().as_secs_f64() * 1e6;
     let timing = if fresh_outputs {
         measure(|| Ok(model.run(&inputs)?), target, min_iters)?
@@ -429,6 +458,7 @@ fn bench_one(
         flops: matmul_flops(model.graph(), shapes),
         compile_us: Some(compile_us),
         first_call_us: Some(first_call_us),
+        first_call_bound,
     }];
     let kernels = model.kernels();
     let mha_kernels = model.mha_kernels();
@@ -502,6 +532,7 @@ fn bench_one(
             flops: matmul_flops(&sg.body, &in_shapes),
             compile_us,
             first_call_us: None,
+            first_call_bound: false,
         });
     }
     Ok(lines)

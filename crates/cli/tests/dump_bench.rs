@@ -794,8 +794,14 @@ fn bench_json_lines() {
     let want: BTreeSet<String> = KEYS.iter().map(|k| k.to_string()).collect();
     let mut want_model = want.clone();
     want_model.insert("first_call_us".into());
+    want_model.insert("first_call_outputs".into());
     for (i, (v, n)) in lines.iter().zip([3, 3, 64, 64]).enumerate() {
         let is_model = i % 2 == 0;
+        if is_model {
+            // relu_bias's output [N, C] follows from the bindings: the first call
+            // writes into bound outputs.
+            assert_eq!(v["first_call_outputs"], "bound", "{v}");
+        }
         assert_eq!(
             keys(v),
             if is_model {
@@ -994,4 +1000,29 @@ fn bench_isa_choice_and_interpreted_subgraphs() {
     let want = bytes / (sub["median_us"].as_f64().unwrap() * 1e-6) / 1e9;
     let got = sub["gbps"].as_f64().unwrap();
     assert!((got - want).abs() <= 1e-3 + 1e-3 * want, "{got} vs {want}");
+}
+
+#[test]
+fn bench_first_call_with_fresh_outputs_allocates() {
+    let out = ok(&[
+        "bench",
+        &example("relu_bias.sg"),
+        "--dim",
+        "N=5",
+        "--dim",
+        "C=37",
+        "--json",
+        "--target-ms",
+        "1",
+        "--min-iters",
+        "2",
+        "--fresh-outputs",
+    ]);
+    let lines = json_lines(&out);
+    let model = lines
+        .iter()
+        .find(|v| v["subgraph"] == "model")
+        .expect("a model line");
+    assert_eq!(model["first_call_outputs"], "fresh", "{model}");
+    assert!(model["first_call_us"].as_f64().unwrap() > 0.0, "{model}");
 }
