@@ -168,7 +168,7 @@ def aggregate(rows):
             if rs[0].get(unit):
                 work = rs[0][unit] * rs[0]["median_us"]  # bytes or flops, times 1e-3
                 a[unit] = work / m
-        for extra in ("compile_us", "compilations"):
+        for extra in ("compile_us", "compilations", "first_call_us"):
             vals = [r[extra] for r in rs if isinstance(r.get(extra), (int, float))]
             if vals:
                 a[extra] = statistics.median(vals)
@@ -313,6 +313,36 @@ class Report:
                 self.p(table(hdr, rows))
                 self.p()
 
+    def first_calls(self):
+        """First call at a shape the process has not run yet, against the repeated call."""
+        shapes = sorted({k[4] for k in self.agg if k[3] == "mha"}, key=shape_sort)
+        for isa in self.isas:
+            for th in self.threads:
+                rows = []
+                for s in shapes:
+                    me = self.mine(isa, "mha", s, th)
+                    ov = self.get("openvino", "snippets_on", ("dynamic",), "mha", s, th)
+                    if not any(a is not None and "first_call_us" in a for a in (me, ov)):
+                        continue
+                    row = [s]
+                    for a in (me, ov):
+                        if a is None or "first_call_us" not in a:
+                            row += ["n/a"] * 3
+                            continue
+                        f, m = a["first_call_us"], a["median_us"]
+                        row += [fmt_us(f), fmt_us(m), f"{f - m:+.1f} us"]
+                    rows.append(row)
+                if not rows:
+                    continue
+                self.p(f"### mha: first call at a new S, threads={th}{self.isa_title(isa)}\n")
+                self.p("snipjit: `first_call_us` of its model line (into bound outputs unless run with "
+                       "--fresh-outputs) against its median; OpenVINO: the dynamic-S model's first call "
+                       "after binding the new inputs against its median at that S. Single samples: "
+                       "compare over several runs.\n")
+                self.p(table(["shape", "snipjit first", "snipjit repeated", "snipjit extra",
+                              "OpenVINO first", "OpenVINO repeated", "OpenVINO extra"], rows))
+                self.p()
+
     def compile_times(self):
         rows = []
         ov = sorted({(k[3], k[4]) for k in self.agg if k[0] == "openvino" and k[3].startswith("compile_")},
@@ -379,6 +409,7 @@ class Report:
         if "mha" in wls:
             self.workload("mha", "gflops", ", static shapes (GFLOP/s = 4*B*H*S*S*D / time)")
             self.mha_dynamic()
+            self.first_calls()
         self.compile_times()
         self.call_floor()
         return "\n".join(self.lines)
