@@ -9,6 +9,7 @@
 pub mod build;
 pub mod lir;
 pub mod lir_text;
+pub mod mha;
 pub mod passes;
 pub mod pipeline;
 pub mod verify;
