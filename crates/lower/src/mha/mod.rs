@@ -109,6 +109,16 @@ impl ScratchLayout {
     }
 }
 
+impl std::fmt::Display for ScratchLayout {
+    /// One line per buffer (`@name offset=.. bytes=..`), then `total=..`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (name, off, bytes) in &self.buffers {
+            writeln!(f, "@{name} offset={off} bytes={bytes}")?;
+        }
+        write!(f, "total={}", self.total)
+    }
+}
+
 /// A lowered attention subgraph: the final IR, its blocking and buffer plan.
 #[derive(Clone, Debug)]
 pub struct MhaPlan {
