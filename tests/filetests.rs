@@ -247,12 +247,18 @@ fn run(t: &FileTest, path: &str) -> Result<String, String> {
 
 /// `test mha-pass NAME [dims=..]`: the MHA IR after pass `NAME`, and the scratch layout.
 fn run_mha(t: &FileTest, path: &str, name: &str, opts: &[&str]) -> Result<String, String> {
-    let tname = t.target.as_deref().ok_or("this kind of test needs a 'target NAME' line")?;
-    let target =
-        MhaTarget::by_name(tname).ok_or_else(|| format!("unknown MHA target '{tname}' (avx512, avx2)"))?;
+    let tname = t
+        .target
+        .as_deref()
+        .ok_or("this kind of test needs a 'target NAME' line")?;
+    let target = MhaTarget::by_name(tname)
+        .ok_or_else(|| format!("unknown MHA target '{tname}' (avx512, avx2)"))?;
     let names = mha_pass_names();
     if !names.contains(&name) {
-        return Err(format!("unknown MHA pass '{name}' (one of {})", names.join(", ")));
+        return Err(format!(
+            "unknown MHA pass '{name}' (one of {})",
+            names.join(", ")
+        ));
     }
     let mut dims = DimValues::new();
     for opt in opts {
@@ -260,7 +266,9 @@ fn run_mha(t: &FileTest, path: &str, name: &str, opts: &[&str]) -> Result<String
             .strip_prefix("dims=")
             .ok_or_else(|| format!("unknown mha-pass option '{opt}'"))?;
         for kv in list.split(',') {
-            let (k, v) = kv.split_once('=').ok_or_else(|| format!("'{kv}' is not NAME=VALUE"))?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("'{kv}' is not NAME=VALUE"))?;
             let v: i64 = v.parse().map_err(|e| format!("'{kv}': {e}"))?;
             dims.bind(k, v).map_err(|e| e.to_string())?;
         }
@@ -486,14 +494,19 @@ fn every_pass_has_a_filetest() {
             !files.iter().any(|f| {
                 std::fs::read_to_string(f).is_ok_and(|t| {
                     t.lines().next().is_some_and(|l| {
-                        l.trim().strip_prefix("test mha-pass ").and_then(|r| r.split_whitespace().next())
+                        l.trim()
+                            .strip_prefix("test mha-pass ")
+                            .and_then(|r| r.split_whitespace().next())
                             == Some(name)
                     })
                 })
             })
         })
         .collect();
-    assert!(missing.is_empty(), "MHA passes without a filetest: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "MHA passes without a filetest: {missing:?}"
+    );
 }
 
 #[test]
