@@ -45,6 +45,8 @@ pub enum LowerError {
     Pass { pass: &'static str, reason: String },
     #[error("linear IR verifier: expression {expr}: {reason}")]
     Verify { expr: usize, reason: String },
+    #[error("attention IR verifier: expression {expr}: {reason}")]
+    MhaVerify { expr: usize, reason: String },
     #[error(transparent)]
     Ir(#[from] snipjit_ir::IrError),
 }

@@ -12,7 +12,7 @@ use super::{SCRATCH_ALIGN, blocking_values};
 use crate::LowerError;
 
 fn fail(expr: usize, reason: String) -> LowerError {
-    LowerError::Verify { expr, reason }
+    LowerError::MhaVerify { expr, reason }
 }
 
 /// Checks `ir`; the error names the first offending expression.
