@@ -8,7 +8,8 @@
 //! `%acc` after the first KV block (`beta=first?0:1`); `online_softmax_finish`
 //! writes `acc / sum` through the old P·V output operand (its strides included).
 //! The step initializes `%max`, `%sum` and `%acc` on the first KV block, so it reads
-//! none of them before writing.
+//! none of them before writing. The mask is read with stride 0 along a dim of size 1
+//! (`[B, 1, 1, L]`: the same row for every query row).
 //! ```text
 //! before: %scores = brgemm ...; %s1 = scale %scores mul(0.125); %s2 = mask %s1, %m add
 //!         %probs = softmax %s2; %out = brgemm a=%probs{..} b=%v{..} c=%out<..>{..} beta=0
@@ -20,12 +21,28 @@
 //! Holds after: no Scale, Mask or Softmax remains.
 
 use crate::LowerError;
-use crate::mha::ir::{Beta, Expr, Extent, MhaIr, Op, SoftmaxStep, ValueKind};
+use crate::mha::ir::{Beta, Expr, Extent, MhaIr, Op, Operand, SoftmaxStep, ValueId, ValueKind};
 use crate::mha::sym::Sym;
 use crate::mha::{MhaPass, MhaTarget};
 
 #[derive(Debug)]
 pub struct SoftmaxDecomposition;
+
+/// The mask read as a block of the scores `like`: a dim of size 1 (it broadcasts over
+/// rows or columns) has stride 0; a dim that is the scores' own has its dense stride.
+fn mask_operand(ir: &MhaIr, mask: ValueId, like: ValueId) -> Operand {
+    let mut o = ir.dense(mask);
+    let (ms, ss) = (&ir.value(mask).shape, &ir.value(like).shape);
+    let (mr, r) = (ms.len(), ss.len());
+    let stride = |dim: &Sym, own: &Sym, st: Sym| {
+        if dim == own { st } else { Sym::unless_one(dim.clone(), st) }
+    };
+    if mr >= 2 {
+        o.row = stride(&ms[mr - 2], &ss[r - 2], o.row.clone());
+    }
+    o.col = stride(&ms[mr - 1], &ss[r - 1], o.col.clone());
+    o
+}
 
 impl MhaPass for SoftmaxDecomposition {
     fn name(&self) -> &'static str {
@@ -62,7 +79,7 @@ impl MhaPass for SoftmaxDecomposition {
             }
             match &ir.exprs[p].op {
                 Op::Mask { src, mask: m, kind } if mask.is_none() && scale.is_none() => {
-                    mask = Some((ir.dense(*m), *kind));
+                    mask = Some((mask_operand(ir, *m, x), *kind));
                     dead.push(p);
                     x = *src;
                 }
