@@ -35,7 +35,11 @@ fn mask_operand(ir: &MhaIr, mask: ValueId, like: ValueId) -> Operand {
     let (ms, ss) = (&ir.value(mask).shape, &ir.value(like).shape);
     let (mr, r) = (ms.len(), ss.len());
     let stride = |dim: &Sym, own: &Sym, st: Sym| {
-        if dim == own { st } else { Sym::unless_one(dim.clone(), st) }
+        if dim == own {
+            st
+        } else {
+            Sym::unless_one(dim.clone(), st)
+        }
     };
     if mr >= 2 {
         o.row = stride(&ms[mr - 2], &ss[r - 2], o.row.clone());
