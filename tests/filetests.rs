@@ -24,6 +24,11 @@
 //! - `test pipeline [bcast_inner=a,b]`: the input is a `.sg` graph, lowered as a
 //!   subgraph body by the whole pipeline (inputs named after `bcast_inner=` are
 //!   broadcast along the inner dim); the output is the final IR.
+//! - `test mha-pass NAME [dims=B=2,S=100]`: the input is a `.sg` attention body (one
+//!   block, as the tokenizer outlines it); the MHA lowering runs and the output is its
+//!   IR after the pass `NAME` (`build` for the initial IR); with `dims=`, followed by
+//!   the scratch layout the plan evaluates for those dims. Files under
+//!   `tests/filetests/mha` end in `.sg`.
 //! - `test verify-error`: the input is linear IR the verifier must reject; the output
 //!   is its error message.
 //! - `test parse-error`: the input is linear IR text the parser must reject; the
@@ -42,11 +47,18 @@ use std::path::{Path, PathBuf};
 use snipjit_lower::Target;
 use snipjit_lower::lir::ExprKind;
 use snipjit_lower::lir_text::{parse_lir, print_lir};
+use snipjit_lower::mha::pipeline::{MHA_PASSES, mha_pass_names};
+use snipjit_lower::mha::text::print as print_mha;
+use snipjit_lower::mha::{DimValues, MhaTarget, lower_mha_body};
 use snipjit_lower::pipeline::{CONTROL_FLOW, DATA_FLOW, pass_by_name};
 use snipjit_lower::verify::verify;
 use snipjit_x64::Isa;
 
-const DIRS: &[&str] = &["tests/filetests/passes", "tests/filetests/lir"];
+const DIRS: &[&str] = &[
+    "tests/filetests/passes",
+    "tests/filetests/lir",
+    "tests/filetests/mha",
+];
 const EXPECT: &str = "; expect:";
 
 fn tiny8_scratch(k: &ExprKind) -> usize {
@@ -214,6 +226,7 @@ fn run(t: &FileTest, path: &str) -> Result<String, String> {
                 Err(e) => Ok(format!("error: {e}")),
             }
         }
+        ["mha-pass", name, opts @ ..] => run_mha(t, path, name, opts),
         ["verify-error"] => {
             let lir = parse_lir(&t.input, path).map_err(|e| e.to_string())?;
             Ok(match verify(&lir) {
@@ -226,10 +239,65 @@ fn run(t: &FileTest, path: &str) -> Result<String, String> {
             Err(e) => e.to_string(),
         }),
         _ => Err(format!(
-            "unknown test kind 'test {}' (pass NAME, pipeline, verify-error, parse-error)",
+            "unknown test kind 'test {}' (pass NAME, pipeline, mha-pass NAME, verify-error, parse-error)",
             t.kind.join(" ")
         )),
     }
+}
+
+/// `test mha-pass NAME [dims=..]`: the MHA IR after pass `NAME`, and the scratch layout.
+fn run_mha(t: &FileTest, path: &str, name: &str, opts: &[&str]) -> Result<String, String> {
+    let tname = t
+        .target
+        .as_deref()
+        .ok_or("this kind of test needs a 'target NAME' line")?;
+    let target = MhaTarget::by_name(tname)
+        .ok_or_else(|| format!("unknown MHA target '{tname}' (avx512, avx2)"))?;
+    let names = mha_pass_names();
+    if !names.contains(&name) {
+        return Err(format!(
+            "unknown MHA pass '{name}' (one of {})",
+            names.join(", ")
+        ));
+    }
+    let mut dims = DimValues::new();
+    for opt in opts {
+        let list = opt
+            .strip_prefix("dims=")
+            .ok_or_else(|| format!("unknown mha-pass option '{opt}'"))?;
+        for kv in list.split(',') {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("'{kv}' is not NAME=VALUE"))?;
+            let v: i64 = v.parse().map_err(|e| format!("'{kv}': {e}"))?;
+            dims.bind(k, v).map_err(|e| e.to_string())?;
+        }
+    }
+    let g = snipjit_ir::text::parse(&t.input, path).map_err(|e| e.to_string())?;
+    let mut text = None;
+    let plan = lower_mha_body(&g, &target, &mut |pass, ir| {
+        if pass == name {
+            text = Some(print_mha(ir));
+        }
+    });
+    let mut out = text.unwrap_or_default();
+    match plan {
+        Err(e) => {
+            let _ = write!(out, "error: {e}");
+        }
+        Ok(plan) if !opts.is_empty() => {
+            let dv: Vec<String> = dims.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = writeln!(out, "\nscratch for {}:", dv.join(", "));
+            match plan.scratch_layout(&dims) {
+                Ok(l) => out.push_str(&l.to_string()),
+                Err(e) => {
+                    let _ = write!(out, "error: {e}");
+                }
+            }
+        }
+        Ok(_) => {}
+    }
+    Ok(out)
 }
 
 /// Every output the runner compares must also read back as itself.
@@ -330,7 +398,8 @@ fn test_files() -> Vec<PathBuf> {
         };
         for e in entries.flatten() {
             let p = e.path();
-            if p.extension().is_some_and(|x| x == "lir") {
+            let ext = if dir.ends_with("mha") { "sg" } else { "lir" };
+            if p.extension().is_some_and(|x| x == ext) {
                 files.push(p);
             }
         }
@@ -418,6 +487,26 @@ fn every_pass_has_a_filetest() {
         })
         .collect();
     assert!(missing.is_empty(), "passes without a filetest: {missing:?}");
+    let missing: Vec<&str> = MHA_PASSES
+        .iter()
+        .map(|p| p.name())
+        .filter(|name| {
+            !files.iter().any(|f| {
+                std::fs::read_to_string(f).is_ok_and(|t| {
+                    t.lines().next().is_some_and(|l| {
+                        l.trim()
+                            .strip_prefix("test mha-pass ")
+                            .and_then(|r| r.split_whitespace().next())
+                            == Some(name)
+                    })
+                })
+            })
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "MHA passes without a filetest: {missing:?}"
+    );
 }
 
 #[test]

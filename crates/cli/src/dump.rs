@@ -5,7 +5,9 @@
 //! - `--fused`: the tokenized graph (Subgraph nodes with their bodies), then a
 //!   `#`-commented summary per subgraph (the whole stays parseable `.sg`);
 //! - `--print-after PASS` / `--print-after-all`: per elementwise subgraph, the linear
-//!   IR after those passes, each headed `; subgraph NAME: after PASS`;
+//!   IR after those passes, each headed `; subgraph NAME: after PASS`; per attention
+//!   subgraph, the MHA IR after the MHA passes named (`snipjit_lower::mha`), and with
+//!   `--dim`, its scratch layout for those shapes;
 //! - `--disasm`: every compiled kernel's disassembly under a `; subgraph ...` header;
 //! - `--dim NAME=VALUE`: per subgraph, the run-time values for those shapes (input
 //!   shapes, configured domain, broadcast pattern, strides, port element sizes,
@@ -177,7 +179,8 @@ pub fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<(), CliError> {
         }
     };
     if !passes.is_empty() {
-        for s in &subgraphs.list {
+        // Attention subgraphs print their MHA IR below.
+        for s in subgraphs.list.iter().filter(|s| s.kind != "mha") {
             let k = match &s.jit {
                 Ok(k) => k,
                 Err(why) => {
@@ -206,6 +209,9 @@ pub fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<(), CliError> {
                 );
                 text.push_str(&lir);
             }
+        }
+        for (node, _) in model.mha_kernels() {
+            text.push_str(&mha_sections(&model, node, &passes, configured.get(&node))?);
         }
     }
     if args.disasm {
@@ -264,9 +270,66 @@ pub fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<(), CliError> {
     out.write_all(text.as_bytes()).map_err(CliError::Stdout)
 }
 
-/// The pass names `--print-after` / `--print-after-all` select, in pipeline order.
+/// The MHA IR of the attention subgraph `node` after each of `passes` (MHA pass
+/// names; others are skipped), and its scratch layout for the `--dim` input shapes.
+fn mha_sections(
+    model: &CompiledModel,
+    node: NodeId,
+    passes: &[&str],
+    configured: Option<&(Vec<Vec<usize>>, Domain)>,
+) -> Result<String, CliError> {
+    use snipjit_lower::mha::{MhaTarget, lower_mha_body, text::print};
+    let n = model.fused_graph().node(node);
+    let Op::Subgraph(sg) = &n.op else {
+        return Ok(String::new());
+    };
+    let target = match model.isa() {
+        Some(snipjit_x64::Isa::Avx2) => MhaTarget::AVX2,
+        _ => MhaTarget::AVX512,
+    };
+    let fail = |e: snipjit_lower::LowerError| CliError::Subgraph {
+        subgraph: n.name.clone(),
+        reason: e.to_string(),
+    };
+    let mut text = String::new();
+    let plan = lower_mha_body(&sg.body, &target, &mut |pass, ir| {
+        if passes.contains(&pass) {
+            let _ = writeln!(
+                text,
+                "; subgraph {}: after {pass} (mha, {})",
+                n.name, target.name
+            );
+            text.push_str(&print(ir));
+        }
+    })
+    .map_err(fail)?;
+    if let Some((shapes, _)) = configured {
+        let shapes: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+        let layout = plan
+            .dims_of_shapes(&shapes)
+            .and_then(|d| plan.scratch_layout(&d))
+            .map_err(fail)?;
+        let _ = writeln!(
+            text,
+            "; subgraph {}: scratch per thread for {shapes:?}",
+            n.name
+        );
+        for line in layout.to_string().lines() {
+            let _ = writeln!(text, ";   {line}");
+        }
+    }
+    Ok(text)
+}
+
+/// The pass names `--print-after` / `--print-after-all` select, in pipeline order
+/// (the elementwise pipeline's, then the MHA pipeline's).
 fn selected_passes(args: &DumpArgs) -> Result<Vec<&'static str>, CliError> {
-    let all = snipjit_lower::pipeline::pass_names();
+    let mut all = snipjit_lower::pipeline::pass_names();
+    all.extend(
+        snipjit_lower::mha::pipeline::mha_pass_names()
+            .into_iter()
+            .skip(1),
+    );
     for name in &args.print_after {
         if !all.contains(&name.as_str()) {
             return Err(CliError::UnknownPass {

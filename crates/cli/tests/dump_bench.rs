@@ -1026,3 +1026,42 @@ fn bench_first_call_with_fresh_outputs_allocates() {
     assert_eq!(model["first_call_outputs"], "fresh", "{model}");
     assert!(model["first_call_us"].as_f64().unwrap() > 0.0, "{model}");
 }
+
+/// `--print-after` with MHA pass names prints the attention subgraph's MHA IR, and
+/// `--dim` its scratch layout; numbers computed here from the blocking (48 × 128,
+/// D = Dv = 64, K packed in 64-column panels on AVX-512, 16-column ones on AVX2).
+#[test]
+fn print_after_mha_passes_and_scratch() {
+    let out = ok(&[
+        "dump",
+        &example("mha.sg"),
+        "--print-after",
+        "matmul_to_brgemm",
+        "--print-after",
+        "allocate_buffers",
+        "--dim",
+        "B=1",
+        "--dim",
+        "S=100",
+    ]);
+    assert_eq!(
+        headers(&out, "subgraph0"),
+        vec!["matmul_to_brgemm", "allocate_buffers"]
+    );
+    let sections: Vec<&str> = out.split("; subgraph subgraph0: after ").collect();
+    assert!(sections[1].contains("= brgemm ") && sections[1].contains("= transpose "));
+    assert!(!sections[2].contains("= transpose ") && sections[2].contains("loop kv "));
+    let (scores, acc, ml) = (48 * 128 * 4, 48 * 64 * 4, 48 * 4);
+    let panel = if has_avx512() { 64 } else { 16 };
+    let kpack = 100usize.next_multiple_of(panel) * 64 * 4;
+    let total = scores + acc + 2 * ml + kpack;
+    assert!(
+        out.contains(&format!(
+            ";   @kpack offset={} bytes={kpack}",
+            scores + acc + 2 * ml
+        )),
+        "{out}"
+    );
+    assert!(out.contains(&format!(";   total={total}")), "{out}");
+    assert!(!out.contains("no linear IR"), "{out}");
+}

@@ -9,6 +9,7 @@
 pub mod build;
 pub mod lir;
 pub mod lir_text;
+pub mod mha;
 pub mod passes;
 pub mod pipeline;
 pub mod verify;
@@ -44,6 +45,8 @@ pub enum LowerError {
     Pass { pass: &'static str, reason: String },
     #[error("linear IR verifier: expression {expr}: {reason}")]
     Verify { expr: usize, reason: String },
+    #[error("attention IR verifier: expression {expr}: {reason}")]
+    MhaVerify { expr: usize, reason: String },
     #[error(transparent)]
     Ir(#[from] snipjit_ir::IrError),
 }
