@@ -200,9 +200,13 @@ pub enum MaskRef<'a> {
 impl OnlineSoftmax {
     /// Compiles both kernels. Encoding does not need the CPU to support the ISA.
     pub fn compile(opts: OnlineSoftmaxOptions) -> Result<OnlineSoftmax, X64Error> {
+        let mut block = VecAsm::new(opts.isa, Gpr::Rdx)?;
+        emit_block_fn(&mut block, opts)?;
+        let mut finish = VecAsm::new(opts.isa, Gpr::Rdx)?;
+        emit_finish_fn(&mut finish)?;
         Ok(OnlineSoftmax {
-            block: BlockGen::new(opts)?.emit()?,
-            finish: emit_finish(opts.isa)?,
+            block: block.finalize()?,
+            finish: finish.finalize()?,
             opts,
         })
     }
@@ -458,9 +462,18 @@ enum MaskRead {
     Bcast,
 }
 
-struct BlockGen {
-    a: VecAsm,
+/// The generator of the block function; writes into a borrowed [`VecAsm`] (constants
+/// through `rdx`), so the function can also live inside a larger kernel.
+struct BlockGen<'a> {
+    a: &'a mut VecAsm,
     opts: OnlineSoftmaxOptions,
+}
+
+/// Emits the block function (`rdi` = `*const SoftmaxBlockArgs`, SysV callee-saved
+/// registers preserved, ends in `ret`) at the current offset of `a`, which must reach
+/// its constant pool through `rdx` and target `opts.isa`.
+pub(crate) fn emit_block_fn(a: &mut VecAsm, opts: OnlineSoftmaxOptions) -> Result<(), X64Error> {
+    BlockGen::new(a, opts)?.emit_fn()
 }
 
 fn xmm(v: VReg) -> Register {
@@ -545,12 +558,10 @@ fn masked_accum(
     }
 }
 
-impl BlockGen {
-    fn new(opts: OnlineSoftmaxOptions) -> Result<BlockGen, X64Error> {
-        Ok(BlockGen {
-            a: VecAsm::new(opts.isa, Gpr::Rdx)?,
-            opts,
-        })
+impl<'a> BlockGen<'a> {
+    fn new(a: &'a mut VecAsm, opts: OnlineSoftmaxOptions) -> Result<BlockGen<'a>, X64Error> {
+        check_asm(a, opts.isa)?;
+        Ok(BlockGen { a, opts })
     }
 
     fn lanes(&self) -> i32 {
@@ -611,7 +622,7 @@ impl BlockGen {
     fn columns(
         &mut self,
         count_off: Option<i32>,
-        mut body: impl FnMut(&mut BlockGen, bool) -> Result<(), X64Error>,
+        mut body: impl FnMut(&mut BlockGen<'a>, bool) -> Result<(), X64Error>,
     ) -> Result<(), X64Error> {
         let lanes = self.lanes();
         let (lp, tail, done): (DynamicLabel, DynamicLabel, DynamicLabel) =
@@ -798,7 +809,7 @@ impl BlockGen {
         Ok(())
     }
 
-    fn emit(mut self) -> Result<Kernel, X64Error> {
+    fn emit_fn(mut self) -> Result<(), X64Error> {
         let used = [Gpr::Rbx, Gpr::Rbp, Gpr::R12, Gpr::R13, Gpr::R14, Gpr::R15];
         let frame = self.a.prologue(&used);
         let (pair_loop, single, end) = (self.a.new_label(), self.a.new_label(), self.a.new_label());
@@ -848,20 +859,38 @@ impl BlockGen {
             ; add rsp, 32
         );
         self.a.epilogue(&frame);
-        self.a.finalize()
+        Ok(())
     }
+}
+
+/// The attention functions read constants through `rdx` and emit code for one ISA.
+fn check_asm(a: &VecAsm, isa: Isa) -> Result<(), X64Error> {
+    if a.consts_gpr() != Gpr::Rdx || a.isa() != isa {
+        return Err(X64Error::BadRegister {
+            op: "attention softmax".into(),
+            reason: format!(
+                "needs an assembler for {isa} with constants through rdx, got {} through {}",
+                a.isa(),
+                a.consts_gpr().name()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Registers of the finish kernel.
 const X: VReg = VReg(1);
 const LV: VReg = VReg(11);
 
-/// The finish kernel: `out[r][:] = acc[r][:] / l[r]`.
+/// The finish function: `out[r][:] = acc[r][:] / l[r]` (`rdi` = `*const
+/// AttnFinishArgs`, ends in `ret`), emitted at the current offset of `a` (constants
+/// through `rdx`).
 ///
 /// Registers: `rdi` args, `rdx` consts, `r8` acc row, `r9` out row, `r10` rows left,
 /// `r11` column, `rsi` `&l[r]`, `rax` counts.
-fn emit_finish(isa: Isa) -> Result<Kernel, X64Error> {
-    let mut a = VecAsm::new(isa, Gpr::Rdx)?;
+pub(crate) fn emit_finish_fn(a: &mut VecAsm) -> Result<(), X64Error> {
+    let isa = a.isa();
+    check_asm(a, isa)?;
     let frame = a.prologue(&[]);
     let lanes = isa.lanes() as i32;
     let (row_loop, end) = (a.new_label(), a.new_label());
@@ -915,5 +944,5 @@ fn emit_finish(isa: Isa) -> Result<Kernel, X64Error> {
         ; =>end
     );
     a.epilogue(&frame);
-    a.finalize()
+    Ok(())
 }
