@@ -679,13 +679,7 @@ impl<'a> BlockGen<'a> {
                 } else {
                     g.a.store(mem, r.x)?;
                 }
-                masked_accum(
-                    &mut g.a,
-                    V3::Max,
-                    (r.max, r.x, r.t),
-                    tail,
-                    f32::NEG_INFINITY,
-                )?;
+                masked_accum(g.a, V3::Max, (r.max, r.x, r.t), tail, f32::NEG_INFINITY)?;
             }
             Ok(())
         })
@@ -713,7 +707,7 @@ impl<'a> BlockGen<'a> {
         }
         self.a.bind(pass1_done);
         for r in rows {
-            hreduce(&mut self.a, r.max, r.htmp, true)?;
+            hreduce(self.a, r.max, r.htmp, true)?;
         }
 
         // m_old, m_new (in max), m_use, alpha (in mold; unused on the first block,
@@ -765,12 +759,12 @@ impl<'a> BlockGen<'a> {
                 } else {
                     g.a.store(mem, r.x)?;
                 }
-                masked_accum(&mut g.a, V3::Add, (r.sum, r.x, P2_TMP), tail, 0.0)?;
+                masked_accum(g.a, V3::Add, (r.sum, r.x, P2_TMP), tail, 0.0)?;
             }
             Ok(())
         })?;
         for r in rows {
-            hreduce(&mut self.a, r.sum, r.htmp, false)?;
+            hreduce(self.a, r.sum, r.htmp, false)?;
         }
 
         // l, acc rescale.
