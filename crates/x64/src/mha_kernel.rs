@@ -5,8 +5,9 @@
 //! ```text
 //! if pack: kbuf = pack(K^T of the head)               packer subroutine (pack_k kernels)
 //! for n0 in (0..L).step_by(n_blk):  n = min(n_blk, L - n0)
-//!     scores[rows × n]  = Q[rows × D] · K[n0..n0+n]^T    brgemm subroutine (Packed, or
-//!                                                       Transposed / RowMajor in place)
+//!     scores[rows × n]  = Q[rows × D] · K[n0..n0+n]^T    brgemm subroutine: the P·V one
+//!                                                       once per packed panel (pack_k),
+//!                                                       or Transposed / RowMajor in place
 //!     scores = p = exp(mask(scale(scores)) - m); m, l running; acc *= alpha
 //!                                                       online-softmax block subroutine
 //!     acc[rows × Dv] (+)= scores · V[n0..n0+n]           brgemm subroutine (RowMajor)
@@ -17,6 +18,11 @@
 //! `emit_block_fn`, `emit_finish_fn`), emitted into the same buffer behind the loop
 //! and reached with `call`/`ret`; the loop builds their argument blocks in its own
 //! stack frame. No Rust runs between the steps.
+//!
+//! A packed panel is a `D × n_block` row-major block, so the row-major brgemm (P·V's)
+//! computes Q·K^T on it with `ldb = n_block`, one call per panel: one brgemm function
+//! in the buffer instead of two (the brgemm is most of the compile time; a call per
+//! 64 columns costs ~20 cycles against ~1700 cycles of FMAs per 48-row panel).
 //!
 //! # Packed K
 //! With [`MhaFusedOptions::pack_k`] (the default), `kbuf` holds K^T of the whole head
@@ -38,6 +44,7 @@
 //! | `r15` | `*const MhaFusedArgs` |
 //! | `r12` | `n0`, the first score column of the block |
 //! | `r13` | `n`, the columns of the block |
+//! | `r14` | column of the packed panel within the block (Q·K^T on packed K) |
 //! | `rdi` | argument block of the subroutine being called (`rsp + slot`) |
 //! | `rax`, `rcx`, `r8` | temporaries |
 //! | `[rsp + 0..88]` | `BrgemmArgs` of Q·K^T (first the packer's) |
@@ -279,11 +286,17 @@ impl MhaFused {
         let blocking = opts.blocking.unwrap_or_else(|| Blocking::default_for(isa));
         blocking.validate(isa)?;
         let mut a = VecAsm::new(isa, Gpr::Rdx)?;
-        let qk_fn = a.new_label();
         let pack_fn = a.new_label();
         let block_fn = a.new_label();
         let pv_fn = a.new_label();
         let finish_fn = a.new_label();
+        // Q·K^T runs on the P·V brgemm's code unless K is transposed and unpacked.
+        let qk_fn = if !opts.pack_k && opts.k_layout == KLayout::Transposed {
+            a.new_label()
+        } else {
+            pv_fn
+        };
+        let nb = (blocking.nr * isa.lanes()) as i32;
         // log2 of the mask element size.
         let mask_shift: i8 = match opts.mask {
             AttnMask::Boolean { .. } => 0,
@@ -384,6 +397,12 @@ impl MhaFused {
             ; mov rax, [r15 + A_LDO]
             ; mov [rsp + S_FIN + fo!(ldo)], rax
             ; xor r12d, r12d
+        );
+        if opts.pack_k {
+            dynasm!(a.ops() ; .arch x64 ; mov QWORD [rsp + S_QK + bo!(ldb)], nb);
+        }
+        dynasm!(a.ops()
+            ; .arch x64
             ; =>n_loop
             // n = min(n_blk, L - n0)
             ; mov r13, [r15 + A_L]
@@ -391,16 +410,39 @@ impl MhaFused {
             ; cmp r13, [r15 + A_NBLK]
             ; cmovg r13, [r15 + A_NBLK]
         );
-        // B of the Q·K^T block.
+        // Q·K^T of the block.
         match (opts.pack_k, opts.k_layout) {
-            // Panel-aligned n0: the block's panels start at float n0 * D.
-            (true, _) => dynasm!(a.ops()
-                ; .arch x64
-                ; mov rax, [r15 + A_D]
-                ; imul rax, r12
-                ; shl rax, 2
-                ; add rax, [r15 + A_KBUF]
-            ),
+            // One call per packed panel (n0 is panel-aligned: panel j of the block
+            // starts at float (n0 + j) * D of kbuf), each read as a row-major B of
+            // `nb` columns with ldb = nb: so the P·V brgemm's code serves Q·K^T too.
+            (true, _) => {
+                let panel = a.new_label();
+                dynasm!(a.ops()
+                    ; .arch x64
+                    ; xor r14d, r14d
+                    ; =>panel
+                    ; mov rax, r13
+                    ; sub rax, r14
+                    ; mov ecx, nb
+                    ; cmp rax, rcx
+                    ; cmovg rax, rcx
+                    ; mov [rsp + S_QK + bo!(n)], rax
+                    ; mov rax, r12
+                    ; add rax, r14
+                    ; imul rax, [r15 + A_D]
+                    ; shl rax, 2
+                    ; add rax, [r15 + A_KBUF]
+                    ; mov [rsp + S_QK + bo!(b)], rax
+                    ; mov rax, [r15 + A_SCORES]
+                    ; lea rax, [rax + r14 * 4]
+                    ; mov [rsp + S_QK + bo!(c)], rax
+                    ; lea rdi, [rsp + S_QK]
+                    ; call =>qk_fn
+                    ; add r14, nb
+                    ; cmp r14, r13
+                    ; jl =>panel
+                );
+            }
             // Rows n0.. of K.
             (false, KLayout::Transposed) => dynasm!(a.ops()
                 ; .arch x64
@@ -408,20 +450,24 @@ impl MhaFused {
                 ; imul rax, r12
                 ; shl rax, 2
                 ; add rax, [r15 + A_K]
+                ; mov [rsp + S_QK + bo!(b)], rax
+                ; mov [rsp + S_QK + bo!(n)], r13
+                ; lea rdi, [rsp + S_QK]
+                ; call =>qk_fn
             ),
             // Columns n0.. of K^T.
             (false, KLayout::RowMajor) => dynasm!(a.ops()
                 ; .arch x64
                 ; mov rax, [r15 + A_K]
                 ; lea rax, [rax + r12 * 4]
+                ; mov [rsp + S_QK + bo!(b)], rax
+                ; mov [rsp + S_QK + bo!(n)], r13
+                ; lea rdi, [rsp + S_QK]
+                ; call =>qk_fn
             ),
         }
         dynasm!(a.ops()
             ; .arch x64
-            ; mov [rsp + S_QK + bo!(b)], rax
-            ; mov [rsp + S_QK + bo!(n)], r13
-            ; lea rdi, [rsp + S_QK]
-            ; call =>qk_fn
             ; mov [rsp + S_SM + so!(n)], r13
             // first = n0 == 0; P·V accumulates unless first.
             ; xor eax, eax
@@ -470,19 +516,20 @@ impl MhaFused {
         a.epilogue(&frame);
 
         // ----- the subroutines -----
-        let qk_layout = if opts.pack_k {
-            BLayout::Packed
-        } else {
-            opts.k_layout.b_layout()
-        };
-        a.bind(qk_fn);
-        emit_brgemm_fn(&mut a, qk_layout, blocking)?;
-        if opts.pack_k {
-            a.bind(pack_fn);
-            emit_pack_fn(&mut a, opts.k_layout.b_layout(), blocking)?;
-        }
+        // P·V (and Q·K^T on packed panels, or on a row-major K^T in place).
         a.bind(pv_fn);
         emit_brgemm_fn(&mut a, BLayout::RowMajor, blocking)?;
+        match (opts.pack_k, opts.k_layout) {
+            (true, _) => {
+                a.bind(pack_fn);
+                emit_pack_fn(&mut a, opts.k_layout.b_layout(), blocking)?;
+            }
+            (false, KLayout::Transposed) => {
+                a.bind(qk_fn);
+                emit_brgemm_fn(&mut a, BLayout::Transposed, blocking)?;
+            }
+            (false, KLayout::RowMajor) => {}
+        }
         a.bind(block_fn);
         emit_block_fn(
             &mut a,
