@@ -31,13 +31,9 @@ fn main() {
     let (scale, mask) = (Some(AttnScale::Mul(0.125)), AttnMask::Additive);
     for isa in Isa::ALL {
         println!("{isa}");
-        for pack_k in [true, false] {
-            time(&format!("MhaFused (pack_k {pack_k})"), || {
-                MhaFused::compile(MhaFusedOptions {
-                    pack_k,
-                    ..MhaFusedOptions::new(isa, KLayout::Transposed, scale, mask)
-                })
-                .map(drop)
+        for k_layout in [KLayout::Transposed, KLayout::RowMajor] {
+            time(&format!("MhaFused (K {k_layout:?})"), || {
+                MhaFused::compile(MhaFusedOptions::new(isa, k_layout, scale, mask)).map(drop)
             });
         }
         for layout in [BLayout::RowMajor, BLayout::Transposed, BLayout::Packed] {

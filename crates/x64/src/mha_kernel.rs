@@ -3,11 +3,10 @@
 //!
 //! # What the entry point runs
 //! ```text
-//! if pack: kbuf = pack(K^T of the head)               packer subroutine (pack_k kernels)
+//! if pack: kbuf = pack(K^T of the head)               packer subroutine
 //! for n0 in (0..L).step_by(n_blk):  n = min(n_blk, L - n0)
-//!     scores[rows × n]  = Q[rows × D] · K[n0..n0+n]^T    brgemm subroutine: the P·V one
-//!                                                       once per packed panel (pack_k),
-//!                                                       or Transposed / RowMajor in place
+//!     scores[rows × n]  = Q[rows × D] · K[n0..n0+n]^T    brgemm subroutine (the P·V one),
+//!                                                       once per packed K panel
 //!     scores = p = exp(mask(scale(scores)) - m); m, l running; acc *= alpha
 //!                                                       online-softmax block subroutine
 //!     acc[rows × Dv] (+)= scores · V[n0..n0+n]           brgemm subroutine (RowMajor)
@@ -19,24 +18,23 @@
 //! and reached with `call`/`ret`; the loop builds their argument blocks in its own
 //! stack frame. No Rust runs between the steps.
 //!
+//! # Packed K
+//! `kbuf` holds K^T of the whole head in the brgemm's panel layout
+//! ([`crate::BLayout::Packed`]: panel `p` of [`MhaFused::n_block`] columns is a
+//! contiguous `D × n_block` block at float offset `p · D · n_block`). The item with
+//! [`MhaFusedArgs::pack`] set writes it; the following items of the same head clear
+//! the flag and read it, so K is repacked once per head and thread instead of once per
+//! row block and column block. The column block `n0` starts at float `n0 · D` of
+//! `kbuf`, which needs `n_blk` to be a multiple of `n_block()`.
+//!
 //! A packed panel is a `D × n_block` row-major block, so the row-major brgemm (P·V's)
 //! computes Q·K^T on it with `ldb = n_block`, one call per panel: one brgemm function
 //! in the buffer instead of two (the brgemm is most of the compile time; a call per
 //! 64 columns costs ~20 cycles against ~1700 cycles of FMAs per 48-row panel).
 //!
-//! # Packed K
-//! With [`MhaFusedOptions::pack_k`] (the default), `kbuf` holds K^T of the whole head
-//! in the brgemm's panel layout ([`crate::BLayout::Packed`]: panel `p` of
-//! [`MhaFused::n_block`] columns is a contiguous `D × n_block` block at float offset
-//! `p · D · n_block`). The item with [`MhaFusedArgs::pack`] set writes it; the
-//! following items of the same head (same `k`, `l`, `d`, `ldk`) clear the flag and read it, so K is
-//! repacked once per head and thread instead of once per row block. The column
-//! block `n0` then starts at float `n0 · D` of `kbuf`, which needs `n_blk` to be a
-//! multiple of `n_block()`.
-//!
-//! Without `pack_k`, the Q·K^T brgemm reads K in place (transposed K: each call
-//! repacks its panels into `kbuf`, `D × n_block()` floats; row-major K^T: `kbuf` is
-//! unused).
+//! Reading K in place instead (the transposed brgemm repacking each panel per call,
+//! no `kbuf`) was measured and never won: equal at S = 16, 3–6 % slower from S = 64 on
+//! (docs/mha.md), so there is no such path.
 //!
 //! # Register roles (the loop; the subroutines keep SysV callee-saved registers)
 //! | register | role |
@@ -95,12 +93,10 @@ pub struct MhaFusedOptions {
     pub mask: AttnMask,
     /// Brgemm register blocking; `None` takes [`Blocking::default_for`].
     pub blocking: Option<Blocking>,
-    /// Q·K^T reads K from the per-head packed buffer (see the module docs).
-    pub pack_k: bool,
 }
 
 impl MhaFusedOptions {
-    /// Options with the default blocking and packed K.
+    /// Options with the default blocking.
     pub fn new(
         isa: Isa,
         k_layout: KLayout,
@@ -113,7 +109,6 @@ impl MhaFusedOptions {
             scale,
             mask,
             blocking: None,
-            pack_k: true,
         }
     }
 }
@@ -127,8 +122,7 @@ pub struct MhaFusedArgs {
     /// The item's first Q row (`rows × D`, row stride `ldq`).
     pub q: *const f32,
     /// The head's K: `[L, D]` rows ([`KLayout::Transposed`]) or K^T `[D, L]`
-    /// ([`KLayout::RowMajor`]), row stride `ldk`. Read only when packing (`pack_k`
-    /// kernels) or always (no `pack_k`).
+    /// ([`KLayout::RowMajor`]), row stride `ldk`. Read only when `pack` is set.
     pub k: *const f32,
     /// The head's V (`L × Dv`, row stride `ldv`).
     pub v: *const f32,
@@ -144,8 +138,7 @@ pub struct MhaFusedArgs {
     pub d: i64,
     /// Head size of V and the output.
     pub dv: i64,
-    /// Score columns per block (>= 1; a multiple of [`MhaFused::n_block`] for `pack_k`
-    /// kernels).
+    /// Score columns per block (a positive multiple of [`MhaFused::n_block`]).
     pub n_blk: i64,
     pub ldq: i64,
     pub ldk: i64,
@@ -163,11 +156,10 @@ pub struct MhaFusedArgs {
     pub m: *mut f32,
     /// Scratch: `rows` running sums.
     pub lsum: *mut f32,
-    /// [`MhaFused::kbuf_len`] floats: the packed K of the head (`pack_k`), or the
-    /// Q·K^T brgemm's repack scratch.
+    /// [`MhaFused::kbuf_len`] floats: the packed K of the head.
     pub kbuf: *mut f32,
-    /// Nonzero: pack the head's K into `kbuf` first (`pack_k` kernels; ignored
-    /// otherwise). Zero: `kbuf` already holds this head's packed K.
+    /// Nonzero: pack the head's K into `kbuf` first. Zero: `kbuf` already holds this
+    /// head's packed K (same `k`, `l`, `d`, `ldk`).
     pub pack: i64,
 }
 
@@ -290,12 +282,8 @@ impl MhaFused {
         let block_fn = a.new_label();
         let pv_fn = a.new_label();
         let finish_fn = a.new_label();
-        // Q·K^T runs on the P·V brgemm's code unless K is transposed and unpacked.
-        let qk_fn = if !opts.pack_k && opts.k_layout == KLayout::Transposed {
-            a.new_label()
-        } else {
-            pv_fn
-        };
+        // Q·K^T runs on the P·V brgemm's code (packed panels are row-major blocks).
+        let qk_fn = pv_fn;
         let nb = (blocking.nr * isa.lanes()) as i32;
         // log2 of the mask element size.
         let mask_shift: i8 = match opts.mask {
@@ -317,7 +305,7 @@ impl MhaFused {
             ; cmp QWORD [r15 + A_NBLK], 0
             ; jle =>exit
         );
-        if opts.pack_k {
+        {
             let packed = a.new_label();
             dynasm!(a.ops()
                 ; .arch x64
@@ -398,9 +386,7 @@ impl MhaFused {
             ; mov [rsp + S_FIN + fo!(ldo)], rax
             ; xor r12d, r12d
         );
-        if opts.pack_k {
-            dynasm!(a.ops() ; .arch x64 ; mov QWORD [rsp + S_QK + bo!(ldb)], nb);
-        }
+        dynasm!(a.ops() ; .arch x64 ; mov QWORD [rsp + S_QK + bo!(ldb)], nb);
         dynasm!(a.ops()
             ; .arch x64
             ; =>n_loop
@@ -410,62 +396,35 @@ impl MhaFused {
             ; cmp r13, [r15 + A_NBLK]
             ; cmovg r13, [r15 + A_NBLK]
         );
-        // Q·K^T of the block.
-        match (opts.pack_k, opts.k_layout) {
-            // One call per packed panel (n0 is panel-aligned: panel j of the block
-            // starts at float (n0 + j) * D of kbuf), each read as a row-major B of
-            // `nb` columns with ldb = nb: so the P·V brgemm's code serves Q·K^T too.
-            (true, _) => {
-                let panel = a.new_label();
-                dynasm!(a.ops()
-                    ; .arch x64
-                    ; xor r14d, r14d
-                    ; =>panel
-                    ; mov rax, r13
-                    ; sub rax, r14
-                    ; mov ecx, nb
-                    ; cmp rax, rcx
-                    ; cmovg rax, rcx
-                    ; mov [rsp + S_QK + bo!(n)], rax
-                    ; mov rax, r12
-                    ; add rax, r14
-                    ; imul rax, [r15 + A_D]
-                    ; shl rax, 2
-                    ; add rax, [r15 + A_KBUF]
-                    ; mov [rsp + S_QK + bo!(b)], rax
-                    ; mov rax, [r15 + A_SCORES]
-                    ; lea rax, [rax + r14 * 4]
-                    ; mov [rsp + S_QK + bo!(c)], rax
-                    ; lea rdi, [rsp + S_QK]
-                    ; call =>qk_fn
-                    ; add r14, nb
-                    ; cmp r14, r13
-                    ; jl =>panel
-                );
-            }
-            // Rows n0.. of K.
-            (false, KLayout::Transposed) => dynasm!(a.ops()
-                ; .arch x64
-                ; mov rax, [r15 + A_LDK]
-                ; imul rax, r12
-                ; shl rax, 2
-                ; add rax, [r15 + A_K]
-                ; mov [rsp + S_QK + bo!(b)], rax
-                ; mov [rsp + S_QK + bo!(n)], r13
-                ; lea rdi, [rsp + S_QK]
-                ; call =>qk_fn
-            ),
-            // Columns n0.. of K^T.
-            (false, KLayout::RowMajor) => dynasm!(a.ops()
-                ; .arch x64
-                ; mov rax, [r15 + A_K]
-                ; lea rax, [rax + r12 * 4]
-                ; mov [rsp + S_QK + bo!(b)], rax
-                ; mov [rsp + S_QK + bo!(n)], r13
-                ; lea rdi, [rsp + S_QK]
-                ; call =>qk_fn
-            ),
-        }
+        // Q·K^T of the block: one call per packed panel (n0 is panel-aligned: panel j
+        // of the block starts at float (n0 + j) * D of kbuf), each read as a row-major
+        // B of `nb` columns with ldb = nb.
+        let panel = a.new_label();
+        dynasm!(a.ops()
+            ; .arch x64
+            ; xor r14d, r14d
+            ; =>panel
+            ; mov rax, r13
+            ; sub rax, r14
+            ; mov ecx, nb
+            ; cmp rax, rcx
+            ; cmovg rax, rcx
+            ; mov [rsp + S_QK + bo!(n)], rax
+            ; mov rax, r12
+            ; add rax, r14
+            ; imul rax, [r15 + A_D]
+            ; shl rax, 2
+            ; add rax, [r15 + A_KBUF]
+            ; mov [rsp + S_QK + bo!(b)], rax
+            ; mov rax, [r15 + A_SCORES]
+            ; lea rax, [rax + r14 * 4]
+            ; mov [rsp + S_QK + bo!(c)], rax
+            ; lea rdi, [rsp + S_QK]
+            ; call =>qk_fn
+            ; add r14, nb
+            ; cmp r14, r13
+            ; jl =>panel
+        );
         dynasm!(a.ops()
             ; .arch x64
             ; mov [rsp + S_SM + so!(n)], r13
@@ -516,20 +475,11 @@ impl MhaFused {
         a.epilogue(&frame);
 
         // ----- the subroutines -----
-        // P·V (and Q·K^T on packed panels, or on a row-major K^T in place).
+        // P·V, and Q·K^T on the packed panels.
         a.bind(pv_fn);
         emit_brgemm_fn(&mut a, BLayout::RowMajor, blocking)?;
-        match (opts.pack_k, opts.k_layout) {
-            (true, _) => {
-                a.bind(pack_fn);
-                emit_pack_fn(&mut a, opts.k_layout.b_layout(), blocking)?;
-            }
-            (false, KLayout::Transposed) => {
-                a.bind(qk_fn);
-                emit_brgemm_fn(&mut a, BLayout::Transposed, blocking)?;
-            }
-            (false, KLayout::RowMajor) => {}
-        }
+        a.bind(pack_fn);
+        emit_pack_fn(&mut a, opts.k_layout.b_layout(), blocking)?;
         a.bind(block_fn);
         emit_block_fn(
             &mut a,
@@ -563,21 +513,16 @@ impl MhaFused {
         &self.kernel
     }
 
-    /// Columns per packed K panel (`n_blk` must be a multiple of it with `pack_k`).
+    /// Columns per packed K panel (`n_blk` must be a multiple of it).
     pub fn n_block(&self) -> usize {
         self.blocking.nr * self.opts.isa.lanes()
     }
 
     /// Floats of [`MhaFusedArgs::kbuf`] for a head of `l` keys of size `d`: the packed
-    /// K (`ceil(l / n_block) · n_block · d`) with `pack_k`; else the transposed
-    /// brgemm's repack scratch (`d · n_block`), or 0 for row-major K^T. Saturates.
+    /// K, `ceil(l / n_block) · n_block · d`. Saturates.
     pub fn kbuf_len(&self, l: usize, d: usize) -> usize {
         let nb = self.n_block();
-        match (self.opts.pack_k, self.opts.k_layout) {
-            (true, _) => l.div_ceil(nb).saturating_mul(nb).saturating_mul(d),
-            (false, KLayout::Transposed) => d.saturating_mul(nb),
-            (false, KLayout::RowMajor) => 0,
-        }
+        l.div_ceil(nb).saturating_mul(nb).saturating_mul(d)
     }
 
     /// Runs the kernel on raw pointers: one work item.
@@ -590,8 +535,8 @@ impl MhaFused {
     /// rows × l (or rows × 1 with `mask_col_bcast`) block at `mask`, row stride
     /// `mask_row_stride` bytes, is readable; `out` is writable at `(rows-1)*ldo + dv`;
     /// the scratch buffers have the sizes [`MhaFusedArgs`] names, are private to the
-    /// caller and alias nothing else; with `pack_k`, `n_blk` is a multiple of
-    /// [`MhaFused::n_block`], and with `pack == 0` `kbuf` holds this K packed by an
+    /// caller and alias nothing else; `n_blk` is a multiple of
+    /// [`MhaFused::n_block`]; with `pack == 0` `kbuf` holds this K packed by an
     /// earlier call with the same `k, l, d, ldk`. `ldk * (n_block() - 1)`, `ldq`,
     /// `ldv`, `ldo` and `n_blk` times 4 fit in an i32 (the brgemms' offsets).
     pub unsafe fn call(&self, args: &MhaFusedArgs) {
@@ -630,11 +575,11 @@ impl MhaFused {
         if s.rows == 0 || s.l == 0 {
             return Ok(());
         }
-        if s.n_blk == 0 || (self.opts.pack_k && !s.n_blk.is_multiple_of(self.n_block())) {
+        if s.n_blk == 0 || !s.n_blk.is_multiple_of(self.n_block()) {
             return Err(err(format!(
                 "n_blk = {} must be a positive multiple of {}",
                 s.n_blk,
-                if self.opts.pack_k { self.n_block() } else { 1 }
+                self.n_block()
             )));
         }
         let need = |rows: usize, cols: usize, ld: usize| -> Result<usize, X64Error> {

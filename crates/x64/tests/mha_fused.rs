@@ -68,7 +68,6 @@ struct Case {
     layout: KLayout,
     scale: Option<AttnScale>,
     mask: TestMask,
-    pack_k: bool,
     /// Padding added to each leading dimension.
     pad: usize,
     /// Rows of the first work item (the one that packs K).
@@ -95,22 +94,19 @@ fn fill(rng: &mut Rng, n: usize, lo: f32, hi: f32) -> Vec<f32> {
 }
 
 fn run_case(isa: Isa, c: Case, rng: &mut Rng) {
-    let kern = MhaFused::compile(MhaFusedOptions {
-        pack_k: c.pack_k,
-        ..MhaFusedOptions::new(
-            isa,
-            c.layout,
-            c.scale,
-            match c.mask {
-                TestMask::None => AttnMask::None,
-                TestMask::Add { .. } => AttnMask::Additive,
-                TestMask::Bool { fill, keep, .. } => AttnMask::Boolean {
-                    fill,
-                    keep_when: keep,
-                },
+    let kern = MhaFused::compile(MhaFusedOptions::new(
+        isa,
+        c.layout,
+        c.scale,
+        match c.mask {
+            TestMask::None => AttnMask::None,
+            TestMask::Add { .. } => AttnMask::Additive,
+            TestMask::Bool { fill, keep, .. } => AttnMask::Boolean {
+                fill,
+                keep_when: keep,
             },
-        )
-    })
+        },
+    ))
     .unwrap();
     let (ldq, ldv, ldo) = (c.d + c.pad, c.dv + c.pad, c.dv + c.pad);
     let (kr, kc) = match c.layout {
@@ -312,7 +308,7 @@ fn run_case(isa: Isa, c: Case, rng: &mut Rng) {
     }
 }
 
-fn random_case(rng: &mut Rng, isa: Isa, layout: KLayout, pack_k: bool) -> Case {
+fn random_case(rng: &mut Rng, isa: Isa, layout: KLayout) -> Case {
     const DS: [usize; 6] = [16, 32, 64, 80, 128, 256];
     const LS: [usize; 12] = [1, 2, 3, 17, 31, 63, 64, 65, 127, 128, 129, 257];
     let rows = 1 + rng.below(48);
@@ -325,11 +321,7 @@ fn random_case(rng: &mut Rng, isa: Isa, layout: KLayout, pack_k: bool) -> Case {
         Isa::Avx512 => 64,
         Isa::Avx2 => 16,
     };
-    let n_blk = if pack_k {
-        nb * (1 + rng.below(3))
-    } else {
-        1 + rng.below(200)
-    };
+    let n_blk = nb * (1 + rng.below(3));
     let scale = match rng.below(3) {
         0 => None,
         1 => Some(AttnScale::Mul(rng.f(0.05, 0.5))),
@@ -358,7 +350,6 @@ fn random_case(rng: &mut Rng, isa: Isa, layout: KLayout, pack_k: bool) -> Case {
         layout,
         scale,
         mask,
-        pack_k,
         pad: rng.pick(&[0, 0, 1, 3]),
         split: rng.below(rows + 1),
     }
@@ -369,11 +360,9 @@ fn random_items_against_f64_reference() {
     for isa in common::isas("random_items_against_f64_reference") {
         let mut rng = Rng(0x5eed ^ isa as u64);
         for layout in [KLayout::Transposed, KLayout::RowMajor] {
-            for pack_k in [true, false] {
-                for _ in 0..40 {
-                    let c = random_case(&mut rng, isa, layout, pack_k);
-                    run_case(isa, c, &mut rng);
-                }
+            for _ in 0..80 {
+                let c = random_case(&mut rng, isa, layout);
+                run_case(isa, c, &mut rng);
             }
         }
     }
@@ -405,7 +394,6 @@ fn every_head_size_and_edge_length() {
                             rows_bcast: false,
                             cols_bcast: false,
                         },
-                        pack_k: true,
                         pad: 1,
                         split: 5,
                     };
@@ -441,7 +429,6 @@ fn fully_masked_rows_give_nan_like_the_reference() {
                 rows_bcast: false,
                 cols_bcast: true,
             },
-            pack_k: true,
             pad: 0,
             split: 3,
         };
@@ -540,57 +527,53 @@ fn decode(code: &[u8]) -> Vec<Instruction> {
 fn whole_kernel_decodes_back() {
     for isa in Isa::ALL {
         for layout in [KLayout::Transposed, KLayout::RowMajor] {
-            for pack_k in [true, false] {
-                for mask in [
-                    AttnMask::None,
-                    AttnMask::Additive,
-                    AttnMask::Boolean {
-                        fill: -1e4,
-                        keep_when: false,
-                    },
-                ] {
-                    let kern = MhaFused::compile(MhaFusedOptions {
-                        pack_k,
-                        ..MhaFusedOptions::new(isa, layout, Some(AttnScale::Mul(0.125)), mask)
-                    })
-                    .unwrap();
-                    let insns = decode(kern.kernel().code());
-                    let decoded: usize = insns.iter().map(|i| i.len()).sum();
-                    assert_eq!(decoded, kern.kernel().code().len(), "every byte decodes");
-                    let count = |m: Mnemonic| insns.iter().filter(|i| i.mnemonic() == m).count();
-                    // One function per step, each ending in one ret: the loop, the
-                    // row-major brgemm (P·V; Q·K^T on packed panels or a row-major
-                    // K^T), the packer (pack_k) or a transposed brgemm (unpacked K),
-                    // the softmax block, the finish. Call sites: pack, Q·K^T, block,
-                    // P·V, finish (no pack call without pack_k).
-                    let fns = match (pack_k, layout) {
-                        (false, KLayout::RowMajor) => 4,
-                        _ => 5,
-                    };
-                    let calls = if pack_k { 5 } else { 4 };
-                    assert_eq!(count(Mnemonic::Ret), fns, "{isa} {layout:?} {pack_k}");
-                    assert_eq!(count(Mnemonic::Call), calls);
-                    // Every call goes to a function start inside the buffer.
-                    let starts: Vec<u64> = std::iter::once(0)
-                        .chain(
-                            insns
-                                .windows(2)
-                                .filter(|w| w[0].mnemonic() == Mnemonic::Ret)
-                                .map(|w| w[1].ip()),
-                        )
-                        .collect();
-                    for i in insns.iter().filter(|i| i.mnemonic() == Mnemonic::Call) {
-                        assert!(starts.contains(&i.near_branch_target()), "{i}");
+            for mask in [
+                AttnMask::None,
+                AttnMask::Additive,
+                AttnMask::Boolean {
+                    fill: -1e4,
+                    keep_when: false,
+                },
+            ] {
+                let kern = MhaFused::compile(MhaFusedOptions::new(
+                    isa,
+                    layout,
+                    Some(AttnScale::Mul(0.125)),
+                    mask,
+                ))
+                .unwrap();
+                let insns = decode(kern.kernel().code());
+                let decoded: usize = insns.iter().map(|i| i.len()).sum();
+                assert_eq!(decoded, kern.kernel().code().len(), "every byte decodes");
+                let count = |m: Mnemonic| insns.iter().filter(|i| i.mnemonic() == m).count();
+                // One function per step, each ending in one ret: the loop, the
+                // row-major brgemm (P·V, and Q·K^T on packed panels), the packer, the
+                // softmax block, the finish. Call sites: pack, Q·K^T, block, P·V, finish.
+                assert_eq!(count(Mnemonic::Ret), 5, "{isa} {layout:?}");
+                assert_eq!(count(Mnemonic::Call), 5);
+                // Every call goes to a function start inside the buffer.
+                let starts: Vec<u64> = std::iter::once(0)
+                    .chain(
+                        insns
+                            .windows(2)
+                            .filter(|w| w[0].mnemonic() == Mnemonic::Ret)
+                            .map(|w| w[1].ip()),
+                    )
+                    .collect();
+                for i in insns.iter().filter(|i| i.mnemonic() == Mnemonic::Call) {
+                    assert!(starts.contains(&i.near_branch_target()), "{i}");
+                }
+                assert!(count(Mnemonic::Vfmadd231ps) > 0);
+                if layout == KLayout::Transposed {
+                    assert!(count(Mnemonic::Vgatherdps) > 0, "the transposing packer");
+                }
+                for i in &insns {
+                    if isa == Isa::Avx2 {
+                        assert_ne!(i.encoding(), EncodingKind::EVEX, "{i}");
                     }
-                    assert!(count(Mnemonic::Vfmadd231ps) > 0);
-                    for i in &insns {
-                        if isa == Isa::Avx2 {
-                            assert_ne!(i.encoding(), EncodingKind::EVEX, "{i}");
-                        }
-                    }
-                    if isa == Isa::Avx512 {
-                        assert!(insns.iter().any(|i| i.encoding() == EncodingKind::EVEX));
-                    }
+                }
+                if isa == Isa::Avx512 {
+                    assert!(insns.iter().any(|i| i.encoding() == EncodingKind::EVEX));
                 }
             }
         }
