@@ -57,8 +57,8 @@ pub struct MhaBlocking {
 }
 
 impl Default for MhaBlocking {
-    /// 48 × 128: the score block (24 KiB) stays in L1 between the five calls that
-    /// touch it; see docs/mha.md for the measurements.
+    /// 48 × 128: the score block (24 KiB) stays in L1 between the steps that touch
+    /// it; see docs/mha.md for the measurements.
     fn default() -> MhaBlocking {
         MhaBlocking {
             m_blk: 48,
