@@ -31,7 +31,8 @@
 //! Work items are (batch index, row block) pairs, cut into contiguous chunks, one per
 //! thread ([`Executor::for_each_chunk`]). When there are fewer items than threads, the
 //! row blocks shrink (to a multiple of the brgemm's 6-row tile) so every thread has
-//! work.
+//! work. A call of less than `MIN_PARALLEL_FLOPS` (~20 µs of work) runs on the
+//! calling thread: waking the pool costs more than it saves there.
 //!
 //! # Numerics
 //! Against the interpreter (which evaluates each op of the body in f64 and rounds to
@@ -66,6 +67,13 @@ impl Default for MhaBlocking {
         }
     }
 }
+
+/// Matmul FLOPs below which a call runs on the calling thread: ~20 µs of work on one
+/// core. Measured on `examples/mha.sg` (12 heads, D = 64, two threads): at S = 16
+/// (0.8 MFLOP, ~15 µs) the pool's hand-off ate the whole gain (best two-thread time
+/// 14.0 µs against 14.6 µs on one, medians worse), at S = 32 (3.1 MFLOP) two threads
+/// already cut the time from ~41 to ~27 µs.
+const MIN_PARALLEL_FLOPS: usize = 2_000_000;
 
 /// A declared body input.
 #[derive(Clone, Debug)]
@@ -613,9 +621,15 @@ impl MhaKernel {
             mask: mask_ptr,
             out: out.as_mut_ptr(),
         };
+        // A call too small to pay for waking the pool runs on this thread.
+        let flops = 2 * nbatch * plan.s * plan.l * (plan.d + plan.dv);
+        let threads = if flops < MIN_PARALLEL_FLOPS {
+            1
+        } else {
+            exec.threads()
+        };
         // Row blocks: shrink them when the batch alone cannot feed every thread.
         let mut m_blk = self.blocking.m_blk.min(plan.s);
-        let threads = exec.threads();
         if nbatch * plan.s.div_ceil(m_blk) < threads && plan.s > 6 {
             let per_batch = threads.div_ceil(nbatch);
             m_blk = plan
@@ -720,7 +734,11 @@ impl MhaKernel {
                 }
             });
         };
-        exec.for_each_chunk(items, &work);
+        if threads == 1 {
+            work(0..items);
+        } else {
+            exec.for_each_chunk(items, &work);
+        }
         Ok(())
     }
 }

@@ -89,7 +89,8 @@ fn threads_and_row_splits_give_identical_bits() {
     let Some(k) = kernel() else { return };
     let mut seed = 9;
     // 12 heads: with 16 or 40 threads there are fewer (head, row block) items than
-    // threads, so the row blocks shrink (S = 20 and 100 split into 6-row blocks).
+    // threads, so the row blocks shrink (S = 100 splits into 6-row blocks); S <= 20 is
+    // below the parallel threshold and runs on the calling thread.
     for (b, s) in [(1, 1), (1, 20), (2, 100), (1, 131)] {
         let ins = inputs(b, s, &mut seed);
         let one = run(&k, &ins, 1).unwrap();
