@@ -14,7 +14,7 @@
 mod common;
 
 use common::GuardedBuf;
-use iced_x86::{Decoder, DecoderOptions, EncodingKind, Instruction, Mnemonic};
+use iced_x86::{Decoder, DecoderOptions, EncodingKind, Instruction, Mnemonic, OpKind, Register};
 use snipjit_x64::{
     AttnMask, AttnScale, Isa, KLayout, MaskRef, MhaFused, MhaFusedOptions, MhaItemShape,
     MhaScratch, X64Error,
@@ -564,6 +564,30 @@ fn whole_kernel_decodes_back() {
                     assert!(starts.contains(&i.near_branch_target()), "{i}");
                 }
                 assert!(count(Mnemonic::Vfmadd231ps) > 0);
+                // The loop (up to its ret) reads the argument block through r15 at the
+                // offsets of MhaFusedArgs: n = min(n_blk, L - n0) by `cmovg r13,
+                // [r15 + 72]`, the packed panel at (n0 + j) * D by `imul rax,
+                // [r15 + 56]`; and no vector code.
+                let end = insns
+                    .iter()
+                    .position(|i| i.mnemonic() == Mnemonic::Ret)
+                    .unwrap();
+                let lp = &insns[..end];
+                let reads = |m: Mnemonic, reg: Register, disp: u64| {
+                    lp.iter().any(|i| {
+                        i.mnemonic() == m
+                            && i.op0_register() == reg
+                            && i.op1_kind() == OpKind::Memory
+                            && i.memory_base() == Register::R15
+                            && i.memory_displacement64() == disp
+                    })
+                };
+                assert!(reads(Mnemonic::Cmovg, Register::R13, 72), "n_blk read");
+                assert!(reads(Mnemonic::Imul, Register::RAX, 56), "D read");
+                assert!(reads(Mnemonic::Cmp, Register::R12, 48), "L read");
+                assert!(lp.iter().all(|i| i.op_count() == 0
+                    || (0..i.op_count()).all(|k| i.op_kind(k) != OpKind::Register
+                        || !i.op_register(k).is_vector_register())));
                 if layout == KLayout::Transposed {
                     assert!(count(Mnemonic::Vgatherdps) > 0, "the transposing packer");
                 }
