@@ -710,8 +710,8 @@ impl<'a> BlockGen<'a> {
             hreduce(self.a, r.max, r.htmp, true)?;
         }
 
-        // m_old, m_new (in max), m_use, alpha (in mold; unused on the first block,
-        // where m_old = -inf gives 0).
+        // m_old (-inf on the first block), m_new (in max), m_use; alpha comes after
+        // pass 2, on the rescale path.
         let (not_first, have_mold) = (self.a.new_label(), self.a.new_label());
         dynasm!(self.a.ops()
             ; .arch x64
@@ -734,10 +734,6 @@ impl<'a> BlockGen<'a> {
                 .cmp(pred::EQ_OQ, r.max, Opnd::F(f32::NEG_INFINITY), r.htmp)?;
             self.a.blend(r.muse, c, r.max, Opnd::F(0.0))?;
             self.a.store_scalar(Mem::new(Gpr::R12, r.ml_off), r.max)?;
-        }
-        for r in rows {
-            self.a.v3(V3::Sub, r.mold, r.mold, r.muse)?;
-            self.a.exp_core_nonpositive(r.mold, r.mold, 1.0, r.e)?;
         }
 
         // Pass 2: p = exp(x - m_use) in place, row sums.
@@ -778,6 +774,12 @@ impl<'a> BlockGen<'a> {
             self.a.store_scalar(Mem::new(Gpr::R13, r.ml_off), r.sum)?;
         }
         dynasm!(self.a.ops() ; .arch x64 ; jmp =>done ; =>rescale);
+        // alpha = exp(m_old - m_use), only needed here: the first block of a row (every
+        // block when L <= n_blk) skips its exp. m_old and m_use survive pass 2.
+        for r in rows {
+            self.a.v3(V3::Sub, r.mold, r.mold, r.muse)?;
+            self.a.exp_core_nonpositive(r.mold, r.mold, 1.0, r.e)?;
+        }
         for r in rows {
             // l = l * alpha + sum (x is free here).
             self.a.broadcast_load(r.x, Mem::new(Gpr::R13, r.ml_off))?;
