@@ -4,9 +4,9 @@
 //! [`JitSubgraph`] (its kernel cache). A subgraph the JIT cannot take (a dtype or op
 //! the emitters lack) keeps running on the interpreter and is reported with
 //! `jit: false`. Every `mha` Subgraph node (an attention block the tokenizer
-//! outlined, see `snipjit_tokenize::mha`) gets an [`MhaKernel`] (brgemms and an online
-//! softmax, compiled once for every shape); a body `analyze_mha` does not read keeps
-//! running on the interpreter. At run time the interpreter walks the host graph and
+//! outlined, see `snipjit_tokenize::mha`) gets an [`MhaKernel`] (one fused JIT
+//! kernel: brgemms and an online softmax, compiled once for every shape); a body
+//! `analyze_mha` does not read keeps running on the interpreter. At run time the interpreter walks the host graph and
 //! hands each compiled Subgraph node to its kernel; a model that is one subgraph
 //! skips the walk. A kernel that cannot take a call leaves it to the interpreter
 //! (counted in `fallbacks`).

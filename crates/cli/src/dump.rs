@@ -215,9 +215,27 @@ pub fn dump(args: &DumpArgs, out: &mut impl Write) -> Result<(), CliError> {
         }
     }
     if args.disasm {
+        let mha = model.mha_kernels();
         for s in &subgraphs.list {
             let k = match &s.jit {
                 Ok(k) => k,
+                Err(_) if mha.iter().any(|(id, _)| *id == s.node) => {
+                    let (_, mk) = mha
+                        .iter()
+                        .find(|(id, _)| *id == s.node)
+                        .expect("checked by the guard");
+                    let kern = mk.kernel();
+                    let _ = writeln!(
+                        text,
+                        "; subgraph {}: fused MHA kernel {}, all shapes, {} bytes of code, {} bytes of constants",
+                        s.name,
+                        mk.isa(),
+                        kern.code().len(),
+                        kern.pool().len()
+                    );
+                    text.push_str(&kern.disasm());
+                    continue;
+                }
                 Err(why) => {
                     let _ = writeln!(text, "; subgraph {}: no kernel ({why})", s.name);
                     continue;
@@ -464,7 +482,7 @@ fn summary(model: &CompiledModel, subgraphs: &Subgraphs) -> String {
                 let isa = model.isa().map_or("?", |i| i.name());
                 let _ = writeln!(
                     s,
-                    "#   jit: true ({isa}, MHA kernel: brgemms + online softmax, all shapes)"
+                    "#   jit: true ({isa}, fused MHA kernel: brgemms + online softmax, all shapes)"
                 );
             }
             Err(why) => {

@@ -227,6 +227,27 @@ fn print_after_every_subgraph() {
 }
 
 #[test]
+fn mha_disassembly_is_one_fused_kernel() {
+    for (isa, _) in isas() {
+        let out = ok(&["dump", &example("mha.sg"), "--disasm", "--isa", isa]);
+        let header = out.lines().next().unwrap();
+        assert!(
+            header.starts_with(&format!("; subgraph subgraph0: fused MHA kernel {isa}, ")),
+            "{header}"
+        );
+        // One kernel: one header, one buffer whose loop calls its five subroutine
+        // sites (pack, Q·K^T, softmax block, P·V, finish).
+        assert_eq!(
+            out.lines().filter(|l| l.starts_with("; subgraph")).count(),
+            1
+        );
+        let calls = out.lines().filter(|l| l.contains(": call ")).count();
+        assert_eq!(calls, 5, "{isa}");
+        assert!(out.contains("vfmadd231ps"), "{isa}");
+    }
+}
+
+#[test]
 fn disassembly_per_isa() {
     for (isa, lanes) in isas() {
         let out = ok(&["dump", &example("relu_bias.sg"), "--disasm", "--isa", isa]);

@@ -1,36 +1,38 @@
 //! [`MhaKernel`]: runs an attention (`mha`) subgraph on JIT code.
 //!
-//! One compilation serves every batch, head count and sequence length: it compiles
-//! two [`Brgemm`]s (Q·K^T with K as B^T, or row-major B when K arrives
-//! pre-transposed; P·V row-major, accumulating) and the [`OnlineSoftmax`] kernels for
-//! the pattern's scale and mask. A call derives B, H, S, L from the input shapes and
-//! the pattern's permutations: every Transpose of the pattern becomes a stride (a
-//! leading dimension of a brgemm, or the output row stride), nothing is copied.
+//! One compilation serves every batch, head count and sequence length: ONE JIT kernel
+//! ([`MhaFused`]) for the pattern's K layout, scale and mask, whose entry point runs
+//! the whole flash loop of a work item (Q·K^T brgemm, online-softmax block, P·V
+//! brgemm, finish, and the per-head packing of K, as subroutines of one code buffer).
+//! A call derives B, H, S, L from the input shapes and the pattern's permutations:
+//! every Transpose of the pattern becomes a stride (a leading dimension, or the output
+//! row stride), nothing is copied.
 //!
 //! # Loop nest (flash-style: never more than a block of the S × L scores)
 //! ```text
-//! parallel for (batch index, row block of m_blk Q rows):          one work item
-//!     for n0 in (0..L).step_by(n_blk):
-//!         S_blk[rows × n]  = Q[rows × D] · K[n0.., D]^T            brgemm (JIT)
+//! parallel for (batch index, row block of m_blk Q rows):          Rust: one work item,
+//!                                                                 one JIT call
+//!     [first item of this head in the thread: pack K^T into kbuf]
+//!     for n0 in (0..L).step_by(n_blk):                             JIT from here on
+//!         S_blk[rows × n]  = Q[rows × D] · K[n0.., D]^T            (packed panels)
 //!         S_blk = p = exp(mask(scale(S_blk)) - m);  m, l updated;
-//!         acc *= alpha                                             online softmax (JIT)
-//!         acc[rows × Dv] (+)= S_blk · V[n0.., Dv]                  brgemm (JIT)
-//!     out[rows × Dv] = acc / l   (any output row stride)            finish (JIT)
+//!         acc *= alpha
+//!         acc[rows × Dv] (+)= S_blk · V[n0.., Dv]
+//!     out[rows × Dv] = acc / l   (any output row stride)
 //! ```
-//! Rust code does the pointer arithmetic between the calls; the five calls per block
-//! are separate JIT kernels, not one fused kernel.
+//! Rust computes the item's base pointers and fills one [`MhaFusedArgs`] per item.
 //!
 //! # Scratch (per thread, sized per call)
-//! `m_blk × n_blk` scores, `m_blk × Dv` accumulator, `m_blk` maxima and sums, and the
-//! Q·K^T brgemm's repack buffer (`D × 64` floats on AVX-512). With the defaults
-//! (48 × 128, D = Dv = 64) that is about 54 KiB; a thread-local buffer, grown to the
-//! largest call seen and reused across calls.
+//! See [`scratch_layout`]: `m_blk × n_blk` scores, `m_blk × Dv` accumulator, `m_blk`
+//! maxima and sums, and the packed K of one head (`L × D` floats, L rounded up to the
+//! brgemm panel). A thread-local buffer, grown to the largest call seen and reused.
 //!
 //! # Threads
 //! Work items are (batch index, row block) pairs, cut into contiguous chunks, one per
 //! thread ([`Executor::for_each_chunk`]). When there are fewer items than threads, the
 //! row blocks shrink (to a multiple of the brgemm's 6-row tile) so every thread has
-//! work.
+//! work. A call of less than `MIN_PARALLEL_FLOPS` (~20 µs of work) runs on the
+//! calling thread: waking the pool costs more than it saves there.
 //!
 //! # Numerics
 //! Against the interpreter (which evaluates each op of the body in f64 and rounds to
@@ -42,13 +44,13 @@
 use snipjit_ir::{DType, Graph, Shape, Tensor, TensorData};
 use snipjit_tokenize::mha::{MhaMask, MhaPattern, ScaleOp, analyze_mha};
 use snipjit_x64::{
-    AttnFinishArgs, AttnMask, AttnScale, BLayout, Brgemm, BrgemmArgs, BrgemmOptions, Isa,
-    OnlineSoftmax, OnlineSoftmaxOptions, SoftmaxBlockArgs,
+    AttnMask, AttnScale, Isa, KLayout, Kernel, MhaFused, MhaFusedArgs, MhaFusedOptions,
 };
 
 use crate::{Executor, RuntimeError};
 
-/// Block sizes of the flash loop: Q rows per work item and score columns per block.
+/// Block sizes of the flash loop: Q rows per work item and score columns per block
+/// (`n_blk` a multiple of the brgemm panel width: 64 columns on AVX-512, 16 on AVX2).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MhaBlocking {
     pub m_blk: usize,
@@ -56,8 +58,8 @@ pub struct MhaBlocking {
 }
 
 impl Default for MhaBlocking {
-    /// 48 × 128: the score block (24 KiB) stays in L1 between the five calls that
-    /// touch it; see docs/mha.md for the measurements.
+    /// 48 × 128: the score block (24 KiB) stays in L1 between the steps that touch
+    /// it; see docs/mha.md for the measurements.
     fn default() -> MhaBlocking {
         MhaBlocking {
             m_blk: 48,
@@ -65,6 +67,13 @@ impl Default for MhaBlocking {
         }
     }
 }
+
+/// Matmul FLOPs below which a call runs on the calling thread: ~20 µs of work on one
+/// core. Measured on `examples/mha.sg` (12 heads, D = 64, two threads): at S = 16
+/// (0.8 MFLOP, ~15 µs) the pool's hand-off ate the whole gain (best two-thread time
+/// 14.0 µs against 14.6 µs on one, medians worse), at S = 32 (3.1 MFLOP) two threads
+/// already cut the time from ~41 to ~27 µs.
+const MIN_PARALLEL_FLOPS: usize = 2_000_000;
 
 /// A declared body input.
 #[derive(Clone, Debug)]
@@ -81,9 +90,7 @@ pub struct MhaKernel {
     pattern: MhaPattern,
     inputs: Vec<InputDecl>,
     isa: Isa,
-    qk: Brgemm,
-    pv: Brgemm,
-    softmax: OnlineSoftmax,
+    fused: MhaFused,
     blocking: MhaBlocking,
 }
 
@@ -282,23 +289,24 @@ impl MhaKernel {
             ScaleOp::Mul => AttnScale::Mul(s.value),
             ScaleOp::Div => AttnScale::Div(s.value),
         });
-        let qk = Brgemm::compile(BrgemmOptions::new(
-            isa,
-            if k_rowmajor {
-                BLayout::RowMajor
-            } else {
-                BLayout::Transposed
-            },
-        ))?;
-        let pv = Brgemm::compile(BrgemmOptions::new(isa, BLayout::RowMajor))?;
-        let softmax = OnlineSoftmax::compile(OnlineSoftmaxOptions { isa, scale, mask })?;
+        let k_layout = if k_rowmajor {
+            KLayout::RowMajor
+        } else {
+            KLayout::Transposed
+        };
+        let fused = MhaFused::compile(MhaFusedOptions::new(isa, k_layout, scale, mask))?;
+        if !blocking.n_blk.is_multiple_of(fused.n_block()) {
+            return Err(err(format!(
+                "n_blk = {} is not a multiple of the {}-column K panels",
+                blocking.n_blk,
+                fused.n_block()
+            )));
+        }
         Ok(MhaKernel {
             pattern: pattern.clone(),
             inputs,
             isa,
-            qk,
-            pv,
-            softmax,
+            fused,
             blocking,
         })
     }
@@ -318,9 +326,19 @@ impl MhaKernel {
         self.blocking
     }
 
-    /// Kernel compilations: always 1 (every shape shares the kernels compiled once).
+    /// Kernel compilations: always 1 (every shape shares the one kernel).
     pub fn compilations(&self) -> usize {
         1
+    }
+
+    /// The fused kernel every work item runs.
+    pub fn fused(&self) -> &MhaFused {
+        &self.fused
+    }
+
+    /// The fused kernel's code (for disassembly).
+    pub fn kernel(&self) -> &Kernel {
+        self.fused.kernel()
     }
 
     /// Matmul FLOPs of a call on these input shapes (`2·S·L·(D + Dv)` per batch
@@ -438,8 +456,9 @@ impl MhaKernel {
                 "Q or V is not contiguous along its head dim".into(),
             ));
         }
-        if (self.qk.options().b_layout == BLayout::Transposed && k.col != 1)
-            || (self.qk.options().b_layout == BLayout::RowMajor && k.row != 1)
+        let k_layout = self.fused.options().k_layout;
+        if (k_layout == KLayout::Transposed && k.col != 1)
+            || (k_layout == KLayout::RowMajor && k.row != 1)
         {
             return Err(shape_err(
                 "K's layout does not match the compiled brgemm".into(),
@@ -582,17 +601,11 @@ impl MhaKernel {
             return Ok(());
         }
         let fits = |x: usize| x <= (i32::MAX as usize) / 4;
-        let ldk = match self.qk.options().b_layout {
-            BLayout::Transposed => plan.k.row,
-            BLayout::RowMajor => plan.k.col,
-            // `compile` builds Q·K^T only in the two layouts above.
-            BLayout::Packed => {
-                return Err(RuntimeError::Mha(
-                    "a Q·K^T kernel with packed B was never compiled here".into(),
-                ));
-            }
+        let ldk = match self.fused.options().k_layout {
+            KLayout::Transposed => plan.k.row,
+            KLayout::RowMajor => plan.k.col,
         };
-        if !fits(ldk.saturating_mul(self.qk.n_block()))
+        if !fits(ldk.saturating_mul(self.fused.n_block()))
             || !fits(plan.q.row)
             || !fits(plan.v.row)
             || !fits(plan.out.row)
@@ -608,9 +621,15 @@ impl MhaKernel {
             mask: mask_ptr,
             out: out.as_mut_ptr(),
         };
+        // A call too small to pay for waking the pool runs on this thread.
+        let flops = 2 * nbatch * plan.s * plan.l * (plan.d + plan.dv);
+        let threads = if flops < MIN_PARALLEL_FLOPS {
+            1
+        } else {
+            exec.threads()
+        };
         // Row blocks: shrink them when the batch alone cannot feed every thread.
         let mut m_blk = self.blocking.m_blk.min(plan.s);
-        let threads = exec.threads();
         if nbatch * plan.s.div_ceil(m_blk) < threads && plan.s > 6 {
             let per_batch = threads.div_ceil(nbatch);
             m_blk = plan
@@ -621,30 +640,40 @@ impl MhaKernel {
         }
         let row_blocks = plan.s.div_ceil(m_blk);
         let items = nbatch * row_blocks;
-        let n_blk = self.blocking.n_blk.min(plan.l);
+        // Score columns per block: no wider than L rounded up to a K panel (the
+        // kernel needs a multiple of the panel width).
+        let n_blk = self
+            .blocking
+            .n_blk
+            .min(plan.l.next_multiple_of(self.fused.n_block()));
         let plan = &plan;
-        let ldk = ldk as i64;
+        let layout = scratch_layout(m_blk, n_blk, plan.dv, self.fused.kbuf_len(plan.l, plan.d));
+        let (ldk, mrow, mbc) = (
+            ldk as i64,
+            plan.mask
+                .as_ref()
+                .map_or(0, |(ms, _)| (ms.row * elem) as i64),
+            plan.mask.as_ref().map_or(0, |(_, bc)| i64::from(*bc)),
+        );
         let work = |range: std::ops::Range<usize>| {
             // Captures the whole (Sync) struct, not its raw-pointer fields.
             let ptrs = ptrs.get();
-            // Per-thread scratch, 64-byte aligned regions.
-            let al = |x: usize| x.next_multiple_of(16);
-            let (s_len, acc_len, ml_len) = (al(m_blk * n_blk), al(m_blk * plan.dv), al(m_blk));
-            let k_len = al(self.qk.scratch_len(plan.d));
-            let total = s_len + acc_len + 2 * ml_len + k_len + 16;
-            with_scratch(total, |buf: &mut [f32]| {
-                let skip = buf.as_ptr().align_offset(64).min(15);
+            with_scratch(layout.total, |buf: &mut [f32]| {
+                let skip = buf.as_ptr().align_offset(64).min(SCRATCH_ALIGN_SLACK);
                 let base = buf[skip..].as_mut_ptr();
-                // SAFETY: all offsets below stay within `total - skip` floats.
-                let (sb, acc, mm, ll, ks) = unsafe {
+                // SAFETY: every region lies within `layout.total - SCRATCH_ALIGN_SLACK`
+                // floats after `skip`.
+                let (sb, acc, mm, ll, kb) = unsafe {
                     (
-                        base,
-                        base.add(s_len),
-                        base.add(s_len + acc_len),
-                        base.add(s_len + acc_len + ml_len),
-                        base.add(s_len + acc_len + 2 * ml_len),
+                        base.add(layout.scores),
+                        base.add(layout.acc),
+                        base.add(layout.m),
+                        base.add(layout.lsum),
+                        base.add(layout.kbuf),
                     )
                 };
+                // The K head packed in kbuf (none yet in this chunk).
+                let mut packed: Option<usize> = None;
                 for it in range {
                     let (bi, rb) = (it / row_blocks, it % row_blocks);
                     let (s0, rows) = (rb * m_blk, m_blk.min(plan.s - rb * m_blk));
@@ -661,85 +690,97 @@ impl MhaKernel {
                             om += x * ms.batch[dd];
                         }
                     }
-                    // SAFETY (all pointer arithmetic and calls of this item): offsets are
-                    // within the extents checked above (batch index < batch dims, rows
-                    // s0..s0+rows < S, columns n0..n0+n < L); scratch regions are
-                    // disjoint, sized for m_blk × n_blk and m_blk × Dv, and private to
-                    // this thread; output rows of distinct items are disjoint.
+                    // Items of one head are consecutive in a chunk: pack K on the first
+                    // (heads sharing a K by a broadcast batch dim share the packing).
+                    let pack = packed != Some(ok);
+                    packed = Some(ok);
+                    // SAFETY (pointer arithmetic and the call): offsets are within the
+                    // extents checked above (batch index < batch dims, rows
+                    // s0..s0+rows < S); the scratch regions are disjoint, sized by
+                    // `scratch_layout` for m_blk rows, and private to this thread; kbuf
+                    // holds the packing of K at `ok` unless `pack`; n_blk is a multiple
+                    // of the panel width (checked in `compile_with`); output rows of
+                    // distinct items are disjoint.
                     unsafe {
-                        let qp = ptrs.q.add(oq + s0 * plan.q.row);
-                        let mut n0 = 0;
-                        while n0 < plan.l {
-                            let n = n_blk.min(plan.l - n0);
-                            let first = n0 == 0;
-                            self.qk.call(&BrgemmArgs {
-                                a: qp,
-                                b: ptrs.k.add(ok + n0 * plan.k.row),
-                                c: sb,
-                                scratch: ks,
-                                m: rows as i64,
-                                n: n as i64,
-                                k: plan.d as i64,
-                                lda: plan.q.row as i64,
-                                ldb: ldk,
-                                ldc: n_blk as i64,
-                                accumulate: 0,
-                            });
-                            let (mask, mrow, mbc) = match &plan.mask {
-                                None => (std::ptr::null(), 0, 0),
-                                Some((ms, bc)) => {
-                                    let col = if *bc { 0 } else { n0 };
-                                    (
-                                        ptrs.mask.add((om + s0 * ms.row + col) * elem),
-                                        (ms.row * elem) as i64,
-                                        i64::from(*bc),
-                                    )
-                                }
-                            };
-                            self.softmax.call_block(&SoftmaxBlockArgs {
-                                s: sb,
-                                rows: rows as i64,
-                                n: n as i64,
-                                lds: n_blk as i64,
-                                m: mm,
-                                l: ll,
-                                acc,
-                                ldacc: plan.dv as i64,
-                                dv: plan.dv as i64,
-                                mask,
-                                mask_row_stride: mrow,
-                                mask_col_bcast: mbc,
-                                first: i64::from(first),
-                            });
-                            self.pv.call(&BrgemmArgs {
-                                a: sb,
-                                b: ptrs.v.add(ov + n0 * plan.v.row),
-                                c: acc,
-                                scratch: std::ptr::null_mut(),
-                                m: rows as i64,
-                                n: plan.dv as i64,
-                                k: n as i64,
-                                lda: n_blk as i64,
-                                ldb: plan.v.row as i64,
-                                ldc: plan.dv as i64,
-                                accumulate: i64::from(!first),
-                            });
-                            n0 += n;
-                        }
-                        self.softmax.call_finish(&AttnFinishArgs {
-                            acc,
-                            ldacc: plan.dv as i64,
-                            rows: rows as i64,
-                            dv: plan.dv as i64,
-                            l: ll,
+                        let mask = match &plan.mask {
+                            None => std::ptr::null(),
+                            Some((ms, _)) => ptrs.mask.add((om + s0 * ms.row) * elem),
+                        };
+                        self.fused.call(&MhaFusedArgs {
+                            q: ptrs.q.add(oq + s0 * plan.q.row),
+                            k: ptrs.k.add(ok),
+                            v: ptrs.v.add(ov),
+                            mask,
                             out: ptrs.out.add(oo + s0 * plan.out.row),
+                            rows: rows as i64,
+                            l: plan.l as i64,
+                            d: plan.d as i64,
+                            dv: plan.dv as i64,
+                            n_blk: n_blk as i64,
+                            ldq: plan.q.row as i64,
+                            ldk,
+                            ldv: plan.v.row as i64,
                             ldo: plan.out.row as i64,
+                            mask_row_stride: mrow,
+                            mask_col_bcast: mbc,
+                            scores: sb,
+                            acc,
+                            m: mm,
+                            lsum: ll,
+                            kbuf: kb,
+                            pack: i64::from(pack),
                         });
                     }
                 }
             });
         };
-        exec.for_each_chunk(items, &work);
+        if threads == 1 {
+            work(0..items);
+        } else {
+            exec.for_each_chunk(items, &work);
+        }
         Ok(())
+    }
+}
+
+/// Floats of slack at the start of the scratch buffer, to align it to 64 bytes.
+const SCRATCH_ALIGN_SLACK: usize = 15;
+
+/// Where one thread's scratch regions lie: float offsets from a 64-byte aligned base,
+/// each region 64-byte aligned, and the floats to allocate (with the alignment slack).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScratchLayout {
+    /// `m_blk × n_blk` scores (row stride `n_blk`).
+    pub scores: usize,
+    /// `m_blk × Dv` accumulator.
+    pub acc: usize,
+    /// `m_blk` running maxima.
+    pub m: usize,
+    /// `m_blk` running sums.
+    pub lsum: usize,
+    /// `kbuf_len` floats: the packed K of one head.
+    pub kbuf: usize,
+    /// Floats to allocate.
+    pub total: usize,
+}
+
+/// The scratch layout of a thread running items of up to `m_blk` rows with score
+/// blocks of `n_blk` columns, head size `dv` of V, and a K buffer of `kbuf_len` floats
+/// ([`MhaFused::kbuf_len`]). One small function, so the lowering can later supply
+/// these offsets instead (its buffer allocation).
+pub fn scratch_layout(m_blk: usize, n_blk: usize, dv: usize, kbuf_len: usize) -> ScratchLayout {
+    let al = |x: usize| x.next_multiple_of(16);
+    let scores = 0;
+    let acc = scores + al(m_blk * n_blk);
+    let m = acc + al(m_blk * dv);
+    let lsum = m + al(m_blk);
+    let kbuf = lsum + al(m_blk);
+    ScratchLayout {
+        scores,
+        acc,
+        m,
+        lsum,
+        kbuf,
+        total: kbuf + al(kbuf_len) + SCRATCH_ALIGN_SLACK + 1,
     }
 }

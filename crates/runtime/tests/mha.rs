@@ -3,6 +3,7 @@
 //! compilation serves every shape.
 
 use snipjit_ir::{Op, SubgraphKind, Tensor, TensorData};
+use snipjit_runtime::mha::{MhaBlocking, scratch_layout};
 use snipjit_runtime::{Executor, MhaKernel, RuntimeError};
 use snipjit_tokenize::{TokenizeConfig, tokenize};
 use snipjit_x64::Isa;
@@ -88,7 +89,8 @@ fn threads_and_row_splits_give_identical_bits() {
     let Some(k) = kernel() else { return };
     let mut seed = 9;
     // 12 heads: with 16 or 40 threads there are fewer (head, row block) items than
-    // threads, so the row blocks shrink (S = 20 and 100 split into 6-row blocks).
+    // threads, so the row blocks shrink (S = 100 splits into 6-row blocks); S <= 20 is
+    // below the parallel threshold and runs on the calling thread.
     for (b, s) in [(1, 1), (1, 20), (2, 100), (1, 131)] {
         let ins = inputs(b, s, &mut seed);
         let one = run(&k, &ins, 1).unwrap();
@@ -124,4 +126,65 @@ fn run_into_reuses_a_matching_output() {
     let refs: Vec<&Tensor> = ins.iter().collect();
     k.run_into(&refs, &mut outs, &exec).unwrap();
     assert_eq!(outs[0].shape, vec![1, 7, 12, 64]);
+}
+
+#[test]
+fn score_blocks_must_be_whole_k_panels() {
+    let Some(k) = kernel() else { return };
+    let g = snipjit_ir::text::parse(MODEL, "mha.sg").expect("parses");
+    let fused = tokenize(&g, &TokenizeConfig::default()).expect("tokenizes");
+    let body = fused
+        .nodes
+        .iter()
+        .find_map(|n| match &n.op {
+            Op::Subgraph(sg) if sg.kind == SubgraphKind::Mha => Some(sg.body.clone()),
+            _ => None,
+        })
+        .expect("one mha subgraph");
+    let panel = k.fused().n_block();
+    for n_blk in [panel / 2 + 1, panel + 8] {
+        let b = MhaBlocking { m_blk: 48, n_blk };
+        let r = MhaKernel::compile_with(k.pattern(), &body, k.isa(), b);
+        assert!(matches!(r, Err(RuntimeError::Mha(_))), "n_blk {n_blk}");
+    }
+    // A one-panel block gives the same results as the default two-panel block, up to
+    // the rounding of the online rescale.
+    let small = MhaKernel::compile_with(
+        k.pattern(),
+        &body,
+        k.isa(),
+        MhaBlocking {
+            m_blk: 12,
+            n_blk: panel,
+        },
+    )
+    .unwrap();
+    let mut seed = 11;
+    let ins = inputs(1, 200, &mut seed);
+    let (x, y) = (run(&k, &ins, 1).unwrap(), run(&small, &ins, 2).unwrap());
+    for (a, c) in x[0].as_f32().unwrap().iter().zip(y[0].as_f32().unwrap()) {
+        assert!((a - c).abs() <= 1e-5 * (1.0 + a.abs()), "{a} vs {c}");
+    }
+}
+
+#[test]
+fn scratch_regions_are_aligned_disjoint_and_inside() {
+    for (m_blk, n_blk, dv, kbuf) in [(48, 128, 64, 128 * 64), (1, 16, 16, 0), (7, 64, 80, 999)] {
+        let l = scratch_layout(m_blk, n_blk, dv, kbuf);
+        let regions = [
+            (l.scores, m_blk * n_blk),
+            (l.acc, m_blk * dv),
+            (l.m, m_blk),
+            (l.lsum, m_blk),
+            (l.kbuf, kbuf),
+        ];
+        for (i, &(start, len)) in regions.iter().enumerate() {
+            assert_eq!(start % 16, 0, "region {i} is 64-byte aligned");
+            // The allocation also holds up to 15 floats of alignment slack.
+            assert!(start + len + 15 < l.total, "region {i} inside");
+            for &(s2, l2) in &regions[i + 1..] {
+                assert!(start + len <= s2 || s2 + l2 <= start, "disjoint");
+            }
+        }
+    }
 }

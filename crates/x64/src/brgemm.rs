@@ -184,7 +184,7 @@ impl Blocking {
         }
     }
 
-    fn validate(self, isa: Isa) -> Result<(), X64Error> {
+    pub(crate) fn validate(self, isa: Isa) -> Result<(), X64Error> {
         let bad = |reason: String| X64Error::Unsupported {
             op: "brgemm".into(),
             isa,
@@ -303,7 +303,9 @@ impl Brgemm {
             .blocking
             .unwrap_or_else(|| Blocking::default_for(opts.isa));
         blocking.validate(opts.isa)?;
-        let kernel = Gen::new(opts.isa, opts.b_layout, blocking)?.emit()?;
+        let mut a = VecAsm::new(opts.isa, Gpr::Rdx)?;
+        emit_brgemm_fn(&mut a, opts.b_layout, blocking)?;
+        let kernel = a.finalize()?;
         Ok(Brgemm {
             kernel,
             opts,
@@ -464,7 +466,9 @@ impl BPacker {
         }
         let blocking = blocking.unwrap_or_else(|| Blocking::default_for(isa));
         blocking.validate(isa)?;
-        let kernel = Gen::new(isa, source, blocking)?.emit_pack()?;
+        let mut a = VecAsm::new(isa, Gpr::Rdx)?;
+        emit_pack_fn(&mut a, source, blocking)?;
+        let kernel = a.finalize()?;
         Ok(BPacker {
             kernel,
             isa,
@@ -619,21 +623,44 @@ struct Width {
     masked: bool,
 }
 
-struct Gen {
-    a: VecAsm,
+/// The code generator of one brgemm or packer function. It writes into a borrowed
+/// [`VecAsm`] (whose constant pool is reached through `rdx`), so a caller can place the
+/// function inside a larger kernel (the fused attention kernel calls it as a
+/// subroutine) or finalize it on its own.
+struct Gen<'a> {
+    a: &'a mut VecAsm,
     isa: Isa,
     layout: BLayout,
     bl: Blocking,
 }
 
-impl Gen {
-    fn new(isa: Isa, layout: BLayout, bl: Blocking) -> Result<Gen, X64Error> {
-        Ok(Gen {
-            a: VecAsm::new(isa, Gpr::Rdx)?,
-            isa,
-            layout,
-            bl,
-        })
+/// Emits a brgemm function (the [`BrgemmFn`] ABI: `rdi` = `*const BrgemmArgs`, SysV
+/// callee-saved registers preserved, ends in `ret`) at the current offset of `a`.
+/// `a` must reach its constant pool through `rdx`; `bl` must be validated.
+pub(crate) fn emit_brgemm_fn(
+    a: &mut VecAsm,
+    layout: BLayout,
+    bl: Blocking,
+) -> Result<(), X64Error> {
+    Gen::new(a, layout, bl)?.emit_fn()
+}
+
+/// Emits a packer function (same ABI as [`emit_brgemm_fn`]; reads `b, n, k, ldb`,
+/// writes the panels to `scratch`) at the current offset of `a`.
+pub(crate) fn emit_pack_fn(a: &mut VecAsm, source: BLayout, bl: Blocking) -> Result<(), X64Error> {
+    Gen::new(a, source, bl)?.emit_pack_fn()
+}
+
+impl<'a> Gen<'a> {
+    fn new(a: &'a mut VecAsm, layout: BLayout, bl: Blocking) -> Result<Gen<'a>, X64Error> {
+        if a.consts_gpr() != Gpr::Rdx {
+            return Err(X64Error::BadRegister {
+                op: "brgemm".into(),
+                reason: "the brgemm code reaches its constants through rdx".into(),
+            });
+        }
+        let isa = a.isa();
+        Ok(Gen { a, isa, layout, bl })
     }
 
     fn nblk(&self) -> i32 {
@@ -773,7 +800,7 @@ impl Gen {
 
     // ----- the kernel -----
 
-    fn emit(mut self) -> Result<Kernel, X64Error> {
+    fn emit_fn(mut self) -> Result<(), X64Error> {
         let nblk = self.nblk();
         let frame = self
             .a
@@ -901,7 +928,7 @@ impl Gen {
         self.a.bind(exit);
         dynasm!(self.a.ops() ; .arch x64 ; add rsp, FRAME);
         self.a.epilogue(&frame);
-        self.a.finalize()
+        Ok(())
     }
 
     /// Row blocks of one panel width; falls through to `n_next` when M is done.
@@ -1130,7 +1157,7 @@ impl Gen {
 
     /// The packer: every panel of B (row-major or transposed source) into
     /// `[scratch + p * K * N_blk]`, no compute.
-    fn emit_pack(mut self) -> Result<Kernel, X64Error> {
+    fn emit_pack_fn(mut self) -> Result<(), X64Error> {
         let nblk = self.nblk();
         let frame = self
             .a
@@ -1184,7 +1211,7 @@ impl Gen {
             ; add rsp, FRAME
         );
         self.a.epilogue(&frame);
-        self.a.finalize()
+        Ok(())
     }
 
     /// Transposed B: repacks the panel of `rax` (= nb) rows of B^T at `[rsp + S_BSRC]`

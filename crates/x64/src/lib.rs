@@ -9,6 +9,8 @@
 //!   (`emit_unary`, `emit_binary`, `emit_select`, `emit_fma`, `emit_convert`,
 //!   `emit_pow_static`), with their scratch-register needs and stated accuracy.
 //! - [`kernel`]: [`Kernel`], finalized code in W^X memory, with disassembly.
+//! - [`mha_kernel`]: [`MhaFused`], one kernel running the whole flash-attention loop of
+//!   a work item (brgemms, online softmax, K packing as subroutines of one buffer).
 //! - [`accuracy`]: exhaustive accuracy sweeps of the approximated emitters against f64
 //!   references, over ranges of f32 bit patterns (up to all 2^32).
 //! - [`harness`]: small map kernels (`jit_unary_map`, `jit_binary_map`) for tests and
@@ -39,6 +41,7 @@ pub mod emit;
 pub mod harness;
 pub mod isa;
 pub mod kernel;
+pub mod mha_kernel;
 
 pub use asm::{Frame, Gpr, Mem, VReg, VecAsm};
 pub use asm::{num_allocatable_vregs, tail_mask_vreg};
@@ -55,6 +58,7 @@ pub use emit::{
 pub use harness::{MapKernel, jit_binary_map, jit_map, jit_unary_map};
 pub use isa::Isa;
 pub use kernel::Kernel;
+pub use mha_kernel::{KLayout, MhaFused, MhaFusedArgs, MhaFusedOptions, MhaItemShape, MhaScratch};
 
 /// Errors of the x86-64 backend.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

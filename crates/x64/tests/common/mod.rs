@@ -164,3 +164,61 @@ impl Drop for Guarded {
         }
     }
 }
+
+/// Readable-writable pages between two PROT_NONE guard pages; `slice(n)` ends exactly at
+/// the upper guard.
+pub struct GuardedBuf {
+    base: *mut u8,
+    pages: usize,
+    page: usize,
+}
+
+impl GuardedBuf {
+    pub fn new(floats: usize) -> GuardedBuf {
+        // SAFETY: an anonymous mapping of our own, and protection changes inside it.
+        unsafe {
+            let page = libc::sysconf(libc::_SC_PAGESIZE) as usize;
+            let pages = (floats * 4).div_ceil(page).max(1);
+            let len = (pages + 2) * page;
+            let base = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(base, libc::MAP_FAILED);
+            let base = base as *mut u8;
+            assert_eq!(libc::mprotect(base as *mut _, page, libc::PROT_NONE), 0);
+            assert_eq!(
+                libc::mprotect(
+                    base.add((pages + 1) * page) as *mut _,
+                    page,
+                    libc::PROT_NONE
+                ),
+                0
+            );
+            GuardedBuf { base, pages, page }
+        }
+    }
+
+    /// The last `n` floats before the upper guard page.
+    pub fn slice(&mut self, n: usize) -> &mut [f32] {
+        assert!(n * 4 <= self.pages * self.page);
+        // SAFETY: the range lies in the read-write pages and is f32-aligned.
+        unsafe {
+            let end = self.base.add((self.pages + 1) * self.page) as *mut f32;
+            std::slice::from_raw_parts_mut(end.sub(n), n)
+        }
+    }
+}
+
+impl Drop for GuardedBuf {
+    fn drop(&mut self) {
+        // SAFETY: unmaps the mapping created in `new`.
+        unsafe {
+            libc::munmap(self.base as *mut _, (self.pages + 2) * self.page);
+        }
+    }
+}
