@@ -99,7 +99,8 @@ impl Exec<'_> {
                     continue;
                 }
                 Op::PackB { src, layout, n, k } => {
-                    assert_eq!(*layout, BLayout::Transposed);
+                    assert_ne!(*layout, BLayout::Packed);
+                    let transposed = *layout == BLayout::Transposed;
                     let (n, k) = (self.ev(n), self.ev(k));
                     let panel = self.d.get("panel").unwrap();
                     let dst = e.out.unwrap();
@@ -109,7 +110,9 @@ impl Exec<'_> {
                             for jj in 0..panel {
                                 let j = p * panel + jj;
                                 let x = if j < n {
-                                    self.load(src.value, self.at(src, j, kk))
+                                    // K[j][kk]: row j of [L, D], or column j of [D, L].
+                                    let (r, c) = if transposed { (j, kk) } else { (kk, j) };
+                                    self.load(src.value, self.at(src, r, c))
                                 } else {
                                     0.0
                                 };

@@ -183,11 +183,12 @@ fn probabilities_are_computed_in_place_of_the_scores() {
         a.in_place_of.map(|x| p.ir().value(x).name.as_str()),
         Some("scores")
     );
-    // K pre-transposed: read row-major in place, no pack, no dynamic buffer.
-    assert!(lay.offset("kpack").is_none());
+    // K pre-transposed ([N, 32, L]) is packed too: 9 columns round up to one
+    // 64-column panel of 32 rows, after the fixed-size buffers.
     let static_total = 4 * (48 * 128 + 48 * 32 + 48 + 48);
-    assert_eq!(lay.total, static_total);
-    assert!(p.ir().scratch.as_ref().unwrap().total.is_static());
+    assert_eq!(lay.offset("kpack"), Some(static_total));
+    assert_eq!(lay.total, static_total + 4 * 64 * 32);
+    assert!(!p.ir().scratch.as_ref().unwrap().total.is_static());
 }
 
 #[test]

@@ -1,9 +1,11 @@
 //! InsertBuffers: every intermediate tensor (produced and consumed inside the loop
 //! nest, neither a graph input nor the output) becomes a per-thread buffer, declared
-//! by a `buffer` expression before the outermost loop; and a brgemm that reads B
-//! transposed (K as `[L, D]` rows) reads it from a packed copy instead: a
-//! `pack_b` into the buffer `@kpack` (`roundup(L, panel) × D` floats), once per work
-//! item before the KV loop, whose panels the KV loop walks by `n_blk × D`.
+//! by a `buffer` expression before the outermost loop; and the score brgemm reads K
+//! (B, transposed as `[L, D]` rows or given pre-transposed as row-major `[D, L]`)
+//! from a packed copy instead: a `pack_b` into the buffer `@kpack`
+//! (`roundup(L, panel) × D` floats), once per work item before the KV loop, whose
+//! panels the KV loop walks by `n_blk × D`. (The runtime packs once per head and
+//! thread: a work item whose head the same thread packed last skips the packing.)
 //! ```text
 //! before: loop rows ..
 //!           loop kv .. moves=[%k: n_blk*768, ..]
@@ -62,18 +64,20 @@ impl MhaPass for InsertBuffers {
                 op: Op::Buffer,
             });
         }
-        // Transposed B of a brgemm inside a loop: pack it before that loop.
+        // B of the score brgemm (K, transposed or given pre-transposed as row-major
+        // `[D, L]`), inside a loop: pack it before that loop. The kernel reads K
+        // packed in either layout (measured: packing pays from S = 64 on and costs
+        // nothing at S = 16); V, the P·V brgemm's row-major B, is read in place.
         let packs: Vec<usize> = (0..ir.exprs.len())
-            .filter(
-                |&i| matches!(&ir.exprs[i].op, Op::Brgemm(b) if b.b_layout == BLayout::Transposed),
-            )
+            .filter(|&i| matches!(&ir.exprs[i].op, Op::Brgemm(b) if b.b_layout != BLayout::Packed))
+            .take(1)
             .collect();
         for (inserted, i) in packs.into_iter().enumerate() {
             let i = i + inserted;
             let Op::Brgemm(b) = &ir.exprs[i].op else {
                 unreachable!("filtered above")
             };
-            let src = b.b.clone();
+            let (src, src_layout) = (b.b.clone(), b.b_layout);
             // The innermost loop around the brgemm.
             let mut depth = 0;
             let mut lp = None;
@@ -125,7 +129,7 @@ impl MhaPass for InsertBuffers {
                     out: Some(kp),
                     op: Op::PackB {
                         src,
-                        layout: BLayout::Transposed,
+                        layout: src_layout,
                         n,
                         k: d,
                     },
