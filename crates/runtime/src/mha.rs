@@ -23,9 +23,12 @@
 //! Rust computes the item's base pointers and fills one [`MhaFusedArgs`] per item.
 //!
 //! # Scratch (per thread, sized per call)
-//! See [`scratch_layout`]: `m_blk × n_blk` scores, `m_blk × Dv` accumulator, `m_blk`
-//! maxima and sums, and the packed K of one head (`L × D` floats, L rounded up to the
-//! brgemm panel). A thread-local buffer, grown to the largest call seen and reused.
+//! The lowering (`snipjit_lower::mha`, run at compile time) chooses the blocking and
+//! allocates the buffers: `m_blk × n_blk` scores (the probabilities overwrite them in
+//! place), `m_blk × Dv` accumulator, `m_blk` maxima and sums at fixed offsets, then
+//! the packed K of one head (`L × D` floats, L rounded up to the brgemm panel), whose
+//! size the configurator evaluates per shape ([`MhaKernel::scratch_for`]). A
+//! thread-local buffer, grown to the largest call seen and reused.
 //!
 //! # Threads
 //! Work items are (batch index, row block) pairs, cut into contiguous chunks, one per
@@ -46,6 +49,10 @@ use snipjit_tokenize::mha::{MhaMask, MhaPattern, ScaleOp, analyze_mha};
 use snipjit_x64::{
     AttnMask, AttnScale, Isa, KLayout, Kernel, MhaFused, MhaFusedArgs, MhaFusedOptions,
 };
+
+use std::sync::Mutex;
+
+use snipjit_lower::mha::{MhaPlan, MhaTarget, lower_mha};
 
 use crate::{Executor, RuntimeError};
 
@@ -92,6 +99,12 @@ pub struct MhaKernel {
     isa: Isa,
     fused: MhaFused,
     blocking: MhaBlocking,
+    /// The lowering's plan: its BrgemmBlocking chose `blocking`, its AllocateBuffers
+    /// places the scratch buffers ([`MhaKernel::scratch_for`]).
+    lowered: MhaPlan,
+    /// The last scratch layout evaluated from `lowered`, by the K length it was
+    /// evaluated for (only the packed K's size depends on the shapes).
+    layout_cache: Mutex<Option<(usize, ScratchLayout)>>,
 }
 
 /// Canonical strides of one operand (elements): per batch dim (0 where it
@@ -302,12 +315,29 @@ impl MhaKernel {
                 fused.n_block()
             )));
         }
+        let target = MhaTarget {
+            m_blk: blocking.m_blk,
+            n_blk: blocking.n_blk,
+            panel: fused.n_block(),
+            ..match isa {
+                Isa::Avx512 => MhaTarget::AVX512,
+                Isa::Avx2 => MhaTarget::AVX2,
+            }
+        };
+        let lowered = lower_mha(pattern, &target).map_err(|e| err(e.to_string()))?;
+        let b = lowered.blocking();
+        let blocking = MhaBlocking {
+            m_blk: b.m_blk,
+            n_blk: b.n_blk,
+        };
         Ok(MhaKernel {
             pattern: pattern.clone(),
             inputs,
             isa,
             fused,
             blocking,
+            lowered,
+            layout_cache: Mutex::new(None),
         })
     }
 
@@ -647,7 +677,7 @@ impl MhaKernel {
             .n_blk
             .min(plan.l.next_multiple_of(self.fused.n_block()));
         let plan = &plan;
-        let layout = scratch_layout(m_blk, n_blk, plan.dv, self.fused.kbuf_len(plan.l, plan.d));
+        let layout = self.scratch_for(&shapes, plan.l, self.fused.kbuf_len(plan.l, plan.d))?;
         let (ldk, mrow, mbc) = (
             ldk as i64,
             plan.mask
@@ -697,7 +727,7 @@ impl MhaKernel {
                     // SAFETY (pointer arithmetic and the call): offsets are within the
                     // extents checked above (batch index < batch dims, rows
                     // s0..s0+rows < S); the scratch regions are disjoint, sized by
-                    // `scratch_layout` for m_blk rows, and private to this thread; kbuf
+                    // the lowering for up to m_blk rows, and private to this thread; kbuf
                     // holds the packing of K at `ok` unless `pack`; n_blk is a multiple
                     // of the panel width (checked in `compile_with`); output rows of
                     // distinct items are disjoint.
@@ -747,10 +777,12 @@ impl MhaKernel {
 const SCRATCH_ALIGN_SLACK: usize = 15;
 
 /// Where one thread's scratch regions lie: float offsets from a 64-byte aligned base,
-/// each region 64-byte aligned, and the floats to allocate (with the alignment slack).
+/// and the floats to allocate (with the alignment slack). Read off the lowering's
+/// buffer allocation ([`MhaKernel::scratch_for`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ScratchLayout {
-    /// `m_blk × n_blk` scores (row stride `n_blk`).
+    /// `m_blk × n_blk` scores, overwritten in place by the probabilities (row stride
+    /// `n_blk`).
     pub scores: usize,
     /// `m_blk × Dv` accumulator.
     pub acc: usize,
@@ -758,29 +790,71 @@ pub struct ScratchLayout {
     pub m: usize,
     /// `m_blk` running sums.
     pub lsum: usize,
-    /// `kbuf_len` floats: the packed K of one head.
+    /// The packed K of one head ([`MhaFused::kbuf_len`] floats).
     pub kbuf: usize,
     /// Floats to allocate.
     pub total: usize,
 }
 
-/// The scratch layout of a thread running items of up to `m_blk` rows with score
-/// blocks of `n_blk` columns, head size `dv` of V, and a K buffer of `kbuf_len` floats
-/// ([`MhaFused::kbuf_len`]). One small function, so the lowering can later supply
-/// these offsets instead (its buffer allocation).
-pub fn scratch_layout(m_blk: usize, n_blk: usize, dv: usize, kbuf_len: usize) -> ScratchLayout {
-    let al = |x: usize| x.next_multiple_of(16);
-    let scores = 0;
-    let acc = scores + al(m_blk * n_blk);
-    let m = acc + al(m_blk * dv);
-    let lsum = m + al(m_blk);
-    let kbuf = lsum + al(m_blk);
-    ScratchLayout {
-        scores,
-        acc,
-        m,
-        lsum,
-        kbuf,
-        total: kbuf + al(kbuf_len) + SCRATCH_ALIGN_SLACK + 1,
+impl MhaKernel {
+    /// The lowering's plan (its IR, blocking and buffer allocation).
+    pub fn lowered(&self) -> &MhaPlan {
+        &self.lowered
+    }
+
+    /// The scratch layout for inputs of `shapes` (whose K length is `l`): the
+    /// lowering's AllocateBuffers offsets, evaluated for the plan's full blocking (a
+    /// call with smaller row or column blocks fits in it). Only the packed K depends
+    /// on the shapes, so the last layout is kept by `l` and a call at the same `l`
+    /// reads it back. Errors if the plan and the compiled kernel disagree (a buffer
+    /// missing, misaligned, or a packed K smaller than the kernel's `kbuf_len`).
+    pub fn scratch_for(
+        &self,
+        shapes: &[&[usize]],
+        l: usize,
+        kbuf_len: usize,
+    ) -> Result<ScratchLayout, RuntimeError> {
+        let mut cache = self
+            .layout_cache
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((cl, lay)) = *cache
+            && cl == l
+        {
+            return Ok(lay);
+        }
+        let err = |s: String| RuntimeError::Mha(format!("scratch layout: {s}"));
+        let dims = self
+            .lowered
+            .dims_of_shapes(shapes)
+            .map_err(|e| err(e.to_string()))?;
+        let plan = self
+            .lowered
+            .scratch_layout(&dims)
+            .map_err(|e| err(e.to_string()))?;
+        let region = |name: &str, floats: usize| -> Result<usize, RuntimeError> {
+            let (_, off, bytes) = plan
+                .buffers
+                .iter()
+                .find(|b| b.0 == name)
+                .ok_or_else(|| err(format!("the plan has no buffer @{name}")))?;
+            if off % 64 != 0 || bytes / 4 < floats {
+                return Err(err(format!(
+                    "@{name} at byte {off} holds {bytes} bytes, the kernel needs {floats} floats"
+                )));
+            }
+            Ok(off / 4)
+        };
+        let b = self.blocking;
+        let lay = ScratchLayout {
+            scores: region("scores", b.m_blk * b.n_blk)?,
+            acc: region("acc", b.m_blk * self.pattern.v_head_size)?,
+            m: region("max", b.m_blk)?,
+            lsum: region("sum", b.m_blk)?,
+            kbuf: region("kpack", kbuf_len)?,
+            total: plan.total.div_ceil(4) + SCRATCH_ALIGN_SLACK + 1,
+        };
+        *cache = Some((l, lay));
+        Ok(lay)
     }
 }

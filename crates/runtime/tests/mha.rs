@@ -3,7 +3,7 @@
 //! compilation serves every shape.
 
 use snipjit_ir::{Op, SubgraphKind, Tensor, TensorData};
-use snipjit_runtime::mha::{MhaBlocking, scratch_layout};
+use snipjit_runtime::mha::MhaBlocking;
 use snipjit_runtime::{Executor, MhaKernel, RuntimeError};
 use snipjit_tokenize::{TokenizeConfig, tokenize};
 use snipjit_x64::Isa;
@@ -167,24 +167,55 @@ fn score_blocks_must_be_whole_k_panels() {
     }
 }
 
+/// The scratch layout comes from the lowering's buffer allocation: every region the
+/// kernel uses is 64-byte aligned, as large as the kernel needs, disjoint from the
+/// others and inside the allocation, for several K lengths and blockings.
 #[test]
 fn scratch_regions_are_aligned_disjoint_and_inside() {
-    for (m_blk, n_blk, dv, kbuf) in [(48, 128, 64, 128 * 64), (1, 16, 16, 0), (7, 64, 80, 999)] {
-        let l = scratch_layout(m_blk, n_blk, dv, kbuf);
-        let regions = [
-            (l.scores, m_blk * n_blk),
-            (l.acc, m_blk * dv),
-            (l.m, m_blk),
-            (l.lsum, m_blk),
-            (l.kbuf, kbuf),
-        ];
-        for (i, &(start, len)) in regions.iter().enumerate() {
-            assert_eq!(start % 16, 0, "region {i} is 64-byte aligned");
-            // The allocation also holds up to 15 floats of alignment slack.
-            assert!(start + len + 15 < l.total, "region {i} inside");
-            for &(s2, l2) in &regions[i + 1..] {
-                assert!(start + len <= s2 || s2 + l2 <= start, "disjoint");
+    let Some(k) = kernel() else { return };
+    let g = snipjit_ir::text::parse(MODEL, "mha.sg").unwrap();
+    let fused = tokenize(&g, &TokenizeConfig::default()).unwrap();
+    let body = fused
+        .nodes
+        .iter()
+        .find_map(|n| match &n.op {
+            Op::Subgraph(sg) if sg.kind == SubgraphKind::Mha => Some(sg.body.clone()),
+            _ => None,
+        })
+        .unwrap();
+    let panel = k.fused().n_block();
+    for (m_blk, n_blk) in [(48, 128), (12, panel), (7, 2 * panel)] {
+        let kern =
+            MhaKernel::compile_with(k.pattern(), &body, k.isa(), MhaBlocking { m_blk, n_blk })
+                .unwrap();
+        assert_eq!(kern.blocking(), MhaBlocking { m_blk, n_blk });
+        for s in [1usize, 5, 64, 65, 300, 2048] {
+            let qkv = [1, s, 12, 64];
+            let mask = [1, 1, 1, s];
+            let shapes: [&[usize]; 4] = [&qkv, &qkv, &qkv, &mask];
+            let kbuf = s.next_multiple_of(panel) * 64;
+            let l = kern.scratch_for(&shapes, s, kbuf).unwrap();
+            // Asked again at the same K length: the same layout.
+            assert_eq!(kern.scratch_for(&shapes, s, kbuf).unwrap(), l);
+            let regions = [
+                (l.scores, m_blk * n_blk),
+                (l.acc, m_blk * 64),
+                (l.m, m_blk),
+                (l.lsum, m_blk),
+                (l.kbuf, kbuf),
+            ];
+            for (i, &(start, len)) in regions.iter().enumerate() {
+                assert_eq!(start % 16, 0, "region {i} is 64-byte aligned");
+                // The allocation also holds up to 15 floats of alignment slack.
+                assert!(start + len + 15 < l.total, "region {i} inside");
+                for &(s2, l2) in &regions[i + 1..] {
+                    assert!(start + len <= s2 || s2 + l2 <= start, "disjoint");
+                }
             }
+            // A K buffer larger than the plan's packed K is refused, not overrun.
+            let too_big = kbuf + 64 * panel;
+            let other = s + 1_000_000;
+            assert!(kern.scratch_for(&shapes, other, too_big).is_err());
         }
     }
 }
