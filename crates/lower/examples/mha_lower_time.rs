@@ -1,5 +1,14 @@
-//! Times `lower_mha_body` on examples/mha.sg's attention block (median of 200).
+//! Times the MHA lowering of examples/mha.sg's attention block (`lower_mha_body`,
+//! median of 200) and the per-shape evaluation of its scratch layout
+//! (`dims_of_shapes` + `scratch_layout`, what the runtime does at a new K length).
+//! Run from the repository root:
+//! `cargo run --release -p snipjit-lower --example mha_lower_time`.
 use snipjit_lower::mha::{MhaTarget, lower_mha_body};
+
+fn median_min(mut t: Vec<f64>) -> (f64, f64) {
+    t.sort_by(f64::total_cmp);
+    (t[t.len() / 2], t[0])
+}
 
 fn main() {
     let src = std::fs::read_to_string("examples/mha.sg").expect("run from the repo root");
@@ -11,9 +20,20 @@ fn main() {
         t.push(t0.elapsed().as_secs_f64() * 1e6);
         std::hint::black_box(p);
     }
-    t.sort_by(f64::total_cmp);
-    println!(
-        "lower_mha_body: min {:.1} us, median {:.1} us",
-        t[0], t[100]
-    );
+    let (med, min) = median_min(t);
+    println!("lower_mha_body: median {med:.1} us, min {min:.1} us");
+    let p = lower_mha_body(&g, &MhaTarget::AVX512, &mut |_, _| {}).expect("lowers");
+    let mut t = vec![];
+    for s in 1..=200usize {
+        let qkv = [1, s, 12, 64];
+        let mask = [1, 1, 1, s];
+        let shapes: [&[usize]; 4] = [&qkv, &qkv, &qkv, &mask];
+        let t0 = std::time::Instant::now();
+        let d = p.dims_of_shapes(&shapes).expect("binds");
+        let lay = p.scratch_layout(&d).expect("evaluates");
+        t.push(t0.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(lay);
+    }
+    let (med, min) = median_min(t);
+    println!("scratch layout at a new shape: median {med:.2} us, min {min:.2} us");
 }
