@@ -380,6 +380,53 @@ mod tests {
     }
 
     #[test]
+    fn chunks_cover_the_items_once_in_near_equal_parts() {
+        for threads in 1..=4 {
+            let exec = Executor::with_spin(threads, Duration::from_micros(50)).unwrap();
+            for items in 0..12 {
+                let seen = std::sync::Mutex::new(vec![]);
+                exec.for_each_chunk(items, &|r| seen.lock().unwrap().push(r));
+                let mut ranges = seen.into_inner().unwrap();
+                ranges.sort_by_key(|r| r.start);
+                assert_eq!(ranges.len(), threads.min(items), "{threads} {items}");
+                let covered: Vec<usize> = ranges.iter().flat_map(|r| r.clone()).collect();
+                assert_eq!(covered, (0..items).collect::<Vec<_>>());
+                let lens: Vec<usize> = ranges.iter().map(|r| r.len()).collect();
+                let (lo, hi) = (lens.iter().min(), lens.iter().max());
+                assert!(hi.zip(lo).is_none_or(|(h, l)| h - l <= 1), "{lens:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_panic_in_a_chunk_reaches_the_caller() {
+        let exec = Executor::new(2).unwrap();
+        let r = std::panic::catch_unwind(|| {
+            exec.for_each_chunk(4, &|r| assert!(!r.contains(&3), "chunk {r:?} fails"));
+        });
+        assert!(r.is_err());
+        // The executor keeps working.
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        exec.for_each_chunk(4, &|r| {
+            n.fetch_add(r.len(), std::sync::atomic::Ordering::Relaxed);
+        });
+        assert_eq!(n.into_inner(), 4);
+    }
+
+    #[test]
+    fn thread_counts_and_spin_times_are_checked() {
+        assert!(matches!(Executor::new(0), Err(RuntimeError::Threads(_))));
+        assert!(matches!(
+            Executor::new(MAX_THREADS + 1),
+            Err(RuntimeError::Threads(_))
+        ));
+        assert!(Executor::with_spin(2, MAX_SPIN).is_ok());
+        let e = Executor::with_spin(2, MAX_SPIN + Duration::from_nanos(1)).unwrap_err();
+        assert!(e.to_string().contains("spin time"), "{e}");
+        assert_eq!(Executor::with_spin(3, Duration::ZERO).unwrap().threads(), 3);
+    }
+
+    #[test]
     fn rows_split_evenly_and_calls_stop_at_parallel_boundaries() {
         // [2 parallel, 3 rows, 40000 elements] over 4 threads: 6 rows, 2 per thread.
         let d = configure(&[&[2, 3, 40_000], &[3, 1]], &[&[2, 3, 40_000]]).unwrap();

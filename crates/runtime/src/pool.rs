@@ -113,6 +113,12 @@ pub(crate) struct Pool {
     workers: Vec<Worker>,
 }
 
+// A panic never leaves the pool half-updated: items run under `catch_unwind`, and the
+// caller resumes a panic only after closing its job and releasing `busy`; the join
+// handles are touched only by `Drop`. So an `Executor` can be used inside
+// `catch_unwind`.
+impl std::panic::RefUnwindSafe for Pool {}
+
 impl std::fmt::Debug for Pool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pool")
@@ -454,6 +460,35 @@ mod tests {
             ids.contains(&thread::current().id()),
             "the caller runs an item"
         );
+    }
+
+    #[test]
+    fn a_short_first_item_does_not_queue_two_long_ones_on_one_thread() {
+        // The executor's plan for a misaligned non-temporal row: a short head item,
+        // then two long ones. Whoever runs the head waits until the other thread has
+        // started a long item, then is free first and takes the second long one.
+        let pool = Pool::new(2, DEFAULT_SPIN).unwrap();
+        for _ in 0..3 {
+            let started = AtomicUsize::new(0);
+            let ran_on = Mutex::new([None; 3]);
+            pool.run(3, &|i| {
+                if i == 0 {
+                    let t = Instant::now();
+                    while started.load(Ordering::SeqCst) == 0
+                        && t.elapsed() < Duration::from_secs(10)
+                    {
+                        std::hint::spin_loop();
+                    }
+                } else {
+                    started.fetch_add(1, Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(30));
+                }
+                ran_on.lock().unwrap()[i] = Some(thread::current().id());
+            });
+            let [head, a, b] = ran_on.into_inner().unwrap().map(Option::unwrap);
+            assert_ne!(a, b, "the long items ran on one thread");
+            assert!(head == a || head == b);
+        }
     }
 
     #[test]
