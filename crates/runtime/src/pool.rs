@@ -578,6 +578,32 @@ mod tests {
     }
 
     #[test]
+    fn jobs_racing_with_workers_going_to_park_lose_no_item() {
+        // A spin of 2 us makes workers park between most jobs, so publications race
+        // with workers announcing their park; pauses of varying length and several
+        // callers vary the interleavings. A lost wake-up would hang here.
+        let pool = Pool::new(3, Duration::from_micros(2)).unwrap();
+        thread::scope(|s| {
+            for t in 0..3u64 {
+                let pool = &pool;
+                s.spawn(move || {
+                    let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ t;
+                    for _ in 0..400 {
+                        rng ^= rng << 13;
+                        rng ^= rng >> 7;
+                        rng ^= rng << 17;
+                        let items = (rng % 9) as usize;
+                        assert_eq!(counts(pool, items), vec![1; items]);
+                        if rng % 4 == 0 {
+                            thread::sleep(Duration::from_micros(rng % 50));
+                        }
+                    }
+                });
+            }
+        });
+    }
+
+    #[test]
     fn a_parked_pool_wakes_for_the_next_job() {
         let pool = Pool::new(4, Duration::ZERO).unwrap();
         for _ in 0..3 {
