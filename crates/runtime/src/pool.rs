@@ -594,7 +594,7 @@ mod tests {
                         rng ^= rng << 17;
                         let items = (rng % 9) as usize;
                         assert_eq!(counts(pool, items), vec![1; items]);
-                        if rng % 4 == 0 {
+                        if rng.is_multiple_of(4) {
                             thread::sleep(Duration::from_micros(rng % 50));
                         }
                     }
