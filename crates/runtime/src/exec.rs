@@ -3,15 +3,24 @@
 use smallvec::SmallVec;
 use snipjit_x64::abi::{CallArgs, FLAG_NT_STORES};
 
+use std::time::Duration;
+
 use crate::RuntimeError;
 use crate::config::Domain;
+use crate::pool::{DEFAULT_SPIN, MAX_SPIN, Pool};
 use crate::subgraph::CompiledKernel;
 
-/// Runs kernels on a fixed number of threads (1 runs on the caller's thread).
+/// Runs kernels on a fixed number of threads: the calling thread and `threads - 1`
+/// workers (1 runs everything on the caller's thread).
+///
+/// Workers that finish a call spin for the executor's spin time before they park, so
+/// back-to-back calls hand work over in well under a microsecond; an idle executor
+/// sleeps. One call at a time uses the workers: a call made while the workers are
+/// busy (from another thread, or nested in a work item) runs on its caller's thread.
 #[derive(Debug)]
 pub struct Executor {
     threads: usize,
-    pool: Option<rayon::ThreadPool>,
+    pool: Option<Pool>,
 }
 
 /// The most threads an executor takes.
@@ -22,46 +31,71 @@ pub const MAX_THREADS: usize = 256;
 pub const NT_STORE_MIN_BYTES: usize = 8 << 20;
 
 impl Executor {
-    /// An executor with `threads` threads (1..=256).
+    /// An executor with `threads` threads (1..=256) and the spin time of the
+    /// environment variable `SNIPJIT_SPIN_US` (microseconds, at most one second), else
+    /// [`DEFAULT_SPIN`] (see [`Executor::with_spin`]).
     pub fn new(threads: usize) -> Result<Executor, RuntimeError> {
+        let spin = match std::env::var("SNIPJIT_SPIN_US") {
+            Err(std::env::VarError::NotPresent) => DEFAULT_SPIN,
+            Ok(v) => match v.trim().parse::<u64>() {
+                Ok(us) => Duration::from_micros(us),
+                Err(_) => {
+                    return Err(RuntimeError::Threads(format!(
+                        "SNIPJIT_SPIN_US='{v}' is not a whole number of microseconds"
+                    )));
+                }
+            },
+            Err(e) => return Err(RuntimeError::Threads(format!("SNIPJIT_SPIN_US: {e}"))),
+        };
+        Executor::with_spin(threads, spin)
+    }
+
+    /// An executor with `threads` threads (1..=256) whose workers, after each call,
+    /// spin for `spin` (at most [`MAX_SPIN`]) waiting for the next one before they
+    /// park; a caller waiting for the workers spins as long before it parks. Zero
+    /// parks at once: every call then pays the wake-up of the workers (tens of
+    /// microseconds), which a longer spin avoids for calls in quick succession at the
+    /// price of up to `spin` of CPU time per worker after the last call.
+    pub fn with_spin(threads: usize, spin: Duration) -> Result<Executor, RuntimeError> {
         if threads == 0 || threads > MAX_THREADS {
             return Err(RuntimeError::Threads(format!(
                 "{threads} threads requested; 1 to {MAX_THREADS} are allowed"
             )));
         }
+        if spin > MAX_SPIN {
+            return Err(RuntimeError::Threads(format!(
+                "spin time {spin:?} is above the maximum of {MAX_SPIN:?}"
+            )));
+        }
         let pool = if threads > 1 {
-            Some(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(|i| format!("snipjit-{i}"))
-                    .build()
-                    .map_err(|e| RuntimeError::Threads(e.to_string()))?,
-            )
+            Some(Pool::new(threads, spin).map_err(|e| {
+                RuntimeError::Threads(format!("starting {} workers: {e}", threads - 1))
+            })?)
         } else {
             None
         };
         Ok(Executor { threads, pool })
     }
 
+    /// The number of threads, the caller's included.
     pub fn threads(&self) -> usize {
         self.threads
     }
 
     /// Runs `f` over `0..items` cut into at most [`Executor::threads`] contiguous
-    /// chunks, one pool task each (on the caller's thread when there is one chunk),
-    /// and returns when all are done. Each task can set up per-thread state (a
-    /// scratchpad) once for its whole chunk.
+    /// chunks of near-equal size, and returns when all are done; the caller's thread
+    /// runs one chunk (all of them when there is one, or when the workers are busy
+    /// with another call). Each call of `f` can set up per-thread state (a scratchpad)
+    /// once for its whole chunk. A panic in `f` is resumed on the caller's thread
+    /// once every chunk has finished.
     pub fn for_each_chunk(&self, items: usize, f: &(dyn Fn(std::ops::Range<usize>) + Sync)) {
         if items == 0 {
             return;
         }
         let chunks = self.threads.min(items);
         match &self.pool {
-            Some(pool) if chunks > 1 => pool.scope(|s| {
-                for c in 0..chunks {
-                    let range = c * items / chunks..(c + 1) * items / chunks;
-                    s.spawn(move |_| f(range));
-                }
+            Some(pool) if chunks > 1 => pool.run(chunks, &|c| {
+                f(c * items / chunks..(c + 1) * items / chunks);
             }),
             _ => f(0..items),
         }
@@ -143,10 +177,10 @@ impl Executor {
     /// `rt` the runtime argument block for the domain (the kernel's runtime pointer
     /// moves, see [`Domain::runtime_args`]).
     ///
-    /// The work items are those of [`Executor::plan`]. Items go to the pool's threads
-    /// when there are several (each thread then has at least
-    /// [`MIN_ELEMENTS_PER_THREAD`] elements; below that, waking threads costs more
-    /// than it saves), else run on the caller's thread.
+    /// The work items are those of [`Executor::plan`]. When there are several (each
+    /// thread then has at least [`MIN_ELEMENTS_PER_THREAD`] elements), the caller and
+    /// the workers claim them one at a time until none is left; else the caller runs
+    /// them. A panic in the kernel call is resumed on the caller's thread.
     ///
     /// # Safety
     /// Every pointer must be valid for the elements (of its port's dtype, see
@@ -188,11 +222,11 @@ impl Executor {
             ports: &ports,
         };
         match &self.pool {
-            Some(pool) if plan.items.len() > 1 => pool.scope(|s| {
-                for it in &plan.items {
-                    let call = &call;
-                    s.spawn(move |_| call.item(it));
-                }
+            // Items are claimed dynamically: the caller and the workers each take the
+            // next unclaimed item, so a short head item is followed by a large one on
+            // the same thread rather than two large ones queueing on one worker.
+            Some(pool) if plan.items.len() > 1 => pool.run(plan.items.len(), &|i| {
+                call.item(&plan.items[i]);
             }),
             _ => {
                 for it in &plan.items {
@@ -343,6 +377,53 @@ mod tests {
 
     fn runs(p: &Plan) -> Vec<(usize, usize)> {
         p.items().iter().map(|i| (i.first_row, i.rows)).collect()
+    }
+
+    #[test]
+    fn chunks_cover_the_items_once_in_near_equal_parts() {
+        for threads in 1..=4 {
+            let exec = Executor::with_spin(threads, Duration::from_micros(50)).unwrap();
+            for items in 0..12 {
+                let seen = std::sync::Mutex::new(vec![]);
+                exec.for_each_chunk(items, &|r| seen.lock().unwrap().push(r));
+                let mut ranges = seen.into_inner().unwrap();
+                ranges.sort_by_key(|r| r.start);
+                assert_eq!(ranges.len(), threads.min(items), "{threads} {items}");
+                let covered: Vec<usize> = ranges.iter().flat_map(|r| r.clone()).collect();
+                assert_eq!(covered, (0..items).collect::<Vec<_>>());
+                let lens: Vec<usize> = ranges.iter().map(|r| r.len()).collect();
+                let (lo, hi) = (lens.iter().min(), lens.iter().max());
+                assert!(hi.zip(lo).is_none_or(|(h, l)| h - l <= 1), "{lens:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_panic_in_a_chunk_reaches_the_caller() {
+        let exec = Executor::new(2).unwrap();
+        let r = std::panic::catch_unwind(|| {
+            exec.for_each_chunk(4, &|r| assert!(!r.contains(&3), "chunk {r:?} fails"));
+        });
+        assert!(r.is_err());
+        // The executor keeps working.
+        let n = std::sync::atomic::AtomicUsize::new(0);
+        exec.for_each_chunk(4, &|r| {
+            n.fetch_add(r.len(), std::sync::atomic::Ordering::Relaxed);
+        });
+        assert_eq!(n.into_inner(), 4);
+    }
+
+    #[test]
+    fn thread_counts_and_spin_times_are_checked() {
+        assert!(matches!(Executor::new(0), Err(RuntimeError::Threads(_))));
+        assert!(matches!(
+            Executor::new(MAX_THREADS + 1),
+            Err(RuntimeError::Threads(_))
+        ));
+        assert!(Executor::with_spin(2, MAX_SPIN).is_ok());
+        let e = Executor::with_spin(2, MAX_SPIN + Duration::from_nanos(1)).unwrap_err();
+        assert!(e.to_string().contains("spin time"), "{e}");
+        assert_eq!(Executor::with_spin(3, Duration::ZERO).unwrap().threads(), 3);
     }
 
     #[test]

@@ -3,16 +3,19 @@
 //!
 //! - [`config`]: the runtime configurator (shapes to domain, strides, increments).
 //! - [`JitSubgraph`]: one fused subgraph with its kernel cache; `run` takes tensors.
-//! - the executor splits the domain over a thread pool, each call with its own
+//! - the executor splits the domain over a thread pool (the caller takes part;
+//!   workers spin briefly between calls, then park), each call with its own
 //!   `CallArgs` and scratchpad.
 
 pub mod config;
 mod exec;
 pub mod mha;
+mod pool;
 mod subgraph;
 
 pub use exec::{Executor, MIN_ELEMENTS_PER_THREAD, NT_STORE_MIN_BYTES, OutputPort, Plan, WorkItem};
 pub use mha::MhaKernel;
+pub use pool::{DEFAULT_SPIN, MAX_SPIN};
 pub use subgraph::{
     CompiledKernel, JitSubgraph, compile_kernel, huge_page_capacity, predicted_pattern,
 };
