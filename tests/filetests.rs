@@ -28,7 +28,8 @@
 //!   block, as the tokenizer outlines it); the MHA lowering runs and the output is its
 //!   IR after the pass `NAME` (`build` for the initial IR); with `dims=`, followed by
 //!   the scratch layout the plan evaluates for those dims. Files under
-//!   `tests/filetests/mha` end in `.sg`.
+//!   `tests/filetests/mha` end in `.mha` (not `.sg`: the header and expectations make
+//!   them filetests, not graphs the `.sg` round-trip test reads).
 //! - `test verify-error`: the input is linear IR the verifier must reject; the output
 //!   is its error message.
 //! - `test parse-error`: the input is linear IR text the parser must reject; the
@@ -398,7 +399,7 @@ fn test_files() -> Vec<PathBuf> {
         };
         for e in entries.flatten() {
             let p = e.path();
-            let ext = if dir.ends_with("mha") { "sg" } else { "lir" };
+            let ext = if dir.ends_with("mha") { "mha" } else { "lir" };
             if p.extension().is_some_and(|x| x == ext) {
                 files.push(p);
             }
