@@ -376,6 +376,21 @@ pub struct VecAsm {
     encoder: Encoder,
     next_k: u8,
     entry: dynasmrt::AssemblyOffset,
+    /// Registers holding constant splats for the whole kernel, when enabled by
+    /// [`VecAsm::keep_constants_in`].
+    const_regs: Option<ConstRegs>,
+}
+
+/// The constant-register cache: splats handed registers in first-use order, loaded
+/// by a stub the kernel jumps to once, before its loops.
+#[derive(Debug)]
+struct ConstRegs {
+    /// Registers not handed out yet (popped from the end).
+    free: Vec<VReg>,
+    /// Splat bits -> the register holding them.
+    held: Vec<(u32, VReg)>,
+    stub: DynamicLabel,
+    resume: DynamicLabel,
 }
 
 impl std::fmt::Debug for VecAsm {
@@ -432,6 +447,7 @@ impl VecAsm {
             encoder: Encoder::new(64),
             next_k: 0,
             entry,
+            const_regs: None,
         })
     }
 
@@ -709,10 +725,64 @@ impl VecAsm {
         self.v3(V3::Xor, dst, dst, dst)
     }
 
+    /// Keeps the constant splats the code uses from here on in `free` (registers the
+    /// code never touches otherwise: the caller guarantees it) instead of reading
+    /// them from the constant pool at every use: each new constant takes the next
+    /// register, in first-use order, until none is left (later ones stay memory
+    /// operands). Emits `jmp stub; resume:` here; [`VecAsm::finalize`] emits the stub,
+    /// which loads every register handed out and jumps back. Call it once, after the
+    /// constant-pool base is loaded and before any loop; a no-op without registers.
+    pub fn keep_constants_in(&mut self, free: &[VReg]) -> Result<(), X64Error> {
+        if free.is_empty() {
+            return Ok(());
+        }
+        if self.const_regs.is_some() {
+            return Err(X64Error::Assembler("keep_constants_in called twice".into()));
+        }
+        for &v in free {
+            self.check_vreg("keep_constants_in", v)?;
+        }
+        let (stub, resume) = (self.new_label(), self.new_label());
+        dynasm!(self.ops ; .arch x64 ; jmp =>stub ; =>resume);
+        self.const_regs = Some(ConstRegs {
+            free: free.iter().rev().copied().collect(),
+            held: vec![],
+            stub,
+            resume,
+        });
+        Ok(())
+    }
+
+    /// How many constant splats live in registers (see [`VecAsm::keep_constants_in`]).
+    pub fn constants_in_registers(&self) -> usize {
+        self.const_regs.as_ref().map_or(0, |c| c.held.len())
+    }
+
+    /// The register holding splat `bits`, handing out a free one on first use.
+    fn const_reg(&mut self, bits: u32) -> Option<VReg> {
+        let c = self.const_regs.as_mut()?;
+        if let Some(&(_, r)) = c.held.iter().find(|(b, _)| *b == bits) {
+            return Some(r);
+        }
+        let r = c.free.pop()?;
+        c.held.push((bits, r));
+        Some(r)
+    }
+
     /// Lays out the constant pool after the code, resolves labels and returns the
     /// kernel in read+execute memory (never writable and executable at once: dynasm-rs
     /// writes into a read-write mapping and `mprotect`s it to read-execute).
     pub fn finalize(mut self) -> Result<Kernel, X64Error> {
+        if let Some(c) = self.const_regs.take() {
+            // The stub of `keep_constants_in`: after the code's last `ret`, so only
+            // the jump reaches it.
+            dynasm!(self.ops ; .arch x64 ; =>c.stub);
+            for &(bits, r) in &c.held {
+                let m = self.splat(bits)?;
+                self.mov_internal(r, Opnd::M(m))?;
+            }
+            dynasm!(self.ops ; .arch x64 ; jmp =>c.resume);
+        }
         let code_len = self.ops.offset().0;
         // int3 padding: falling off the end of the code traps instead of running data.
         self.ops.align(64, 0xCC);
@@ -770,18 +840,21 @@ impl VecAsm {
         Ok(Mem::new(self.consts, Self::pool_disp(off)?))
     }
 
+    /// A splat of `bits`: its register if one holds it, else its pool address.
+    fn const_opnd(&mut self, bits: u32) -> Result<IOp, X64Error> {
+        if let Some(r) = self.const_reg(bits) {
+            return Ok(IOp::R(self.vr(r)));
+        }
+        let m = self.splat(bits)?;
+        Ok(IOp::M(iced_mem(m)))
+    }
+
     fn resolve(&mut self, o: Opnd) -> Result<IOp, X64Error> {
         Ok(match o {
             Opnd::R(v) => IOp::R(self.vr(v)),
             Opnd::M(m) => IOp::M(iced_mem(m)),
-            Opnd::F(f) => {
-                let m = self.splat(f.to_bits())?;
-                IOp::M(iced_mem(m))
-            }
-            Opnd::B(b) => {
-                let m = self.splat(b)?;
-                IOp::M(iced_mem(m))
-            }
+            Opnd::F(f) => self.const_opnd(f.to_bits())?,
+            Opnd::B(b) => self.const_opnd(b)?,
         })
     }
 

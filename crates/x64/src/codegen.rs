@@ -123,6 +123,31 @@ type OpenLoop = (
 );
 
 /// Emits the kernel for register-allocated linear IR.
+/// The allocatable vector registers `lir` uses for no value, spill reload or
+/// emitter scratch.
+fn unused_vregs(lir: &Lir, isa: Isa) -> Vec<VReg> {
+    let n = num_allocatable_vregs(isa);
+    let mut used = vec![false; n];
+    let regs = lir
+        .locations
+        .iter()
+        .filter_map(|l| match l {
+            Some(Location::Reg(r)) => Some(*r),
+            _ => None,
+        })
+        .chain(lir.spill_temps.iter().copied())
+        .chain(lir.scratch_regs.iter().copied());
+    for r in regs {
+        if let Some(u) = used.get_mut(usize::from(r)) {
+            *u = true;
+        }
+    }
+    (0..n)
+        .filter(|&r| !used[r])
+        .filter_map(|r| u8::try_from(r).ok().map(VReg))
+        .collect()
+}
+
 pub fn emit_elementwise(lir: &Lir, isa: Isa) -> Result<Kernel, X64Error> {
     let n_ports = lir.inputs.len() + lir.outputs.len();
     let spills = lir.spill_slots > 0;
@@ -206,6 +231,9 @@ pub fn emit_elementwise(lir: &Lir, isa: Isa) -> Result<Kernel, X64Error> {
         let ops = g.a.ops();
         dynasm!(ops ; .arch x64 ; mov Rq(SCRATCH_BASE.num()), [Rq(ARGS.num()) + ARGS_SCRATCH]);
     }
+    // Vector registers the allocation left unused hold the emitters' constants for
+    // the whole call: loaded once here instead of read from memory at every use.
+    g.a.keep_constants_in(&unused_vregs(lir, isa))?;
     for i in 0..lir.exprs.len() {
         g.expr(i)?;
     }
