@@ -160,12 +160,17 @@ thread_local! {
 
 /// Runs `f` on this thread's scratchpad of at least `len` floats (a fresh one if it
 /// is in use, which the kernels never cause).
-fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+///
+/// When it grows, it grows to at least `reserve` floats and twice its old size: a new
+/// allocation costs a page fault per 4 KiB page on first touch (~3 us each on this
+/// project's VM), which a first call at a larger S would otherwise pay again and again.
+fn with_scratch<R>(len: usize, reserve: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut v) => {
             if v.len() < len {
+                let want = len.max(reserve).max(v.len().saturating_mul(2));
                 v.clear();
-                v.resize(len, 0.0);
+                v.resize(want, 0.0);
             }
             f(&mut v[..len])
         }
@@ -685,10 +690,17 @@ impl MhaKernel {
                 .map_or(0, |(ms, _)| (ms.row * elem) as i64),
             plan.mask.as_ref().map_or(0, |(_, bc)| i64::from(*bc)),
         );
+        // A thread's first scratch holds the packed K of up to SCRATCH_RESERVE_L keys,
+        // so calls at new sequence lengths up to it allocate nothing.
+        let reserve = layout.total
+            + self
+                .fused
+                .kbuf_len(plan.l.max(SCRATCH_RESERVE_L), plan.d)
+                .saturating_sub(self.fused.kbuf_len(plan.l, plan.d));
         let work = |range: std::ops::Range<usize>| {
             // Captures the whole (Sync) struct, not its raw-pointer fields.
             let ptrs = ptrs.get();
-            with_scratch(layout.total, |buf: &mut [f32]| {
+            with_scratch(layout.total, reserve, |buf: &mut [f32]| {
                 let skip = buf.as_ptr().align_offset(64).min(SCRATCH_ALIGN_SLACK);
                 let base = buf[skip..].as_mut_ptr();
                 // SAFETY: every region lies within `layout.total - SCRATCH_ALIGN_SLACK`
@@ -772,6 +784,10 @@ impl MhaKernel {
         Ok(())
     }
 }
+
+/// The K length a thread's scratch is first sized for (its packed K: 256 KiB at
+/// D = 64): calls at any S up to it reuse the scratch without growing it.
+const SCRATCH_RESERVE_L: usize = 1024;
 
 /// Floats of slack at the start of the scratch buffer, to align it to 64 bytes.
 const SCRATCH_ALIGN_SLACK: usize = 15;
