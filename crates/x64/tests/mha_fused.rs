@@ -13,33 +13,14 @@
 
 mod common;
 
+use common::Rng;
+
 use common::GuardedBuf;
 use iced_x86::{Decoder, DecoderOptions, EncodingKind, Instruction, Mnemonic, OpKind, Register};
 use snipjit_x64::{
     AttnMask, AttnScale, Isa, KLayout, MaskRef, MhaFused, MhaFusedOptions, MhaItemShape,
     MhaScratch, X64Error,
 };
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn f(&mut self, lo: f32, hi: f32) -> f32 {
-        lo + (hi - lo) * (self.next() as f32 / (1u64 << 31) as f32)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn pick<T: Copy>(&mut self, xs: &[T]) -> T {
-        xs[self.below(xs.len())]
-    }
-}
 
 #[derive(Clone, Copy, Debug)]
 enum TestMask {
