@@ -863,10 +863,26 @@ impl VecAsm {
         ins: Result<Instruction, iced_x86::IcedError>,
         what: &str,
     ) -> Result<(), X64Error> {
-        let ins = ins.map_err(|e| enc_err(what, e))?;
-        self.encoder.encode(&ins, 0).map_err(|e| enc_err(what, e))?;
-        let bytes = self.encoder.take_buffer();
+        self.enc_named(ins, || what.to_string())
+    }
+
+    /// [`VecAsm::enc`] with the instruction's name made only on an error (the hot
+    /// vector-op paths would otherwise format a name per instruction).
+    fn enc_named(
+        &mut self,
+        ins: Result<Instruction, iced_x86::IcedError>,
+        what: impl Fn() -> String,
+    ) -> Result<(), X64Error> {
+        let ins = ins.map_err(|e| enc_err(&what(), e))?;
+        self.encoder
+            .encode(&ins, 0)
+            .map_err(|e| enc_err(&what(), e))?;
+        // Hand the encoder its buffer back, emptied: a fresh one per instruction
+        // would cost an allocation each.
+        let mut bytes = self.encoder.take_buffer();
         self.ops.extend(bytes.iter().copied());
+        bytes.clear();
+        self.encoder.set_buffer(bytes);
         Ok(())
     }
 
@@ -888,7 +904,7 @@ impl VecAsm {
             IOp::R(r) => Instruction::with3(code, d, a, r),
             IOp::M(m) => Instruction::with3(code, d, a, m),
         };
-        self.enc(ins, &format!("{op:?}"))
+        self.enc_named(ins, || format!("{op:?}"))
     }
 
     /// `dst = op(src)`.
@@ -899,7 +915,7 @@ impl VecAsm {
             IOp::R(r) => Instruction::with2(code, d, r),
             IOp::M(m) => Instruction::with2(code, d, m),
         };
-        self.enc(ins, &format!("{op:?}"))
+        self.enc_named(ins, || format!("{op:?}"))
     }
 
     /// `dst = src` for any source; register copies to self are skipped.
@@ -984,7 +1000,7 @@ impl VecAsm {
         }
         .map_err(|e| enc_err("masked op", e))?;
         ins.set_op_mask(Register::K0 + u32::from(k));
-        self.enc(Ok(ins), &format!("{op:?}{{k}}"))
+        self.enc_named(Ok(ins), || format!("{op:?}{{k}}"))
     }
 
     /// `dst = src shift imm` on 32-bit lanes.
