@@ -2,7 +2,7 @@
 //! results do not depend on the thread count or the row-block split, and one
 //! compilation serves every shape.
 
-use snipjit_ir::{Op, SubgraphKind, Tensor, TensorData};
+use snipjit_ir::{Graph, Op, SubgraphKind, Tensor, TensorData};
 use snipjit_runtime::mha::MhaBlocking;
 use snipjit_runtime::{Executor, MhaKernel, RuntimeError};
 use snipjit_tokenize::{TokenizeConfig, tokenize};
@@ -10,22 +10,26 @@ use snipjit_x64::Isa;
 
 const MODEL: &str = include_str!("../../../examples/mha.sg");
 
-fn kernel() -> Option<MhaKernel> {
-    let Some(isa) = Isa::detect() else {
-        eprintln!("SKIPPED: no AVX2 or AVX-512 on this CPU");
-        return None;
-    };
+/// The body of examples/mha.sg's one attention subgraph.
+fn mha_body() -> Graph {
     let g = snipjit_ir::text::parse(MODEL, "mha.sg").expect("parses");
     let fused = tokenize(&g, &TokenizeConfig::default()).expect("tokenizes");
-    let body = fused
+    fused
         .nodes
         .iter()
         .find_map(|n| match &n.op {
             Op::Subgraph(sg) if sg.kind == SubgraphKind::Mha => Some(sg.body.clone()),
             _ => None,
         })
-        .expect("one mha subgraph");
-    Some(MhaKernel::from_body(&body, isa).expect("compiles"))
+        .expect("one mha subgraph")
+}
+
+fn kernel() -> Option<MhaKernel> {
+    let Some(isa) = Isa::detect() else {
+        eprintln!("SKIPPED: no AVX2 or AVX-512 on this CPU");
+        return None;
+    };
+    Some(MhaKernel::from_body(&mha_body(), isa).expect("compiles"))
 }
 
 fn tensor(shape: &[usize], seed: &mut u32) -> Tensor {
@@ -131,16 +135,7 @@ fn run_into_reuses_a_matching_output() {
 #[test]
 fn score_blocks_must_be_whole_k_panels() {
     let Some(k) = kernel() else { return };
-    let g = snipjit_ir::text::parse(MODEL, "mha.sg").expect("parses");
-    let fused = tokenize(&g, &TokenizeConfig::default()).expect("tokenizes");
-    let body = fused
-        .nodes
-        .iter()
-        .find_map(|n| match &n.op {
-            Op::Subgraph(sg) if sg.kind == SubgraphKind::Mha => Some(sg.body.clone()),
-            _ => None,
-        })
-        .expect("one mha subgraph");
+    let body = mha_body();
     let panel = k.fused().n_block();
     for n_blk in [panel / 2 + 1, panel + 8] {
         let b = MhaBlocking { m_blk: 48, n_blk };
@@ -173,16 +168,7 @@ fn score_blocks_must_be_whole_k_panels() {
 #[test]
 fn scratch_regions_are_aligned_disjoint_and_inside() {
     let Some(k) = kernel() else { return };
-    let g = snipjit_ir::text::parse(MODEL, "mha.sg").unwrap();
-    let fused = tokenize(&g, &TokenizeConfig::default()).unwrap();
-    let body = fused
-        .nodes
-        .iter()
-        .find_map(|n| match &n.op {
-            Op::Subgraph(sg) if sg.kind == SubgraphKind::Mha => Some(sg.body.clone()),
-            _ => None,
-        })
-        .unwrap();
+    let body = mha_body();
     let panel = k.fused().n_block();
     for (m_blk, n_blk) in [(48, 128), (12, panel), (7, 2 * panel)] {
         let kern =
