@@ -98,9 +98,9 @@ pub struct MhaKernel {
     inputs: Vec<InputDecl>,
     isa: Isa,
     fused: MhaFused,
-    blocking: MhaBlocking,
-    /// The lowering's plan: its BrgemmBlocking chose `blocking`, its AllocateBuffers
-    /// places the scratch buffers ([`MhaKernel::scratch_for`]).
+    /// The lowering's plan: its BrgemmBlocking chose the block sizes
+    /// ([`MhaKernel::blocking`]), its AllocateBuffers places the scratch buffers
+    /// ([`MhaKernel::scratch_for`]).
     lowered: MhaPlan,
     /// The last scratch layout evaluated from `lowered`, by the K length it was
     /// evaluated for (only the packed K's size depends on the shapes).
@@ -330,17 +330,11 @@ impl MhaKernel {
             }
         };
         let lowered = lower_mha(pattern, &target).map_err(|e| err(e.to_string()))?;
-        let b = lowered.blocking();
-        let blocking = MhaBlocking {
-            m_blk: b.m_blk,
-            n_blk: b.n_blk,
-        };
         Ok(MhaKernel {
             pattern: pattern.clone(),
             inputs,
             isa,
             fused,
-            blocking,
             lowered,
             layout_cache: Mutex::new(None),
         })
@@ -356,9 +350,13 @@ impl MhaKernel {
         self.isa
     }
 
-    /// The block sizes in effect.
+    /// The block sizes in effect (the lowering's BrgemmBlocking).
     pub fn blocking(&self) -> MhaBlocking {
-        self.blocking
+        let b = self.lowered.blocking();
+        MhaBlocking {
+            m_blk: b.m_blk,
+            n_blk: b.n_blk,
+        }
     }
 
     /// Kernel compilations: always 1 (every shape shares the one kernel).
@@ -664,7 +662,8 @@ impl MhaKernel {
             exec.threads()
         };
         // Row blocks: shrink them when the batch alone cannot feed every thread.
-        let mut m_blk = self.blocking.m_blk.min(plan.s);
+        let blocking = self.blocking();
+        let mut m_blk = blocking.m_blk.min(plan.s);
         if nbatch * plan.s.div_ceil(m_blk) < threads && plan.s > 6 {
             let per_batch = threads.div_ceil(nbatch);
             m_blk = plan
@@ -677,8 +676,7 @@ impl MhaKernel {
         let items = nbatch * row_blocks;
         // Score columns per block: no wider than L rounded up to a K panel (the
         // kernel needs a multiple of the panel width).
-        let n_blk = self
-            .blocking
+        let n_blk = blocking
             .n_blk
             .min(plan.l.next_multiple_of(self.fused.n_block()));
         let plan = &plan;
@@ -861,7 +859,7 @@ impl MhaKernel {
             }
             Ok(off / 4)
         };
-        let b = self.blocking;
+        let b = self.blocking();
         let lay = ScratchLayout {
             scores: region("scores", b.m_blk * b.n_blk)?,
             acc: region("acc", b.m_blk * self.pattern.v_head_size)?,
