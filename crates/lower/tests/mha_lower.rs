@@ -169,6 +169,66 @@ fn layouts_are_overlap_free_for_many_shapes_and_blockings() {
 }
 
 #[test]
+fn the_layout_formula_gives_the_full_evaluation() {
+    for (src, target) in [
+        (BERT, MhaTarget::AVX512),
+        (BERT, MhaTarget::AVX2),
+        (HEADS, MhaTarget::AVX2),
+        (HEADS, MhaTarget::AVX512),
+        (PRE, MhaTarget::AVX512),
+    ] {
+        let p = plan(src, &target);
+        let f = p.layout_formula().unwrap();
+        let g = graph(src);
+        for (b, s, l) in [
+            (1, 1, 1),
+            (2, 7, 3),
+            (1, 64, 64),
+            (3, 100, 257),
+            (1, 2048, 2048),
+        ] {
+            // The body's input shapes with B/N = b, S = s, L = l.
+            let shapes: Vec<Vec<usize>> = g
+                .inputs
+                .iter()
+                .map(|&id| {
+                    g.node(id).outputs[0]
+                        .ty
+                        .shape
+                        .0
+                        .iter()
+                        .map(|d| match d {
+                            snipjit_ir::Dim::Static(n) => *n,
+                            snipjit_ir::Dim::Dynamic(Some(n)) if n == "S" => s,
+                            snipjit_ir::Dim::Dynamic(Some(n)) if n == "L" => l,
+                            snipjit_ir::Dim::Dynamic(_) => b,
+                        })
+                        .collect()
+                })
+                .collect();
+            let refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+            let full = p.scratch_layout(&p.dims_of_shapes(&refs).unwrap()).unwrap();
+            let fast = f.eval(&refs).unwrap();
+            assert_eq!(fast.total, full.total, "{src:.12} {target:?} {shapes:?}");
+            let names: Vec<&str> = f.names().collect();
+            assert_eq!(names.len(), full.buffers.len());
+            for ((name, off, bytes), (n2, (o2, b2))) in
+                full.buffers.iter().zip(names.iter().zip(&fast.buffers))
+            {
+                assert_eq!((name.as_str(), *off, *bytes), (*n2, *o2, *b2), "{shapes:?}");
+                assert_eq!(f.index(name).map(|i| fast.buffers[i]), Some((*o2, *b2)));
+            }
+        }
+        // The K length read from two inputs must agree.
+        if src == BERT {
+            let (a, m) = ([1usize, 9, 12, 64], [1usize, 1, 1, 10]);
+            assert!(f.eval(&[&a, &a, &a, &m]).is_err(), "S = 9 and 10");
+            assert!(f.eval(&[&a]).is_err(), "inputs missing");
+        }
+    }
+}
+
+#[test]
 fn probabilities_are_computed_in_place_of_the_scores() {
     let p = plan(PRE, &MhaTarget::AVX512);
     let lay = p

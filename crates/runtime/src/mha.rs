@@ -50,9 +50,7 @@ use snipjit_x64::{
     AttnMask, AttnScale, Isa, KLayout, Kernel, MhaFused, MhaFusedArgs, MhaFusedOptions,
 };
 
-use std::sync::Mutex;
-
-use snipjit_lower::mha::{MhaPlan, MhaTarget, lower_mha};
+use snipjit_lower::mha::{LayoutFormula, MhaPlan, MhaTarget, lower_mha};
 
 use crate::{Executor, RuntimeError};
 
@@ -102,9 +100,9 @@ pub struct MhaKernel {
     /// ([`MhaKernel::blocking`]), its AllocateBuffers places the scratch buffers
     /// ([`MhaKernel::scratch_for`]).
     lowered: MhaPlan,
-    /// The last scratch layout evaluated from `lowered`, by the K length it was
-    /// evaluated for (only the packed K's size depends on the shapes).
-    layout_cache: Mutex<Option<(usize, ScratchLayout)>>,
+    /// `lowered`'s scratch layout as formulas of the input shapes, with the
+    /// positions of the kernel's regions in it (scores, acc, max, sum, kpack).
+    layout: (LayoutFormula, [usize; 5]),
 }
 
 /// Canonical strides of one operand (elements): per batch dim (0 where it
@@ -330,13 +328,22 @@ impl MhaKernel {
             }
         };
         let lowered = lower_mha(pattern, &target).map_err(|e| err(e.to_string()))?;
+        let formula = lowered
+            .layout_formula()
+            .map_err(|e| err(format!("scratch layout: {e}")))?;
+        let mut regions = [0; 5];
+        for (r, name) in regions.iter_mut().zip(SCRATCH_REGIONS) {
+            *r = formula
+                .index(name)
+                .ok_or_else(|| err(format!("scratch layout: the plan has no buffer @{name}")))?;
+        }
         Ok(MhaKernel {
             pattern: pattern.clone(),
             inputs,
             isa,
             fused,
             lowered,
-            layout_cache: Mutex::new(None),
+            layout: (formula, regions),
         })
     }
 
@@ -680,7 +687,7 @@ impl MhaKernel {
             .n_blk
             .min(plan.l.next_multiple_of(self.fused.n_block()));
         let plan = &plan;
-        let layout = self.scratch_for(&shapes, plan.l, self.fused.kbuf_len(plan.l, plan.d))?;
+        let layout = self.scratch_for(&shapes, self.fused.kbuf_len(plan.l, plan.d))?;
         let (ldk, mrow, mbc) = (
             ldk as i64,
             plan.mask
@@ -787,6 +794,9 @@ impl MhaKernel {
 /// D = 64): calls at any S up to it reuse the scratch without growing it.
 const SCRATCH_RESERVE_L: usize = 1024;
 
+/// The plan's buffers the kernel uses, in [`ScratchLayout`]'s order.
+const SCRATCH_REGIONS: [&str; 5] = ["scores", "acc", "max", "sum", "kpack"];
+
 /// Floats of slack at the start of the scratch buffer, to align it to 64 bytes.
 const SCRATCH_ALIGN_SLACK: usize = 15;
 
@@ -816,59 +826,45 @@ impl MhaKernel {
         &self.lowered
     }
 
-    /// The scratch layout for inputs of `shapes` (whose K length is `l`): the
-    /// lowering's AllocateBuffers offsets, evaluated for the plan's full blocking (a
-    /// call with smaller row or column blocks fits in it). Only the packed K depends
-    /// on the shapes, so the last layout is kept by `l` and a call at the same `l`
-    /// reads it back. Errors if the plan and the compiled kernel disagree (a buffer
-    /// missing, misaligned, or a packed K smaller than the kernel's `kbuf_len`).
+    /// The scratch layout for inputs of `shapes`: the lowering's AllocateBuffers
+    /// offsets for the plan's full blocking (a call with smaller row or column blocks
+    /// fits in it), evaluated from formulas folded at compile time
+    /// ([`MhaPlan::layout_formula`]; well under a microsecond). Errors if the plan
+    /// and the compiled kernel disagree: a buffer misaligned, or smaller than the
+    /// kernel needs (`kbuf_len` floats of packed K).
     pub fn scratch_for(
         &self,
         shapes: &[&[usize]],
-        l: usize,
         kbuf_len: usize,
     ) -> Result<ScratchLayout, RuntimeError> {
-        let mut cache = self
-            .layout_cache
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some((cl, lay)) = *cache
-            && cl == l
-        {
-            return Ok(lay);
-        }
         let err = |s: String| RuntimeError::Mha(format!("scratch layout: {s}"));
-        let dims = self
-            .lowered
-            .dims_of_shapes(shapes)
-            .map_err(|e| err(e.to_string()))?;
-        let plan = self
-            .lowered
-            .scratch_layout(&dims)
-            .map_err(|e| err(e.to_string()))?;
-        let region = |name: &str, floats: usize| -> Result<usize, RuntimeError> {
-            let (_, off, bytes) = plan
-                .buffers
-                .iter()
-                .find(|b| b.0 == name)
-                .ok_or_else(|| err(format!("the plan has no buffer @{name}")))?;
-            if off % 64 != 0 || bytes / 4 < floats {
+        let (formula, idx) = &self.layout;
+        let vals = formula.eval(shapes).map_err(|e| err(e.to_string()))?;
+        let b = self.blocking();
+        let need = [
+            b.m_blk * b.n_blk,
+            b.m_blk * self.pattern.v_head_size,
+            b.m_blk,
+            b.m_blk,
+            kbuf_len,
+        ];
+        let mut off = [0; 5];
+        for (((o, &i), floats), name) in off.iter_mut().zip(idx).zip(need).zip(SCRATCH_REGIONS) {
+            let (at, bytes) = vals.buffers[i];
+            if at % 64 != 0 || bytes / 4 < floats {
                 return Err(err(format!(
-                    "@{name} at byte {off} holds {bytes} bytes, the kernel needs {floats} floats"
+                    "@{name} at byte {at} holds {bytes} bytes, the kernel needs {floats} floats"
                 )));
             }
-            Ok(off / 4)
-        };
-        let b = self.blocking();
-        let lay = ScratchLayout {
-            scores: region("scores", b.m_blk * b.n_blk)?,
-            acc: region("acc", b.m_blk * self.pattern.v_head_size)?,
-            m: region("max", b.m_blk)?,
-            lsum: region("sum", b.m_blk)?,
-            kbuf: region("kpack", kbuf_len)?,
-            total: plan.total.div_ceil(4) + SCRATCH_ALIGN_SLACK + 1,
-        };
-        *cache = Some((l, lay));
-        Ok(lay)
+            *o = at / 4;
+        }
+        Ok(ScratchLayout {
+            scores: off[0],
+            acc: off[1],
+            m: off[2],
+            lsum: off[3],
+            kbuf: off[4],
+            total: vals.total.div_ceil(4) + SCRATCH_ALIGN_SLACK + 1,
+        })
     }
 }

@@ -180,9 +180,15 @@ fn scratch_regions_are_aligned_disjoint_and_inside() {
             let mask = [1, 1, 1, s];
             let shapes: [&[usize]; 4] = [&qkv, &qkv, &qkv, &mask];
             let kbuf = s.next_multiple_of(panel) * 64;
-            let l = kern.scratch_for(&shapes, s, kbuf).unwrap();
-            // Asked again at the same K length: the same layout.
-            assert_eq!(kern.scratch_for(&shapes, s, kbuf).unwrap(), l);
+            let l = kern.scratch_for(&shapes, kbuf).unwrap();
+            // The formulas give what the plan's full evaluation gives.
+            let full = kern
+                .lowered()
+                .scratch_layout(&kern.lowered().dims_of_shapes(&shapes).unwrap())
+                .unwrap();
+            assert_eq!(l.total, full.total.div_ceil(4) + 16);
+            assert_eq!(Some(4 * l.kbuf), full.offset("kpack"));
+            assert_eq!(Some(4 * l.scores), full.offset("scores"));
             let regions = [
                 (l.scores, m_blk * n_blk),
                 (l.acc, m_blk * 64),
@@ -200,8 +206,7 @@ fn scratch_regions_are_aligned_disjoint_and_inside() {
             }
             // A K buffer larger than the plan's packed K is refused, not overrun.
             let too_big = kbuf + 64 * panel;
-            let other = s + 1_000_000;
-            assert!(kern.scratch_for(&shapes, other, too_big).is_err());
+            assert!(kern.scratch_for(&shapes, too_big).is_err());
         }
     }
 }

@@ -224,6 +224,156 @@ impl MhaPlan {
     }
 }
 
+impl MhaPlan {
+    /// The scratch layout as formulas of the input shapes alone, for a configurator
+    /// that evaluates it on every call: the blocking parameters and static dims are
+    /// folded in here, once, so [`LayoutFormula::eval`] only reads the few dynamic
+    /// dims the offsets depend on (the K length, typically) from the shapes.
+    pub fn layout_formula(&self) -> Result<LayoutFormula, LowerError> {
+        let plan = self
+            .ir
+            .scratch
+            .as_ref()
+            .expect("a plan has allocated buffers");
+        let d = blocking_values(&self.blocking());
+        let mut buffers = vec![];
+        for e in &self.ir.exprs {
+            let (Op::Buffer, Some(v)) = (&e.op, e.out) else {
+                continue;
+            };
+            let val = self.ir.value(v);
+            let ValueKind::Buffer(Some(a)) = &val.kind else {
+                continue;
+            };
+            let off = match a.in_place_of {
+                Some(r) => match &self.ir.value(r).kind {
+                    ValueKind::Buffer(Some(ra)) => &ra.offset,
+                    _ => &a.offset,
+                },
+                None => &a.offset,
+            };
+            buffers.push((
+                val.name.clone(),
+                off.partial_eval(&d),
+                val.bytes().partial_eval(&d),
+            ));
+        }
+        let total = plan.total.partial_eval(&d);
+        let mut names = std::collections::BTreeSet::new();
+        for (_, o, b) in &buffers {
+            o.vars(&mut names);
+            b.vars(&mut names);
+        }
+        total.vars(&mut names);
+        let mut dims = vec![];
+        for name in names {
+            let mut at = vec![];
+            for v in &self.ir.values {
+                if let ValueKind::Input(i) = v.kind {
+                    for (axis, s) in v.shape.iter().enumerate() {
+                        if matches!(s, Sym::Var(n) if *n == name) {
+                            at.push((i, axis));
+                        }
+                    }
+                }
+            }
+            if at.is_empty() {
+                return Err(LowerError::Unsupported(format!(
+                    "mha: the scratch layout depends on '{name}', which no input shape gives"
+                )));
+            }
+            dims.push((name, at));
+        }
+        Ok(LayoutFormula {
+            dims,
+            buffers,
+            total,
+        })
+    }
+}
+
+/// [`MhaPlan::layout_formula`]: each buffer's offset and size and the total as
+/// folded expressions of a few dynamic dims, with where in the input shapes each
+/// dim is read.
+#[derive(Clone, Debug)]
+pub struct LayoutFormula {
+    /// Per dynamic dim: its name and the (input, axis) positions that give it.
+    dims: Vec<(String, Vec<(usize, usize)>)>,
+    /// Per buffer (in declaration order): name, byte offset, size in bytes.
+    buffers: Vec<(String, Sym, Sym)>,
+    total: Sym,
+}
+
+/// A [`LayoutFormula`] evaluated: byte offset and size per buffer (in the
+/// formula's order, see [`LayoutFormula::index`]) and the total.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayoutValues {
+    pub buffers: Vec<(usize, usize)>,
+    pub total: usize,
+}
+
+impl LayoutFormula {
+    /// The position of buffer `name` in [`LayoutValues::buffers`].
+    pub fn index(&self, name: &str) -> Option<usize> {
+        self.buffers.iter().position(|b| b.0 == name)
+    }
+
+    /// The buffers' names, in order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.buffers.iter().map(|b| b.0.as_str())
+    }
+
+    /// The layout for inputs of `shapes` (one per body input): the same values as
+    /// [`MhaPlan::scratch_layout`] of [`MhaPlan::dims_of_shapes`]. An error if a
+    /// dim is missing or read with two different values.
+    pub fn eval(&self, shapes: &[&[usize]]) -> Result<LayoutValues, LowerError> {
+        let mut vals: smallvec::SmallVec<[i64; 4]> = smallvec::SmallVec::new();
+        for (name, at) in &self.dims {
+            let mut val = None;
+            for &(i, axis) in at {
+                let x = shapes
+                    .get(i)
+                    .and_then(|s| s.get(axis))
+                    .and_then(|&x| i64::try_from(x).ok())
+                    .ok_or_else(|| {
+                        LowerError::Unsupported(format!(
+                            "mha: no dim {axis} of input {i} for '{name}'"
+                        ))
+                    })?;
+                match val {
+                    Some(v) if v != x => {
+                        return Err(LowerError::Unsupported(format!(
+                            "dim {name} is both {v} and {x}"
+                        )));
+                    }
+                    _ => val = Some(x),
+                }
+            }
+            vals.push(val.expect("every dim has a position"));
+        }
+        let get = |n: &str| -> Result<i64, LowerError> {
+            self.dims
+                .iter()
+                .position(|d| d.0 == n)
+                .map(|i| vals[i])
+                .ok_or_else(|| LowerError::Unsupported(format!("dim {n} has no value")))
+        };
+        let num = |s: &Sym| -> Result<usize, LowerError> {
+            usize::try_from(s.eval_with(&get)?)
+                .map_err(|_| LowerError::Unsupported(format!("'{s}' is negative")))
+        };
+        let buffers = self
+            .buffers
+            .iter()
+            .map(|(_, o, b)| Ok((num(o)?, num(b)?)))
+            .collect::<Result<Vec<_>, LowerError>>()?;
+        Ok(LayoutValues {
+            buffers,
+            total: num(&self.total)?,
+        })
+    }
+}
+
 /// Lowers `pattern` (body inputs named `in0`, `in1`, ...) for `target`.
 pub fn lower_mha(pattern: &MhaPattern, target: &MhaTarget) -> Result<MhaPlan, LowerError> {
     lower_mha_named(pattern, "mha", &[], target, &mut |_, _| {})

@@ -199,18 +199,51 @@ impl Sym {
 
     /// The value for `dims`; an error names a quantity without a value.
     pub fn eval(&self, dims: &DimValues) -> Result<i64, LowerError> {
+        self.eval_with(&|name| dims.get(name))
+    }
+
+    /// This expression with the quantities `dims` gives values for replaced by them,
+    /// folded again: what is left depends only on the other quantities.
+    pub fn partial_eval(&self, dims: &DimValues) -> Sym {
+        let sub = |x: &Sym| x.partial_eval(dims);
+        match self {
+            Sym::Const(_) => self.clone(),
+            Sym::Var(v) => dims.get(v).map_or_else(|_| self.clone(), Sym::Const),
+            Sym::Add(xs) => Sym::sum(xs.iter().map(sub)),
+            Sym::Mul(xs) => Sym::product(xs.iter().map(sub)),
+            Sym::CeilDiv(a, b) => Sym::ceil_div(sub(a), sub(b)),
+            Sym::RoundUp(a, b) => Sym::round_up(sub(a), sub(b)),
+            Sym::Bcast(xs) => {
+                let xs: Vec<Sym> = xs.iter().map(sub).collect();
+                // Constants that do not broadcast stay for `eval` to report.
+                if xs.iter().all(|x| x.as_const().is_some()) {
+                    Sym::Bcast(xs)
+                } else {
+                    Sym::bcast(xs)
+                }
+            }
+            Sym::UnlessOne(d, x) => Sym::unless_one(sub(d), sub(x)),
+        }
+    }
+
+    /// The value with quantities looked up by `get` (an error for a missing one).
+    pub fn eval_with(
+        &self,
+        get: &dyn Fn(&str) -> Result<i64, LowerError>,
+    ) -> Result<i64, LowerError> {
+        let dims = get;
         let over = || LowerError::Unsupported(format!("'{self}' overflows"));
         Ok(match self {
             Sym::Const(c) => *c,
-            Sym::Var(v) => dims.get(v)?,
-            Sym::Add(xs) => xs
-                .iter()
-                .try_fold(0i64, |a, x| a.checked_add(x.eval(dims)?).ok_or_else(over))?,
-            Sym::Mul(xs) => xs
-                .iter()
-                .try_fold(1i64, |a, x| a.checked_mul(x.eval(dims)?).ok_or_else(over))?,
+            Sym::Var(v) => dims(v)?,
+            Sym::Add(xs) => xs.iter().try_fold(0i64, |a, x| {
+                a.checked_add(x.eval_with(dims)?).ok_or_else(over)
+            })?,
+            Sym::Mul(xs) => xs.iter().try_fold(1i64, |a, x| {
+                a.checked_mul(x.eval_with(dims)?).ok_or_else(over)
+            })?,
             Sym::CeilDiv(a, b) | Sym::RoundUp(a, b) => {
-                let (x, y) = (a.eval(dims)?, b.eval(dims)?);
+                let (x, y) = (a.eval_with(dims)?, b.eval_with(dims)?);
                 if y <= 0 {
                     return Err(LowerError::Unsupported(format!(
                         "'{self}': divisor {b} = {y} is not positive"
@@ -226,7 +259,7 @@ impl Sym {
             Sym::Bcast(xs) => {
                 let vals = xs
                     .iter()
-                    .map(|x| x.eval(dims))
+                    .map(|x| x.eval_with(dims))
                     .collect::<Result<Vec<_>, _>>()?;
                 let big = vals.iter().copied().max().unwrap_or(1);
                 if vals.iter().any(|&v| v != 1 && v != big) {
@@ -237,10 +270,10 @@ impl Sym {
                 big
             }
             Sym::UnlessOne(d, x) => {
-                if d.eval(dims)? == 1 {
+                if d.eval_with(dims)? == 1 {
                     0
                 } else {
-                    x.eval(dims)?
+                    x.eval_with(dims)?
                 }
             }
         })
