@@ -160,7 +160,7 @@ impl Blocking {
             Isa::Avx512 => Blocking {
                 mr: 6,
                 nr: 4,
-                k_unroll: 4,
+                k_unroll: 2,
             },
             Isa::Avx2 => Blocking {
                 mr: 6,
@@ -957,16 +957,27 @@ impl<'a> Gen<'a> {
             ; jmp =>top
             ; =>tail
         );
-        let tails: Vec<DynamicLabel> = (1..mr).map(|_| self.a.new_label()).collect();
-        for (r, &l) in (1..mr).zip(&tails) {
-            dynasm!(self.a.ops() ; .arch x64 ; cmp rsi, r as i32 ; je =>l);
+        // The M tail (< mr rows) as tiles of the powers of two in it: 5 = 4 + 1 rows.
+        // Fewer tile variants keep the code (and its emission time) small; the tail
+        // runs once per panel.
+        let mut p = 1usize << (usize::BITS - 1 - (mr - 1).max(1).leading_zeros());
+        while p >= 1 {
+            if p < mr {
+                let skip = self.a.new_label();
+                dynasm!(self.a.ops() ; .arch x64 ; test rsi, p as i32 ; jz =>skip);
+                self.tile(p, w)?;
+                dynasm!(self.a.ops()
+                    ; .arch x64
+                    ; imul r11, rbx, p as i32
+                    ; add r8, r11
+                    ; imul r11, rbp, p as i32
+                    ; add r9, r11
+                    ; =>skip
+                );
+            }
+            p /= 2;
         }
         dynasm!(self.a.ops() ; .arch x64 ; jmp =>n_next);
-        for (r, &l) in (1..mr).zip(&tails) {
-            self.a.bind(l);
-            self.tile(r, w)?;
-            dynasm!(self.a.ops() ; .arch x64 ; jmp =>n_next);
-        }
         Ok(())
     }
 
@@ -1263,7 +1274,25 @@ impl<'a> Gen<'a> {
         let lanes = self.isa.lanes();
         let nblk = self.nblk();
         let vb = self.isa.vec_bytes() as i32;
-        let (plan, out) = transpose_plan(self.isa)?;
+        let (plan, out) = match self.isa {
+            // Computed and checked once per process.
+            Isa::Avx512 => {
+                static PLAN: std::sync::OnceLock<Option<(Plan, Vec<usize>)>> =
+                    std::sync::OnceLock::new();
+                match PLAN.get_or_init(|| transpose_plan(Isa::Avx512).ok()) {
+                    Some(p) => p.clone(),
+                    None => transpose_plan(Isa::Avx512)?,
+                }
+            }
+            Isa::Avx2 => {
+                static PLAN: std::sync::OnceLock<Option<(Plan, Vec<usize>)>> =
+                    std::sync::OnceLock::new();
+                match PLAN.get_or_init(|| transpose_plan(Isa::Avx2).ok()) {
+                    Some(p) => p.clone(),
+                    None => transpose_plan(Isa::Avx2)?,
+                }
+            }
+        };
         // Row bases of rows 0, 3, 6, 9, 12, 15 of the group; rows 3b+1, 3b+2 via ldb.
         let bases = [Gpr::R11, Gpr::Rcx, Gpr::Rsi, Gpr::R8, Gpr::R9, Gpr::R10];
         let nbases = lanes.div_ceil(3);
