@@ -168,7 +168,7 @@ def aggregate(rows):
             if rs[0].get(unit):
                 work = rs[0][unit] * rs[0]["median_us"]  # bytes or flops, times 1e-3
                 a[unit] = work / m
-        for extra in ("compile_us", "compilations", "first_call_us"):
+        for extra in ("compile_us", "compilations", "first_call_us", "fresh_inputs_us"):
             vals = [r[extra] for r in rs if isinstance(r.get(extra), (int, float))]
             if vals:
                 a[extra] = statistics.median(vals)
@@ -325,21 +325,28 @@ class Report:
                     if not any(a is not None and "first_call_us" in a for a in (me, ov)):
                         continue
                     row = [s]
-                    for a in (me, ov):
+                    for i, a in enumerate((me, ov)):
                         if a is None or "first_call_us" not in a:
-                            row += ["n/a"] * 3
+                            row += ["n/a"] * (5 if i == 0 else 3)
                             continue
                         f, m = a["first_call_us"], a["median_us"]
                         row += [fmt_us(f), fmt_us(m), f"{f - m:+.1f} us"]
+                        if i == 0:
+                            fr = a.get("fresh_inputs_us")
+                            row += ["n/a"] * 2 if fr is None else [fmt_us(fr), f"{f - fr:+.1f} us"]
                     rows.append(row)
                 if not rows:
                     continue
                 self.p(f"### mha: first call at a new S, threads={th}{self.isa_title(isa)}\n")
                 self.p("snipjit: `first_call_us` of its model line (into bound outputs unless run with "
                        "--fresh-outputs) against its median; OpenVINO: the dynamic-S model's first call "
-                       "after binding the new inputs against its median at that S. Single samples: "
+                       "after binding the new inputs against its median at that S. \"fresh inputs\": "
+                       "snipjit's median of 5 further calls at that S, each on inputs rewritten just "
+                       "before (as the first call's were just written), so that the difference is the "
+                       "new shape's cost apart from the inputs' cache state. Single samples: "
                        "compare over several runs.\n")
                 self.p(table(["shape", "snipjit first", "snipjit repeated", "snipjit extra",
+                              "snipjit fresh inputs", "extra vs fresh inputs",
                               "OpenVINO first", "OpenVINO repeated", "OpenVINO extra"], rows))
                 self.p()
 

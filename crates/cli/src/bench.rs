@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use snipjit::ir::{Op, infer::infer_op};
 use snipjit::{CompiledModel, Compiler, Graph, Options, Shape, Tensor};
+use snipjit_ir::TensorData;
 use snipjit_runtime::Executor;
 
 use crate::bind::{self, Bindings};
@@ -247,6 +248,11 @@ struct Line {
     flops: Option<f64>,
     compile_us: Option<f64>,
     first_call_us: Option<f64>,
+    /// The median of a few more calls at the same shapes, each on inputs the caller
+    /// has just rewritten (as the first call's were just written): the first call
+    /// minus this is what the new shapes themselves cost, apart from the inputs'
+    /// cache state.
+    fresh_inputs_us: Option<f64>,
     /// Whether the first call wrote into caller-held outputs (`run_into`) rather
     /// than allocating them (`run`).
     first_call_bound: bool,
@@ -316,6 +322,9 @@ impl Line {
                 "fresh"
             };
             fields.push(("first_call_outputs", string(how)));
+        }
+        if let Some(f) = self.fresh_inputs_us {
+            fields.push(("fresh_inputs_us", num(Some(f))));
         }
         let body: Vec<String> = fields
             .into_iter()
@@ -410,6 +419,31 @@ pub fn bench(args: &BenchArgs, out: &mut impl Write) -> Result<(), CliError> {
     Ok(())
 }
 
+/// Calls on rewritten inputs after the first call (`fresh_inputs_us` is their median).
+const FRESH_INPUT_CALLS: usize = 5;
+
+/// Reads and writes back every element of `inputs`, so that they are in the state
+/// of data the caller has just written (as `make_inputs` leaves them).
+fn rewrite(inputs: &mut [Tensor]) {
+    fn touch<T: Copy>(v: &mut [T]) {
+        for x in v.iter_mut() {
+            *x = std::hint::black_box(*x);
+        }
+    }
+    for t in inputs {
+        match &mut t.data {
+            TensorData::F32(v) => touch(v),
+            TensorData::BF16(v) => touch(v),
+            TensorData::F16(v) => touch(v),
+            TensorData::I8(v) => touch(v),
+            TensorData::U8(v) => touch(v),
+            TensorData::I32(v) => touch(v),
+            TensorData::I64(v) => touch(v),
+            TensorData::Bool(v) => touch(v),
+        }
+    }
+}
+
 /// Times the model and each subgraph on inputs of `shapes` (the outputs' shapes,
 /// when the bindings determine them, let the first call write into bound outputs).
 fn bench_one(
@@ -441,6 +475,22 @@ fn bench_one(
         None => model.run(&inputs)?,
     };
     let first_call_us = t.elapsed().as_secs_f64() * 1e6;
+    // The same call again, each time on inputs rewritten just before.
+    let mut inputs = inputs;
+    let mut fresh = Vec::with_capacity(FRESH_INPUT_CALLS);
+    for _ in 0..FRESH_INPUT_CALLS {
+        rewrite(&mut inputs);
+        let t = Instant::now();
+        if first_call_bound {
+            model.run_into(&inputs, &mut outputs)?;
+        } else {
+            std::hint::black_box(model.run(&inputs)?);
+        }
+        fresh.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    fresh.sort_by(f64::total_cmp);
+    let fresh_inputs_us = fresh[fresh.len() / 2];
+    let inputs = inputs;
     let timing = if fresh_outputs {
         measure(|| Ok(model.run(&inputs)?), target, min_iters)?
     } else {
@@ -458,6 +508,7 @@ fn bench_one(
         flops: matmul_flops(model.graph(), shapes),
         compile_us: Some(compile_us),
         first_call_us: Some(first_call_us),
+        fresh_inputs_us: Some(fresh_inputs_us),
         first_call_bound,
     }];
     let kernels = model.kernels();
@@ -532,6 +583,7 @@ fn bench_one(
             flops: matmul_flops(&sg.body, &in_shapes),
             compile_us,
             first_call_us: None,
+            fresh_inputs_us: None,
             first_call_bound: false,
         });
     }
@@ -546,9 +598,13 @@ fn table(lines: &[Line], c: &Common) -> String {
         .iter()
         .find_map(|l| l.first_call_us)
         .map_or_else(|| "-".into(), |f| format!("{f:.1} us"));
+    let fresh = lines
+        .iter()
+        .find_map(|l| l.fresh_inputs_us)
+        .map_or_else(|| "-".into(), |f| format!("{f:.1} us"));
     let _ = writeln!(
         s,
-        "\n{} (shape {}): first call {first}, compilations {}",
+        "\n{} (shape {}): first call {first} (then {fresh} on freshly written inputs), compilations {}",
         if dims.is_empty() {
             "static shapes".to_string()
         } else {

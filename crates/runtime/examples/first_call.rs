@@ -45,6 +45,13 @@ fn inputs(body: &snipjit_ir::Graph, s: usize, seed: u32) -> Vec<Tensor> {
         .collect()
 }
 
+fn minflt() -> i64 {
+    // SAFETY: getrusage fills one rusage.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    ru.ru_minflt
+}
+
 fn main() {
     let threads: usize = std::env::var("MHA_THREADS")
         .ok()
@@ -88,8 +95,10 @@ fn main() {
                 .expect("layout");
         }
         let lay_us = t.elapsed().as_secs_f64() * 1e6;
+        let f0 = minflt();
         let first = time(&mut outs, &refs);
-        eprint!("layout {lay_us:.1} ");
+        let faults = minflt() - f0;
+        let _ = lay_us;
         let mut rep: Vec<f64> = (0..9).map(|_| time(&mut outs, &refs)).collect();
         rep.sort_by(f64::total_cmp);
         let ins2 = inputs(&body, s, 200 + i as u32);
@@ -100,7 +109,7 @@ fn main() {
         }
         let cold = time(&mut outs, &refs2);
         println!(
-            "S {s:>5}: {first:>8.1} {:>8.1} {newin:>8.1} {cold:>8.1}",
+            "S {s:>5}: {first:>8.1} {:>8.1} {newin:>8.1} {cold:>8.1}  ({faults} page faults in the first call)",
             rep[4]
         );
     }

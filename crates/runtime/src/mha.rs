@@ -167,8 +167,10 @@ fn with_scratch<R>(len: usize, reserve: usize, f: impl FnOnce(&mut [f32]) -> R) 
         Ok(mut v) => {
             if v.len() < len {
                 let want = len.max(reserve).max(v.len().saturating_mul(2));
-                v.clear();
-                v.resize(want, 0.0);
+                // Zeroed by the allocator (fresh pages of a large allocation are
+                // mapped on first touch): a call faults in only the pages its shapes
+                // use, and a first call at a small S does not pay for the reserve.
+                *v = vec![0.0; want];
             }
             f(&mut v[..len])
         }
