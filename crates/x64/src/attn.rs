@@ -749,7 +749,7 @@ impl<'a> BlockGen<'a> {
                     g.a.load(r.x, mem)?;
                 }
                 g.a.v3(V3::Sub, r.x, r.x, r.muse)?;
-                g.a.exp_core_nonpositive(r.x, r.x, 1.0, r.e)?;
+                g.a.exp_softmax(r.x, r.x, r.e)?;
                 if tail {
                     g.a.store_tail(mem, r.x)?;
                 } else {
