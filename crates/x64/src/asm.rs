@@ -238,6 +238,8 @@ pub(crate) enum V3 {
     PSubD,
     /// `dst = dst*a + b`.
     Fmadd213,
+    /// `dst = dst*b + a`.
+    Fmadd132,
     /// `dst = a*b + dst`.
     Fmadd231,
     /// `dst = -(a*b) + dst`.
@@ -278,6 +280,8 @@ impl V3 {
             (V3::PSubD, Isa::Avx512) => C::EVEX_Vpsubd_zmm_k1z_zmm_zmmm512b32,
             (V3::Fmadd213, Isa::Avx2) => C::VEX_Vfmadd213ps_ymm_ymm_ymmm256,
             (V3::Fmadd213, Isa::Avx512) => C::EVEX_Vfmadd213ps_zmm_k1z_zmm_zmmm512b32_er,
+            (V3::Fmadd132, Isa::Avx2) => C::VEX_Vfmadd132ps_ymm_ymm_ymmm256,
+            (V3::Fmadd132, Isa::Avx512) => C::EVEX_Vfmadd132ps_zmm_k1z_zmm_zmmm512b32_er,
             (V3::Fmadd231, Isa::Avx2) => C::VEX_Vfmadd231ps_ymm_ymm_ymmm256,
             (V3::Fmadd231, Isa::Avx512) => C::EVEX_Vfmadd231ps_zmm_k1z_zmm_zmmm512b32_er,
             (V3::Fnmadd231, Isa::Avx2) => C::VEX_Vfnmadd231ps_ymm_ymm_ymmm256,

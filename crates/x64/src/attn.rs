@@ -578,6 +578,27 @@ impl<'a> BlockGen<'a> {
     /// `x = mask(scale(x))` for the columns at r11 of row `r` (a tail: `rax` columns,
     /// tail mask set).
     fn transform(&mut self, r: RowRegs, read: MaskRead, tail: bool) -> Result<(), X64Error> {
+        // A multiplied scale and an additive mask in one FMA: `x = x*scale + mask`.
+        if let (Some(AttnScale::Mul(v)), AttnMask::Additive) = (self.opts.scale, self.opts.mask) {
+            let m = match read {
+                MaskRead::None => None,
+                MaskRead::Bcast => Some(r.mb),
+                MaskRead::Cols => {
+                    let mem = Mem::indexed(r.mask, Gpr::R11, 4, 0);
+                    if tail {
+                        let buf = Mem::new(Gpr::Rsp, 0);
+                        self.a
+                            .load_tail_typed(r.t, mem, DType::F32, Gpr::Rax, buf)?;
+                    } else {
+                        self.a.load_typed(r.t, mem, DType::F32)?;
+                    }
+                    Some(r.t)
+                }
+            };
+            if let Some(m) = m {
+                return self.a.v3(V3::Fmadd132, r.x, m, Opnd::F(v));
+            }
+        }
         match self.opts.scale {
             Some(AttnScale::Mul(v)) => self.a.v3(V3::Mul, r.x, r.x, Opnd::F(v))?,
             Some(AttnScale::Div(v)) => self.a.v3(V3::Div, r.x, r.x, Opnd::F(v))?,
