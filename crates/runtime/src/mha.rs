@@ -159,18 +159,27 @@ thread_local! {
 /// Runs `f` on this thread's scratchpad of at least `len` floats (a fresh one if it
 /// is in use, which the kernels never cause).
 ///
-/// When it grows, it grows to at least `reserve` floats and twice its old size: a new
-/// allocation costs a page fault per 4 KiB page on first touch (~3 us each on this
-/// project's VM), which a first call at a larger S would otherwise pay again and again.
+/// Each first touch of a 4 KiB page costs a page fault (1.5-5 us on this project's VM).
+/// So the buffer is reserved for at least `reserve` floats (and twice its old size)
+/// without touching it, and zeroed only up to `len`: a call faults in just the pages
+/// of its own layout beyond what earlier calls used (none at a K length seen before
+/// or smaller; the packed K's growth at a larger one), and no call reallocates below
+/// `reserve`.
 fn with_scratch<R>(len: usize, reserve: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut v) => {
             if v.len() < len {
-                let want = len.max(reserve).max(v.len().saturating_mul(2));
-                // Zeroed by the allocator (fresh pages of a large allocation are
-                // mapped on first touch): a call faults in only the pages its shapes
-                // use, and a first call at a small S does not pay for the reserve.
-                *v = vec![0.0; want];
+                if v.capacity() < len {
+                    // Reserve (not touch) room for calls up to `reserve` floats, at
+                    // least twice the old size: the pages beyond what a call uses
+                    // stay unmapped until a larger call touches them.
+                    let want = len.max(reserve).max(v.len().saturating_mul(2));
+                    *v = Vec::with_capacity(want);
+                }
+                // Zeroed (and so faulted in) up to what this call uses: the static
+                // regions at full blocking and the packed K of this K length, so
+                // calls at smaller or equal K lengths fault in nothing.
+                v.resize(len, 0.0);
             }
             f(&mut v[..len])
         }
