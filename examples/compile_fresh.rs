@@ -25,7 +25,11 @@ fn main() {
         t.elapsed().as_secs_f64() * 1e6,
         minflt() - f
     );
-    for round in 0..3 {
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3);
+    for round in 0..rounds {
         let graph = snipjit_ir::text::parse(src, "mha.sg").expect("parses");
         let f = minflt();
         let t = Instant::now();

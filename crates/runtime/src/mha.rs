@@ -44,7 +44,7 @@
 //! scores instead (`(q·c)·k` vs `(q·k)·c`, equal in exact arithmetic). Rows whose
 //! scores are all `-inf` give NaN, as the interpreter's softmax does.
 
-use snipjit_ir::{DType, Graph, Shape, Tensor, TensorData};
+use snipjit_ir::{DType, Dim, Graph, Shape, Tensor, TensorData};
 use snipjit_tokenize::mha::{MhaMask, MhaPattern, ScaleOp, analyze_mha};
 use snipjit_x64::{
     AttnMask, AttnScale, Isa, KLayout, Kernel, MhaFused, MhaFusedArgs, MhaFusedOptions,
@@ -348,14 +348,58 @@ impl MhaKernel {
                 .index(name)
                 .ok_or_else(|| err(format!("scratch layout: the plan has no buffer @{name}")))?;
         }
-        Ok(MhaKernel {
+        let kernel = MhaKernel {
             pattern: pattern.clone(),
             inputs,
             isa,
             fused,
             lowered,
             layout: (formula, regions),
-        })
+        };
+        kernel.warm_scratch();
+        Ok(kernel)
+    }
+
+    /// Makes the calling thread's scratch now, for the smallest shapes (every dynamic
+    /// dim 1: the regions at full blocking and one panel of packed K), so that the
+    /// first call on this thread, usually the compiling one, does not fault in those
+    /// pages (about 17 at D = 64, 1.5-5 us each on a VM); a call at a larger K length
+    /// faults in only its packed K's growth. Best effort: shapes the plan rejects make
+    /// nothing.
+    fn warm_scratch(&self) {
+        let shapes: Vec<Vec<usize>> = self
+            .inputs
+            .iter()
+            .map(|decl| {
+                decl.shape
+                    .0
+                    .iter()
+                    .map(|d| match d {
+                        Dim::Static(n) => *n,
+                        Dim::Dynamic(_) => 1,
+                    })
+                    .collect()
+            })
+            .collect();
+        let refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+        let Ok(plan) = self.plan_shapes(&refs) else {
+            return;
+        };
+        let Ok(layout) = self.scratch_for(&refs, self.fused.kbuf_len(plan.l, plan.d)) else {
+            return;
+        };
+        with_scratch(layout.total, self.scratch_reserve(&plan, &layout), |_| ());
+    }
+
+    /// Floats a thread's scratch is first reserved for: this call's layout with the
+    /// packed K of up to [`SCRATCH_RESERVE_L`] keys, so that calls at new sequence
+    /// lengths up to it do not reallocate.
+    fn scratch_reserve(&self, plan: &CallPlan, layout: &ScratchLayout) -> usize {
+        layout.total
+            + self
+                .fused
+                .kbuf_len(plan.l.max(SCRATCH_RESERVE_L), plan.d)
+                .saturating_sub(self.fused.kbuf_len(plan.l, plan.d))
     }
 
     /// The pattern it was compiled from.
@@ -706,13 +750,7 @@ impl MhaKernel {
                 .map_or(0, |(ms, _)| (ms.row * elem) as i64),
             plan.mask.as_ref().map_or(0, |(_, bc)| i64::from(*bc)),
         );
-        // A thread's first scratch holds the packed K of up to SCRATCH_RESERVE_L keys,
-        // so calls at new sequence lengths up to it allocate nothing.
-        let reserve = layout.total
-            + self
-                .fused
-                .kbuf_len(plan.l.max(SCRATCH_RESERVE_L), plan.d)
-                .saturating_sub(self.fused.kbuf_len(plan.l, plan.d));
+        let reserve = self.scratch_reserve(plan, &layout);
         let work = |range: std::ops::Range<usize>| {
             // Captures the whole (Sync) struct, not its raw-pointer fields.
             let ptrs = ptrs.get();
