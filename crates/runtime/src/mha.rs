@@ -187,6 +187,22 @@ fn with_scratch<R>(len: usize, reserve: usize, f: impl FnOnce(&mut [f32]) -> R) 
     })
 }
 
+/// Floats of scratch a pool worker faults in when it starts
+/// ([`warm_worker_scratch`]): the regions of a 48 × 128 blocking at head size 64 plus
+/// one panel of packed K (~13 Ki floats), rounded up to 64 KiB.
+const WORKER_WARM_FLOATS: usize = 16 << 10;
+
+/// Makes this thread's scratch for a typical attention call (BERT's head size at the
+/// default blocking), reserved for [`SCRATCH_RESERVE_L`] keys: pool workers call it
+/// when they start, in parallel with the caller's compilation, so that their first
+/// attention call does not fault in those pages. A call with larger regions faults in
+/// only the difference.
+pub(crate) fn warm_worker_scratch() {
+    // The reserve of the BERT layout: the warm part plus a packed K of 1024 keys.
+    let reserve = WORKER_WARM_FLOATS + SCRATCH_RESERVE_L * 64;
+    with_scratch(WORKER_WARM_FLOATS, reserve, |_| ());
+}
+
 /// Raw base addresses shared by the worker threads.
 #[derive(Clone, Copy)]
 struct Ptrs {

@@ -395,6 +395,9 @@ impl Shared {
 
 /// A worker: waits for open jobs and takes part in them until the pool shuts down.
 fn worker_main(sh: &Shared, w: usize) {
+    // Fault in a typical attention scratch now, while the caller is still compiling,
+    // instead of in this worker's first call.
+    crate::mha::warm_worker_scratch();
     // The epoch the pool started with, not the current one: a worker that starts late
     // must still see a shutdown (or a job) that came before it.
     let mut seen = 0;
