@@ -187,10 +187,15 @@ fn with_scratch<R>(len: usize, reserve: usize, f: impl FnOnce(&mut [f32]) -> R) 
     })
 }
 
+/// The K length up to which a thread's scratch is made ahead of its first call, at
+/// compile time for the compiling thread ([`MhaKernel::compile_with`]) and at start
+/// for pool workers ([`warm_worker_scratch`]).
+const WARM_L: usize = 512;
+
 /// Floats of scratch a pool worker faults in when it starts
-/// ([`warm_worker_scratch`]): the regions of a 48 × 128 blocking at head size 64 plus
-/// one panel of packed K (~13 Ki floats), rounded up to 64 KiB.
-const WORKER_WARM_FLOATS: usize = 16 << 10;
+/// ([`warm_worker_scratch`]): the regions of a 48 × 128 blocking at head size 64
+/// (~9.4 Ki floats) plus a packed K of [`WARM_L`] keys (32 Ki), rounded up: 192 KiB.
+const WORKER_WARM_FLOATS: usize = 48 << 10;
 
 /// Makes this thread's scratch for a typical attention call (BERT's head size at the
 /// default blocking), reserved for [`SCRATCH_RESERVE_L`] keys: pool workers call it
@@ -376,12 +381,12 @@ impl MhaKernel {
         Ok(kernel)
     }
 
-    /// Makes the calling thread's scratch now, for the smallest shapes (every dynamic
-    /// dim 1: the regions at full blocking and one panel of packed K), so that the
-    /// first call on this thread, usually the compiling one, does not fault in those
-    /// pages (about 17 at D = 64, 1.5-5 us each on a VM); a call at a larger K length
-    /// faults in only its packed K's growth. Best effort: shapes the plan rejects make
-    /// nothing.
+    /// Makes the calling thread's scratch now, for K lengths up to [`WARM_L`] (the
+    /// regions at full blocking and the packed K of `WARM_L` keys: 46 pages at D = 64,
+    /// 1.5-5 us each on a VM), so that first calls on this thread, usually the
+    /// compiling one, fault in no scratch page up to that length; a call at a larger
+    /// one faults in only its packed K's growth. Only a thread's first compile pays
+    /// it. Best effort: shapes the plan rejects make nothing.
     fn warm_scratch(&self) {
         let shapes: Vec<Vec<usize>> = self
             .inputs
@@ -392,7 +397,7 @@ impl MhaKernel {
                     .iter()
                     .map(|d| match d {
                         Dim::Static(n) => *n,
-                        Dim::Dynamic(_) => 1,
+                        Dim::Dynamic(_) => WARM_L,
                     })
                     .collect()
             })
