@@ -74,7 +74,8 @@ pub(crate) struct Jit {
     pub isa: Option<Isa>,
     pub fused: Vec<FusedNode>,
     by_node: HashMap<NodeId, usize>,
-    exec: Executor,
+    /// The process-wide executor of this thread count ([`shared_executor`]).
+    exec: Arc<Executor>,
     /// Set when the whole model is one compiled subgraph: output `i` of the model is
     /// output `direct[i]` of that subgraph.
     direct: Option<(SubKernel, Vec<usize>)>,
@@ -108,11 +109,30 @@ fn body_nodes(g: &Graph) -> usize {
         .count()
 }
 
+/// The executor of `threads` threads shared by every model compiled in this process:
+/// its worker threads are started by the first compile that asks for that count, not
+/// by every compile (thread start-up and each worker's scratch cost a fresh compile
+/// hundreds of microseconds), and idle workers park. Models run concurrently from
+/// several threads share it: a call that finds the workers busy runs on its own thread
+/// (see [`Executor::for_each_chunk`]).
+fn shared_executor(threads: usize) -> Result<Arc<Executor>, Error> {
+    static POOLS: std::sync::Mutex<Vec<(usize, Arc<Executor>)>> = std::sync::Mutex::new(Vec::new());
+    let mut pools = POOLS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some((_, e)) = pools.iter().find(|(t, _)| *t == threads) {
+        return Ok(Arc::clone(e));
+    }
+    let exec = Arc::new(Executor::new(threads).map_err(|e| Error::Options(e.to_string()))?);
+    pools.push((threads, Arc::clone(&exec)));
+    Ok(exec)
+}
+
 impl Jit {
     /// Tokenizes `graph` and compiles its subgraphs for the options' ISA.
     pub fn compile(graph: &Graph, options: &Options) -> Result<Jit, Error> {
         let isa = pick_isa(options.isa)?;
-        let exec = Executor::new(options.threads).map_err(|e| Error::Options(e.to_string()))?;
+        let exec = shared_executor(options.threads)?;
         let graph =
             tokenize(graph, &TokenizeConfig::default()).map_err(|e| Error::Jit(e.to_string()))?;
         let mut fused = vec![];

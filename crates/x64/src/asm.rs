@@ -2,7 +2,7 @@
 //!
 //! # How code is produced
 //! - Control flow, labels and general-purpose code go through the inner
-//!   [`dynasmrt::x64::Assembler`] ([`VecAsm::ops`]), with the `dynasm!` macro:
+//!   [`dynasmrt::VecAssembler`] ([`VecAsm::ops`]), with the `dynasm!` macro:
 //!   `dynasm!(asm.ops() ; .arch x64 ; add Rq(ptr.num()), 64)`.
 //! - Every vector instruction (VEX on AVX2 and EVEX on AVX-512) is encoded by iced-x86 at
 //!   ip 0 and appended to the same byte stream. Only position-independent forms are
@@ -45,7 +45,14 @@
 
 use std::collections::HashMap;
 
-use dynasmrt::x64::Assembler;
+use dynasmrt::VecAssembler;
+use dynasmrt::x64::X64Relocation;
+
+/// The code buffer kernels are assembled into: plain memory until
+/// [`VecAsm::finalize`] maps it executable in one go (one mapping and one `mprotect`
+/// per kernel; each `mprotect`/`munmap` in a multi-threaded process costs TLB
+/// shoot-down interrupts to the other CPUs, expensive on a VM).
+type Assembler = VecAssembler<X64Relocation>;
 use dynasmrt::{DynamicLabel, DynasmApi, DynasmLabelApi, dynasm};
 use iced_x86::{Code, Encoder, Instruction, MemoryOperand, Register};
 use snipjit_ir::DType;
@@ -439,7 +446,7 @@ impl VecAsm {
                 reason: "rsp cannot hold the constant-pool base".into(),
             });
         }
-        let mut ops = Assembler::new().map_err(|e| X64Error::Assembler(e.to_string()))?;
+        let mut ops = Assembler::new(0);
         let pool_label = ops.new_dynamic_label();
         let entry = ops.offset();
         Ok(VecAsm {
@@ -795,15 +802,20 @@ impl VecAsm {
         dynasm!(self.ops ; .arch x64 ; =>label);
         let data = std::mem::take(&mut self.pool.data);
         self.ops.extend(data.iter().copied());
-        self.ops
-            .commit()
-            .map_err(|e| X64Error::Assembler(e.to_string()))?;
         let entry = self.entry.0;
         let isa = self.isa;
-        let buf = self
+        // Relocations are all relative (jumps, calls, `lea [rip -> label]`), so the
+        // bytes assembled for base address 0 run anywhere.
+        let bytes = self
             .ops
             .finalize()
-            .map_err(|_| X64Error::Assembler("code buffer still shared by an executor".into()))?;
+            .map_err(|e| X64Error::Assembler(e.to_string()))?;
+        let io = |e: std::io::Error| X64Error::Assembler(format!("code buffer: {e}"));
+        let mut mb = dynasmrt::mmap::MutableBuffer::new(bytes.len()).map_err(io)?;
+        mb.set_len(bytes.len());
+        mb.copy_from_slice(&bytes);
+        // Writable until here, executable (and no longer writable) from here on.
+        let buf = mb.make_exec().map_err(io)?;
         Ok(Kernel::new(buf, isa, entry, code_len, pool_start))
     }
 
