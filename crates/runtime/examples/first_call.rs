@@ -9,41 +9,13 @@
 
 use std::time::Instant;
 
-use snipjit_ir::{Dim, Op, SubgraphKind, Tensor};
+use snipjit_ir::Tensor;
 use snipjit_runtime::Executor;
 use snipjit_runtime::mha::MhaKernel;
-use snipjit_tokenize::{TokenizeConfig, mha::analyze_mha, tokenize};
+use snipjit_tokenize::mha::analyze_mha;
 use snipjit_x64::Isa;
 
-const MODEL: &str = include_str!("../../../examples/mha.sg");
-
-fn inputs(body: &snipjit_ir::Graph, s: usize, seed: u32) -> Vec<Tensor> {
-    let mut seed = seed;
-    body.inputs
-        .iter()
-        .map(|&id| {
-            let shape: Vec<usize> = body.node(id).outputs[0]
-                .ty
-                .shape
-                .0
-                .iter()
-                .map(|d| match d {
-                    Dim::Static(n) => *n,
-                    Dim::Dynamic(Some(name)) if name == "B" => 1,
-                    Dim::Dynamic(_) => s,
-                })
-                .collect();
-            let n: usize = shape.iter().product();
-            let data = (0..n)
-                .map(|_| {
-                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-                })
-                .collect();
-            Tensor::from_f32(&shape, data).expect("shape")
-        })
-        .collect()
-}
+mod common;
 
 fn minflt() -> i64 {
     // SAFETY: getrusage fills one rusage.
@@ -64,22 +36,13 @@ fn main() {
         .collect();
     let isa = Isa::detect().expect("no AVX2 or AVX-512 on this CPU");
     let exec = Executor::new(threads).expect("executor");
-    let graph = snipjit_ir::text::parse(MODEL, "mha.sg").expect("parses");
-    let fused = tokenize(&graph, &TokenizeConfig::default()).expect("tokenizes");
-    let body = fused
-        .nodes
-        .iter()
-        .find_map(|n| match &n.op {
-            Op::Subgraph(sg) if sg.kind == SubgraphKind::Mha => Some(sg.body.clone()),
-            _ => None,
-        })
-        .expect("one mha subgraph");
+    let body = common::mha_body();
     let pattern = analyze_mha(&body).expect("reads back");
     let k = MhaKernel::compile(&pattern, &body, isa).expect("compiles");
     let mut evict = vec![0u8; 64 << 20];
     println!("S: first / repeated (median of 9) / new inputs / after eviction, us");
     for (i, &s) in sizes.iter().enumerate() {
-        let ins = inputs(&body, s, 1 + i as u32);
+        let ins = common::inputs(&body, 1, s, 1 + i as u32);
         let refs: Vec<&Tensor> = ins.iter().collect();
         // bound outputs, allocated and written as a server binds its buffers
         let mut outs = vec![Tensor::from_f32(&[1, s, 12, 64], vec![1.0; s * 768]).expect("shape")];
@@ -101,7 +64,7 @@ fn main() {
         let _ = lay_us;
         let mut rep: Vec<f64> = (0..9).map(|_| time(&mut outs, &refs)).collect();
         rep.sort_by(f64::total_cmp);
-        let ins2 = inputs(&body, s, 200 + i as u32);
+        let ins2 = common::inputs(&body, 1, s, 200 + i as u32);
         let refs2: Vec<&Tensor> = ins2.iter().collect();
         let newin = time(&mut outs, &refs2);
         for (j, b) in evict.iter_mut().enumerate() {

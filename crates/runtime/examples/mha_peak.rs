@@ -14,13 +14,13 @@
 
 use std::time::Instant;
 
-use snipjit_ir::{Dim, Op, SubgraphKind, Tensor};
+use snipjit_ir::Tensor;
 use snipjit_runtime::Executor;
 use snipjit_runtime::mha::{MhaBlocking, MhaKernel};
-use snipjit_tokenize::{TokenizeConfig, mha::analyze_mha, tokenize};
+use snipjit_tokenize::mha::analyze_mha;
 use snipjit_x64::{FmaPeak, Isa};
 
-const MODEL: &str = include_str!("../../../examples/mha.sg");
+mod common;
 
 fn env_list(name: &str, default: &str) -> Vec<String> {
     std::env::var(name)
@@ -81,16 +81,7 @@ fn main() {
     let threads: usize = env_list("MHA_THREADS", "1")[0].parse().expect("threads");
     let b: usize = env_list("MHA_B", "1")[0].parse().expect("B");
     let exec = Executor::new(threads).expect("executor");
-    let graph = snipjit_ir::text::parse(MODEL, "mha.sg").expect("parses");
-    let fused = tokenize(&graph, &TokenizeConfig::default()).expect("tokenizes");
-    let body = fused
-        .nodes
-        .iter()
-        .find_map(|n| match &n.op {
-            Op::Subgraph(sg) if sg.kind == SubgraphKind::Mha => Some(sg.body.clone()),
-            _ => None,
-        })
-        .expect("one mha subgraph");
+    let body = common::mha_body();
     let pattern = analyze_mha(&body).expect("reads back");
     let peak = FmaPeak::compile(isa).expect("peak compiles");
     let iters = 20_000u64;
@@ -106,32 +97,7 @@ fn main() {
         let k = MhaKernel::compile_with(&pattern, &body, isa, blocking).expect("compiles");
         for s in env_list("MHA_S", "16,64,128,384,1024") {
             let s: usize = s.parse().expect("S");
-            let mut seed = 1u32;
-            let inputs: Vec<Tensor> = body
-                .inputs
-                .iter()
-                .map(|&id| {
-                    let shape: Vec<usize> = body.node(id).outputs[0]
-                        .ty
-                        .shape
-                        .0
-                        .iter()
-                        .map(|d| match d {
-                            Dim::Static(n) => *n,
-                            Dim::Dynamic(Some(name)) if name == "B" => b,
-                            Dim::Dynamic(_) => s,
-                        })
-                        .collect();
-                    let n: usize = shape.iter().product();
-                    let data = (0..n)
-                        .map(|_| {
-                            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
-                            (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
-                        })
-                        .collect();
-                    Tensor::from_f32(&shape, data).expect("shape")
-                })
-                .collect();
+            let inputs = common::inputs(&body, b, s, 1);
             let refs: Vec<&Tensor> = inputs.iter().collect();
             let shapes: Vec<&[usize]> = inputs.iter().map(|t| t.shape.as_slice()).collect();
             let flops = k.flops(&shapes).expect("shapes fit") as f64;

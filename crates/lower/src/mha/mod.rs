@@ -200,6 +200,21 @@ impl MhaPlan {
                 .map_err(|_| LowerError::Unsupported(format!("'{s}' is negative")))
         };
         let mut buffers = vec![];
+        for (name, off, bytes) in self.allocated_buffers() {
+            buffers.push((name.to_string(), num(off)?, num(&bytes)?));
+        }
+        Ok(ScratchLayout {
+            buffers,
+            total: num(&plan.total)?,
+        })
+    }
+}
+
+impl MhaPlan {
+    /// Every allocated buffer, in declaration order: name, byte offset (the offset of
+    /// the buffer it is computed in place of, if any) and size in bytes.
+    fn allocated_buffers(&self) -> Vec<(&str, &Sym, Sym)> {
+        let mut out = vec![];
         for e in &self.ir.exprs {
             let (Op::Buffer, Some(v)) = (&e.op, e.out) else {
                 continue;
@@ -215,16 +230,11 @@ impl MhaPlan {
                 },
                 None => &a.offset,
             };
-            buffers.push((val.name.clone(), num(off)?, num(&val.bytes())?));
+            out.push((val.name.as_str(), off, val.bytes()));
         }
-        Ok(ScratchLayout {
-            buffers,
-            total: num(&plan.total)?,
-        })
+        out
     }
-}
 
-impl MhaPlan {
     /// The scratch layout as formulas of the input shapes alone, for a configurator
     /// that evaluates it on every call: the blocking parameters and static dims are
     /// folded in here, once, so [`LayoutFormula::eval`] only reads the few dynamic
@@ -236,28 +246,17 @@ impl MhaPlan {
             .as_ref()
             .expect("a plan has allocated buffers");
         let d = blocking_values(&self.blocking());
-        let mut buffers = vec![];
-        for e in &self.ir.exprs {
-            let (Op::Buffer, Some(v)) = (&e.op, e.out) else {
-                continue;
-            };
-            let val = self.ir.value(v);
-            let ValueKind::Buffer(Some(a)) = &val.kind else {
-                continue;
-            };
-            let off = match a.in_place_of {
-                Some(r) => match &self.ir.value(r).kind {
-                    ValueKind::Buffer(Some(ra)) => &ra.offset,
-                    _ => &a.offset,
-                },
-                None => &a.offset,
-            };
-            buffers.push((
-                val.name.clone(),
-                off.partial_eval(&d),
-                val.bytes().partial_eval(&d),
-            ));
-        }
+        let buffers: Vec<(String, Sym, Sym)> = self
+            .allocated_buffers()
+            .into_iter()
+            .map(|(name, off, bytes)| {
+                (
+                    name.to_string(),
+                    off.partial_eval(&d),
+                    bytes.partial_eval(&d),
+                )
+            })
+            .collect();
         let total = plan.total.partial_eval(&d);
         let mut names = std::collections::BTreeSet::new();
         for (_, o, b) in &buffers {

@@ -1,0 +1,50 @@
+//! What the attention examples share: the BERT block of examples/mha.sg and its inputs.
+
+use snipjit_ir::{Dim, Graph, Op, SubgraphKind, Tensor};
+use snipjit_tokenize::{TokenizeConfig, tokenize};
+
+const MODEL: &str = include_str!("../../../../examples/mha.sg");
+
+/// The body of examples/mha.sg's one attention subgraph, as the tokenizer forms it.
+pub fn mha_body() -> Graph {
+    let graph = snipjit_ir::text::parse(MODEL, "mha.sg").expect("parses");
+    let fused = tokenize(&graph, &TokenizeConfig::default()).expect("tokenizes");
+    fused
+        .nodes
+        .iter()
+        .find_map(|n| match &n.op {
+            Op::Subgraph(sg) if sg.kind == SubgraphKind::Mha => Some(sg.body.clone()),
+            _ => None,
+        })
+        .expect("one mha subgraph")
+}
+
+/// Inputs of `body` with the dim named `B` = `b` and every other dynamic dim `s`:
+/// uniform values in [-0.5, 0.5) from an LCG seeded with `seed`.
+pub fn inputs(body: &Graph, b: usize, s: usize, seed: u32) -> Vec<Tensor> {
+    let mut seed = seed;
+    body.inputs
+        .iter()
+        .map(|&id| {
+            let shape: Vec<usize> = body.node(id).outputs[0]
+                .ty
+                .shape
+                .0
+                .iter()
+                .map(|d| match d {
+                    Dim::Static(n) => *n,
+                    Dim::Dynamic(Some(name)) if name == "B" => b,
+                    Dim::Dynamic(_) => s,
+                })
+                .collect();
+            let n: usize = shape.iter().product();
+            let data = (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                    (seed >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+                })
+                .collect();
+            Tensor::from_f32(&shape, data).expect("shape")
+        })
+        .collect()
+}
