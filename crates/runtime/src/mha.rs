@@ -192,6 +192,10 @@ fn with_scratch<R>(len: usize, reserve: usize, f: impl FnOnce(&mut [f32]) -> R) 
 /// for pool workers ([`warm_worker_scratch`]).
 const WARM_L: usize = 512;
 
+/// The largest scratch (floats) made ahead at compile time: 256 KiB (BERT's at
+/// [`WARM_L`] is 42 Ki floats; a head size of 256 would need 150 Ki).
+const WARM_MAX_FLOATS: usize = 64 << 10;
+
 /// Floats of scratch a pool worker faults in when it starts
 /// ([`warm_worker_scratch`]): the regions of a 48 × 128 blocking at head size 64
 /// (~9.4 Ki floats) plus a packed K of [`WARM_L`] keys (32 Ki), rounded up: 192 KiB.
@@ -386,30 +390,38 @@ impl MhaKernel {
     /// 1.5-5 us each on a VM), so that first calls on this thread, usually the
     /// compiling one, fault in no scratch page up to that length; a call at a larger
     /// one faults in only its packed K's growth. Only a thread's first compile pays
-    /// it. Best effort: shapes the plan rejects make nothing.
+    /// it. Above [`WARM_MAX_FLOATS`] (large head sizes) only the smallest shapes'
+    /// scratch is made. Best effort: shapes the plan rejects make nothing.
     fn warm_scratch(&self) {
-        let shapes: Vec<Vec<usize>> = self
-            .inputs
-            .iter()
-            .map(|decl| {
-                decl.shape
-                    .0
-                    .iter()
-                    .map(|d| match d {
-                        Dim::Static(n) => *n,
-                        Dim::Dynamic(_) => WARM_L,
-                    })
-                    .collect()
-            })
-            .collect();
-        let refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
-        let Ok(plan) = self.plan_shapes(&refs) else {
-            return;
-        };
-        let Ok(layout) = self.scratch_for(&refs, self.fused.kbuf_len(plan.l, plan.d)) else {
-            return;
-        };
-        with_scratch(layout.total, self.scratch_reserve(&plan, &layout), |_| ());
+        // K lengths up to WARM_L, or only the smallest shapes when that would exceed
+        // WARM_MAX_FLOATS (large head sizes).
+        for l in [WARM_L, 1] {
+            let shapes: Vec<Vec<usize>> = self
+                .inputs
+                .iter()
+                .map(|decl| {
+                    decl.shape
+                        .0
+                        .iter()
+                        .map(|d| match d {
+                            Dim::Static(n) => *n,
+                            Dim::Dynamic(_) => l,
+                        })
+                        .collect()
+                })
+                .collect();
+            let refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
+            let Ok(plan) = self.plan_shapes(&refs) else {
+                return;
+            };
+            let Ok(layout) = self.scratch_for(&refs, self.fused.kbuf_len(plan.l, plan.d)) else {
+                return;
+            };
+            if layout.total <= WARM_MAX_FLOATS {
+                with_scratch(layout.total, self.scratch_reserve(&plan, &layout), |_| ());
+                return;
+            }
+        }
     }
 
     /// Floats a thread's scratch is first reserved for: this call's layout with the
