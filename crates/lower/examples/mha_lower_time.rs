@@ -1,6 +1,7 @@
 //! Times the MHA lowering of examples/mha.sg's attention block (`lower_mha_body`,
-//! median of 200) and the per-shape evaluation of its scratch layout
-//! (`dims_of_shapes` + `scratch_layout`, what the runtime does at a new K length).
+//! median of 200) and the per-shape evaluation of its scratch layout: in full
+//! (`dims_of_shapes` + `scratch_layout`), and from the formula folded at compile time
+//! (`LayoutFormula::eval`, what the runtime does on every call).
 //! Run from the repository root:
 //! `cargo run --release -p snipjit-lower --example mha_lower_time`.
 use snipjit_lower::mha::{MhaTarget, lower_mha_body};
@@ -35,5 +36,20 @@ fn main() {
         std::hint::black_box(lay);
     }
     let (med, min) = median_min(t);
-    println!("scratch layout at a new shape: median {med:.2} us, min {min:.2} us");
+    println!("scratch layout at a new shape, in full: median {med:.2} us, min {min:.2} us");
+    let f = p.layout_formula().expect("folds");
+    let mut t = vec![];
+    for s in 1..=200usize {
+        let qkv = [1, s, 12, 64];
+        let mask = [1, 1, 1, s];
+        let shapes: [&[usize]; 4] = [&qkv, &qkv, &qkv, &mask];
+        let t0 = std::time::Instant::now();
+        let lay = f.eval(&shapes).expect("evaluates");
+        t.push(t0.elapsed().as_secs_f64() * 1e6);
+        std::hint::black_box(lay);
+    }
+    let (med, min) = median_min(t);
+    println!(
+        "scratch layout at a new shape, from the formula: median {med:.2} us, min {min:.2} us"
+    );
 }
