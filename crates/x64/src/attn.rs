@@ -578,48 +578,46 @@ impl<'a> BlockGen<'a> {
     /// `x = mask(scale(x))` for the columns at r11 of row `r` (a tail: `rax` columns,
     /// tail mask set).
     fn transform(&mut self, r: RowRegs, read: MaskRead, tail: bool) -> Result<(), X64Error> {
-        // A multiplied scale and an additive mask in one FMA: `x = x*scale + mask`.
-        if let (Some(AttnScale::Mul(v)), AttnMask::Additive) = (self.opts.scale, self.opts.mask) {
-            let m = match read {
-                MaskRead::None => None,
-                MaskRead::Bcast => Some(r.mb),
-                MaskRead::Cols => {
-                    let mem = Mem::indexed(r.mask, Gpr::R11, 4, 0);
-                    if tail {
-                        let buf = Mem::new(Gpr::Rsp, 0);
-                        self.a
-                            .load_tail_typed(r.t, mem, DType::F32, Gpr::Rax, buf)?;
-                    } else {
-                        self.a.load_typed(r.t, mem, DType::F32)?;
-                    }
-                    Some(r.t)
-                }
-            };
-            if let Some(m) = m {
+        let m = self.mask_values(r, read, tail)?;
+        match (self.opts.scale, self.opts.mask, m) {
+            // A multiplied scale and an additive mask in one FMA: `x = x*scale + mask`.
+            (Some(AttnScale::Mul(v)), AttnMask::Additive, Some(m)) => {
                 return self.a.v3(V3::Fmadd132, r.x, m, Opnd::F(v));
             }
+            (Some(AttnScale::Mul(v)), ..) => self.a.v3(V3::Mul, r.x, r.x, Opnd::F(v))?,
+            (Some(AttnScale::Div(v)), ..) => self.a.v3(V3::Div, r.x, r.x, Opnd::F(v))?,
+            (None, ..) => {}
         }
-        match self.opts.scale {
-            Some(AttnScale::Mul(v)) => self.a.v3(V3::Mul, r.x, r.x, Opnd::F(v))?,
-            Some(AttnScale::Div(v)) => self.a.v3(V3::Div, r.x, r.x, Opnd::F(v))?,
-            None => {}
+        match m {
+            Some(m) => self.mask_op(r.x, m),
+            None => Ok(()),
         }
-        let (size, dtype) = self.mask_elem();
-        let mem = Mem::indexed(r.mask, Gpr::R11, size, 0);
+    }
+
+    /// The register holding the mask values for the columns at r11 of row `r`:
+    /// `mb` (broadcast per row), `t` (loaded here; a tail: `rax` columns, tail mask
+    /// set), or none.
+    fn mask_values(
+        &mut self,
+        r: RowRegs,
+        read: MaskRead,
+        tail: bool,
+    ) -> Result<Option<VReg>, X64Error> {
         match read {
-            MaskRead::None => {}
-            MaskRead::Bcast => self.mask_op(r.x, r.mb)?,
+            MaskRead::None => Ok(None),
+            MaskRead::Bcast => Ok(Some(r.mb)),
             MaskRead::Cols => {
+                let (size, dtype) = self.mask_elem();
+                let mem = Mem::indexed(r.mask, Gpr::R11, size, 0);
                 if tail {
                     let buf = Mem::new(Gpr::Rsp, 0);
                     self.a.load_tail_typed(r.t, mem, dtype, Gpr::Rax, buf)?;
                 } else {
                     self.a.load_typed(r.t, mem, dtype)?;
                 }
-                self.mask_op(r.x, r.t)?;
+                Ok(Some(r.t))
             }
         }
-        Ok(())
     }
 
     /// Applies the mask values in `m` (f32 or all-ones/zeros lanes) to `x`.
