@@ -51,17 +51,9 @@ fn main() {
             k.run_into(refs, outs, &exec).expect("runs");
             t.elapsed().as_secs_f64() * 1e6
         };
-        let t = Instant::now();
-        if std::env::var("PRE_LAYOUT").is_ok() {
-            let shapes: Vec<&[usize]> = ins.iter().map(|t| t.shape.as_slice()).collect();
-            k.scratch_for(&shapes, k.fused().kbuf_len(s, 64))
-                .expect("layout");
-        }
-        let lay_us = t.elapsed().as_secs_f64() * 1e6;
         let f0 = minflt();
         let first = time(&mut outs, &refs);
         let faults = minflt() - f0;
-        let _ = lay_us;
         let mut rep: Vec<f64> = (0..9).map(|_| time(&mut outs, &refs)).collect();
         rep.sort_by(f64::total_cmp);
         let ins2 = common::inputs(&body, 1, s, 200 + i as u32);
