@@ -5,23 +5,13 @@
 //! `cargo bench --bench elementwise`; compare with `scripts/bench/run.sh eltwise`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use snipjit::{Compiler, IsaChoice, Options, Tensor, parse_model};
+use snipjit::{Compiler, Options, Tensor, parse_model};
+
+mod common;
+use common::isas;
 
 const SILU: &str = include_str!("../examples/silu.sg");
 const CHAIN: &str = include_str!("../examples/gelu_chain.sg");
-
-fn isas() -> Vec<IsaChoice> {
-    [IsaChoice::Avx512, IsaChoice::Avx2]
-        .into_iter()
-        .filter(|i| {
-            let ok = i.is_supported();
-            if !ok {
-                eprintln!("SKIPPED: {} (not supported by this CPU)", i.name());
-            }
-            ok
-        })
-        .collect()
-}
 
 fn bench(c: &mut Criterion) {
     for (name, text) in [("silu", SILU), ("chain_add_mul_gelutanh_mul", CHAIN)] {

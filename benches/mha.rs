@@ -8,22 +8,12 @@
 //! OpenVINO and onnxruntime on the same shapes in the same run.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use snipjit::{Compiler, IsaChoice, Options, Tensor, parse_model};
+use snipjit::{Compiler, Options, Tensor, parse_model};
+
+mod common;
+use common::isas;
 
 const MHA: &str = include_str!("../examples/mha.sg");
-
-fn isas() -> Vec<IsaChoice> {
-    [IsaChoice::Avx512, IsaChoice::Avx2]
-        .into_iter()
-        .filter(|i| {
-            let ok = i.is_supported();
-            if !ok {
-                eprintln!("SKIPPED: {} (not supported by this CPU)", i.name());
-            }
-            ok
-        })
-        .collect()
-}
 
 fn tensor(shape: &[usize], salt: usize) -> Tensor {
     let n: usize = shape.iter().product();
