@@ -2,27 +2,15 @@
 //! results do not depend on the thread count or the row-block split, and one
 //! compilation serves every shape.
 
-use snipjit_ir::{Graph, Op, SubgraphKind, Tensor, TensorData};
+use snipjit_ir::{Tensor, TensorData};
 use snipjit_runtime::mha::MhaBlocking;
 use snipjit_runtime::{Executor, MhaKernel, RuntimeError};
-use snipjit_tokenize::{TokenizeConfig, tokenize};
 use snipjit_x64::Isa;
 
-const MODEL: &str = include_str!("../../../examples/mha.sg");
-
-/// The body of examples/mha.sg's one attention subgraph.
-fn mha_body() -> Graph {
-    let g = snipjit_ir::text::parse(MODEL, "mha.sg").expect("parses");
-    let fused = tokenize(&g, &TokenizeConfig::default()).expect("tokenizes");
-    fused
-        .nodes
-        .iter()
-        .find_map(|n| match &n.op {
-            Op::Subgraph(sg) if sg.kind == SubgraphKind::Mha => Some(sg.body.clone()),
-            _ => None,
-        })
-        .expect("one mha subgraph")
-}
+// The body of examples/mha.sg's attention subgraph, as the examples take it.
+#[path = "../examples/common/mod.rs"]
+mod common;
+use common::mha_body;
 
 fn kernel() -> Option<MhaKernel> {
     let Some(isa) = Isa::detect() else {

@@ -1,4 +1,6 @@
-//! What the attention examples share: the BERT block of examples/mha.sg and its inputs.
+//! What the attention examples share: the BERT block of examples/mha.sg and its inputs
+//! (tests/mha.rs takes `mha_body` from here too, so not every user calls everything).
+#![allow(dead_code)]
 
 use snipjit_ir::{Dim, Graph, Op, SubgraphKind, Tensor};
 use snipjit_tokenize::{TokenizeConfig, tokenize};
