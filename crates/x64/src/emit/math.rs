@@ -40,6 +40,20 @@ const LN2_LO: f32 = -2.121_944_4e-4;
 /// rounds to 0. The reduced exponent stays in [-150, 128], which two-step scaling covers.
 const EXP_HI: f32 = 88.8;
 const EXP_LO: f32 = -104.0;
+/// [`VecAsm::exp_softmax`]'s clamp on AVX2: `-126 ln 2` rounded down, so that
+/// `round(x log2 e) = -126` there and the scale `2^(n-1)` built from its bits is 0.
+const SOFTMAX_LO_AVX2: f32 = -87.34;
+/// [`EXP2_POLY`] times 2 (exact): `2^(f+1)`, in [1.41, 2.83], so that `2^(f+1) 2^(n-1)`
+/// is normal for every `n >= -125`.
+const EXP2_POLY_X2: [f32; 6] = {
+    let mut c = EXP2_POLY;
+    let mut i = 0;
+    while i < c.len() {
+        c[i] *= 2.0;
+        i += 1;
+    }
+    c
+};
 
 /// Cephes `logf` polynomial on f = m - 1, m in [sqrt(1/2), sqrt(2)).
 const LOG_POLY: [f32; 9] = [
@@ -220,30 +234,58 @@ impl VecAsm {
         self.exp_reduced(dst, clamped, others)
     }
 
-    /// `dst = e^x` for `x <= 0` or NaN, for softmax probabilities: fewer FMAs than
+    /// `dst = e^x` for `x <= 8` or NaN, for softmax probabilities (x - m with m at
+    /// most 8 below the row maximum, see `attn.rs`): fewer FMAs than
     /// [`VecAsm::exp_core_nonpositive`] (7 against 10 on the FMA pipes) at a
-    /// slightly larger error. `t = max(x, EXP_LO) log2 e` (one rounding: a relative
+    /// slightly larger error. `t = max(x, lo) log2 e` (one rounding: a relative
     /// error of `|t| 2^-24` in the result, 1.1e-6 at x = -10 where e^x = 4.5e-5),
     /// `n = round(t)`, `f = t - n` (exact), `2^f` by [`EXP2_POLY`] (2.1e-7), scaled by
     /// `2^n`. -inf gives 0, NaN stays NaN.
+    ///
+    /// AVX-512 scales by `vscalefps` (`lo` = [`EXP_LO`]: results down to the
+    /// denormals). AVX2 clamps at [`SOFTMAX_LO_AVX2`] instead and computes `2^(f+1)`
+    /// ([`EXP2_POLY_X2`]) times `2^(n-1)` built from its bits, `(n + 126) << 23`, which
+    /// is exactly 0 at the clamp: `x < -87.0` (`t < -125.5`: a probability below
+    /// 2^-125 against a row maximum of 1) gives 0 and every other result is normal, so
+    /// a masked score (an additive -1e4, or -inf) never makes a denormal product,
+    /// which costs a microcode assist per vector (a 48 × 128 block with every ninth
+    /// score masked by -1e4 took 2x as long before). Four integer/FP ops instead of
+    /// the two-factor scaling's nine.
     ///
     /// Contract: `s` distinct from each other and from `dst`; `x` may equal `dst`
     /// or `s[0]`.
     pub(crate) fn exp_softmax(&mut self, dst: VReg, x: VReg, s: [VReg; 3]) -> Result<(), X64Error> {
         let [t, n, acc] = s;
+        let lo = match self.isa() {
+            Isa::Avx512 => EXP_LO,
+            Isa::Avx2 => SOFTMAX_LO_AVX2,
+        };
         // Clamp with the constant as first operand: NaN passes through.
         if x == t {
-            self.mov_internal(n, Opnd::F(EXP_LO))?;
+            self.mov_internal(n, Opnd::F(lo))?;
             self.v3(V3::Max, t, n, x)?;
         } else {
-            self.mov_internal(t, Opnd::F(EXP_LO))?;
+            self.mov_internal(t, Opnd::F(lo))?;
             self.v3(V3::Max, t, t, x)?;
         }
         self.v3(V3::Mul, t, t, Opnd::F(LOG2E))?;
         self.vround(n, t, round::NEAREST)?;
         self.v3(V3::Sub, t, t, n)?;
-        self.horner(acc, t, &EXP2_POLY)?;
-        self.scale_pow2(dst, acc, n, t)
+        match self.isa() {
+            Isa::Avx512 => {
+                self.horner(acc, t, &EXP2_POLY)?;
+                self.scale_pow2(dst, acc, n, t)
+            }
+            Isa::Avx2 => {
+                self.horner(acc, t, &EXP2_POLY_X2)?;
+                // n in [-126, 0] (NaN: the integer indefinite, whose bits shift out to
+                // 0.5, and p stays NaN).
+                self.v2(V2::Cvttps2dq, n, n)?;
+                self.v3(V3::PAddD, n, n, Opnd::B(126))?;
+                self.vshift(Shift::Sll, n, n, 23)?;
+                self.v3(V3::Mul, dst, acc, n)
+            }
+        }
     }
 
     /// `dst = exp(c)` for `c` in [`EXP_LO`, `EXP_HI`] or NaN, held in `s[1]`; `s[0]`
@@ -689,5 +731,65 @@ mod tests {
         assert!((sum - std::f64::consts::LN_2).abs() < 1e-11);
         // 9 significant bits: n * LN2_HI is exact for |n| <= 2^15.
         assert_eq!(LN2_HI.to_bits() & 0x7fff, 0);
+    }
+
+    /// `exp_softmax` against f64 `exp` on both ISAs: the documented error for
+    /// normal results, exactly 0 below the AVX2 clamp (never a denormal there), -inf
+    /// to 0, NaN to NaN.
+    #[test]
+    fn exp_softmax_is_accurate_and_flushes_masked_scores_on_avx2() {
+        let mut xs: Vec<f32> = (0..=24_000).map(|i| -(i as f32) * 0.005).collect();
+        // Up to 8 above the reference maximum (the block kernel's slack).
+        xs.extend((1..=1600).map(|i| i as f32 * 0.005));
+        xs.extend([
+            -88.03,
+            -88.0,
+            -90.0,
+            -104.0,
+            -1e4,
+            -3.4e38,
+            f32::NEG_INFINITY,
+            -0.0,
+        ]);
+        for isa in Isa::ALL {
+            if !isa.is_supported() {
+                eprintln!("SKIPPED: {isa}: this CPU does not support it");
+                continue;
+            }
+            let k = crate::jit_map(isa, 1, false, 3, |a, dst, src, s| {
+                a.exp_softmax(dst, src[0], [s[0], s[1], s[2]])
+            })
+            .expect("compiles");
+            let mut ys = vec![0.0f32; xs.len()];
+            k.run1(&xs, &mut ys).expect("runs");
+            for (&x, &y) in xs.iter().zip(&ys) {
+                let want = f64::from(x).exp();
+                let t = f64::from(x) * std::f64::consts::LOG2_E;
+                if t >= -125.5 || (isa == Isa::Avx512 && t >= -126.0) {
+                    let rel = (f64::from(y) - want).abs() / want;
+                    let bound = 3e-7 + t.abs() * 2f64.powi(-24);
+                    assert!(
+                        rel <= bound,
+                        "{isa}: exp({x}) = {y}, want {want}, rel {rel:e}"
+                    );
+                } else if isa == Isa::Avx2 && t < -125.5 {
+                    assert_eq!(y, 0.0, "{isa}: exp({x}) below the clamp");
+                } else {
+                    // Denormal range: within a denormal step (or flushed on AVX2).
+                    assert!(
+                        (f64::from(y) - want).abs() <= 2f64.powi(-126) * 1e-6 + want * 1e-5
+                            || (isa == Isa::Avx2 && y == 0.0),
+                        "{isa}: exp({x}) = {y}, want {want}"
+                    );
+                }
+                assert!(
+                    y == 0.0 || y.is_normal() || isa == Isa::Avx512,
+                    "{isa}: exp({x}) = {y} is denormal"
+                );
+            }
+            let mut nan = [0.0f32];
+            k.run1(&[f32::NAN], &mut nan).expect("runs");
+            assert!(nan[0].is_nan(), "{isa}: exp(NaN) = {}", nan[0]);
+        }
     }
 }
