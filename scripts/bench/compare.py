@@ -168,7 +168,8 @@ def aggregate(rows):
             if rs[0].get(unit):
                 work = rs[0][unit] * rs[0]["median_us"]  # bytes or flops, times 1e-3
                 a[unit] = work / m
-        for extra in ("compile_us", "first_compile_us", "compilations", "first_call_us", "fresh_inputs_us"):
+        for extra in ("compile_us", "first_compile_us", "compilations", "first_call_us", "fresh_inputs_us",
+                      "idle_inputs_us"):
             vals = [r[extra] for r in rs if isinstance(r.get(extra), (int, float))]
             if vals:
                 a[extra] = statistics.median(vals)
@@ -327,13 +328,14 @@ class Report:
                     row = [s]
                     for i, a in enumerate((me, ov)):
                         if a is None or "first_call_us" not in a:
-                            row += ["n/a"] * (5 if i == 0 else 3)
+                            row += ["n/a"] * (7 if i == 0 else 3)
                             continue
                         f, m = a["first_call_us"], a["median_us"]
                         row += [fmt_us(f), fmt_us(m), f"{f - m:+.1f} us"]
                         if i == 0:
-                            fr = a.get("fresh_inputs_us")
-                            row += ["n/a"] * 2 if fr is None else [fmt_us(fr), f"{f - fr:+.1f} us"]
+                            for key in ("fresh_inputs_us", "idle_inputs_us"):
+                                fr = a.get(key)
+                                row += ["n/a"] * 2 if fr is None else [fmt_us(fr), f"{f - fr:+.1f} us"]
                     rows.append(row)
                 if not rows:
                     continue
@@ -343,10 +345,14 @@ class Report:
                        "after binding the new inputs against its median at that S. \"fresh inputs\": "
                        "snipjit's median of 5 further calls at that S, each on inputs rewritten just "
                        "before (as the first call's were just written), so that the difference is the "
-                       "new shape's cost apart from the inputs' cache state. Single samples: "
-                       "compare over several runs.\n")
+                       "new shape's cost apart from the inputs' cache state. \"after idle\": the "
+                       "same, each call after 2 ms of busy work on the calling thread, so that the "
+                       "pool's workers have parked as before a first call (with one thread it "
+                       "equals \"fresh inputs\" up to noise). Single samples: compare over several "
+                       "runs.\n")
                 self.p(table(["shape", "snipjit first", "snipjit repeated", "snipjit extra",
                               "snipjit fresh inputs", "extra vs fresh inputs",
+                              "snipjit after idle", "extra vs after idle",
                               "OpenVINO first", "OpenVINO repeated", "OpenVINO extra"], rows))
                 self.p()
 

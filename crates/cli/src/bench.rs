@@ -256,6 +256,11 @@ struct Line {
     /// minus this is what the new shapes themselves cost, apart from the inputs'
     /// cache state.
     fresh_inputs_us: Option<f64>,
+    /// The same, each call also after [`IDLE_GAP`] of other work on the calling
+    /// thread, so that the pool's workers have parked, as they have before a first
+    /// call: the first call minus this is the new shapes' cost apart from the inputs'
+    /// cache state and the workers' wake-up.
+    idle_inputs_us: Option<f64>,
     /// Whether the first call wrote into caller-held outputs (`run_into`) rather
     /// than allocating them (`run`).
     first_call_bound: bool,
@@ -331,6 +336,9 @@ impl Line {
         }
         if let Some(f) = self.fresh_inputs_us {
             fields.push(("fresh_inputs_us", num(Some(f))));
+        }
+        if let Some(f) = self.idle_inputs_us {
+            fields.push(("idle_inputs_us", num(Some(f))));
         }
         let body: Vec<String> = fields
             .into_iter()
@@ -444,8 +452,15 @@ pub fn bench(args: &BenchArgs, out: &mut impl Write) -> Result<(), CliError> {
 /// Compiles after the first one whose median is `compile_us`.
 const COMPILE_REPEATS: usize = 5;
 
-/// Calls on rewritten inputs after the first call (`fresh_inputs_us` is their median).
+/// Calls on rewritten inputs after the first call (`fresh_inputs_us` is their median,
+/// and `idle_inputs_us` of as many after an idle gap each).
 const FRESH_INPUT_CALLS: usize = 5;
+
+/// Busy time on the calling thread before each `idle_inputs_us` call: 20 times the
+/// pool's default spin (100 us), so that its workers have parked, as they have after
+/// the input preparation before a first call. The caller busy-waits (it does not
+/// sleep), as it was busy preparing inputs then.
+const IDLE_GAP: Duration = Duration::from_millis(2);
 
 /// Reads and writes back every element of `inputs`, so that they are in the state
 /// of data the caller has just written (as `make_inputs` leaves them).
@@ -515,6 +530,23 @@ fn bench_one(
     }
     fresh.sort_by(f64::total_cmp);
     let fresh_inputs_us = fresh[fresh.len() / 2];
+    let mut idle = Vec::with_capacity(FRESH_INPUT_CALLS);
+    for _ in 0..FRESH_INPUT_CALLS {
+        rewrite(&mut inputs);
+        let busy = Instant::now();
+        while busy.elapsed() < IDLE_GAP {
+            std::hint::spin_loop();
+        }
+        let t = Instant::now();
+        if first_call_bound {
+            model.run_into(&inputs, &mut outputs)?;
+        } else {
+            std::hint::black_box(model.run(&inputs)?);
+        }
+        idle.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    idle.sort_by(f64::total_cmp);
+    let idle_inputs_us = idle[idle.len() / 2];
     let inputs = inputs;
     let timing = if fresh_outputs {
         measure(|| Ok(model.run(&inputs)?), target, min_iters)?
@@ -535,6 +567,7 @@ fn bench_one(
         first_compile_us: Some(first_compile_us),
         first_call_us: Some(first_call_us),
         fresh_inputs_us: Some(fresh_inputs_us),
+        idle_inputs_us: Some(idle_inputs_us),
         first_call_bound,
     }];
     let kernels = model.kernels();
@@ -611,6 +644,7 @@ fn bench_one(
             first_compile_us: None,
             first_call_us: None,
             fresh_inputs_us: None,
+            idle_inputs_us: None,
             first_call_bound: false,
         });
     }

@@ -817,6 +817,7 @@ fn bench_json_lines() {
     want_model.insert("first_call_us".into());
     want_model.insert("first_call_outputs".into());
     want_model.insert("fresh_inputs_us".into());
+    want_model.insert("idle_inputs_us".into());
     want_model.insert("first_compile_us".into());
     for (i, (v, n)) in lines.iter().zip([3, 3, 64, 64]).enumerate() {
         let is_model = i % 2 == 0;
@@ -868,6 +869,7 @@ fn bench_json_lines() {
         if is_model {
             assert!(v["first_call_us"].as_f64().unwrap() > 0.0);
             assert!(v["fresh_inputs_us"].as_f64().unwrap() > 0.0);
+            assert!(v["idle_inputs_us"].as_f64().unwrap() > 0.0);
             assert!(v["first_compile_us"].as_f64().unwrap() > 0.0);
         }
         if has_avx512() {

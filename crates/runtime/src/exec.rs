@@ -93,11 +93,25 @@ impl Executor {
             return;
         }
         let chunks = self.threads.min(items);
+        if chunks <= 1 {
+            return f(0..items);
+        }
+        self.for_each_index(chunks, &|c| {
+            f(c * items / chunks..(c + 1) * items / chunks);
+        });
+    }
+
+    /// Runs `f(i)` for every `i` in `0..n` on the executor's threads and returns when
+    /// all are done. Indices are handed out in increasing order to whichever thread is
+    /// free, the caller's included, so with more indices than threads a thread that
+    /// starts late (a parked worker waking up) or runs slower (a core shared with
+    /// other work) takes fewer of them. All run on the caller's thread when there is
+    /// one thread, or when the workers are busy with another call. A panic in `f` is
+    /// resumed on the caller's thread once every index has finished.
+    pub fn for_each_index(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
         match &self.pool {
-            Some(pool) if chunks > 1 => pool.run(chunks, &|c| {
-                f(c * items / chunks..(c + 1) * items / chunks);
-            }),
-            _ => f(0..items),
+            Some(pool) if n > 1 => pool.run(n, f),
+            _ => (0..n).for_each(f),
         }
     }
 

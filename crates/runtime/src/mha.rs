@@ -31,8 +31,14 @@
 //! thread-local buffer, grown to the largest call seen and reused.
 //!
 //! # Threads
-//! Work items are (batch index, row block) pairs, cut into contiguous chunks, one per
-//! thread ([`Executor::for_each_chunk`]). When there are fewer items than threads, the
+//! Work items are (batch index, row block) pairs, cut into contiguous chunks: whole
+//! heads per chunk when there are at least two heads per thread (up to 16 chunks per
+//! thread), else 4 chunks per thread. The executor hands chunks out in order to
+//! whichever thread is free ([`Executor::for_each_index`]), so a worker that wakes up
+//! late or runs on a busier core takes fewer; a thread packs each K head once per call
+//! even across chunks (it remembers the call and head its scratch holds). With equal
+//! threads this is the static split's work, and the same results bit for bit (every
+//! row is computed the same way whichever thread runs it). When there are fewer items than threads, the
 //! row blocks shrink (to a multiple of the brgemm's 6-row tile) so every thread has
 //! work. A call of less than `MIN_PARALLEL_FLOPS` (~20 µs of work) runs on the
 //! calling thread: waking the pool costs more than it saves there.
@@ -165,7 +171,10 @@ thread_local! {
 /// of its own layout beyond what earlier calls used (none at a K length seen before
 /// or smaller; the packed K's growth at a larger one), and no call reallocates below
 /// `reserve`.
-fn with_scratch<R>(len: usize, reserve: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+///
+/// `f` also learns whether the buffer is the thread's own (`true`), which outlives the
+/// call, or a temporary one.
+fn with_scratch<R>(len: usize, reserve: usize, f: impl FnOnce(&mut [f32], bool) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut v) => {
             if v.len() < len {
@@ -181,10 +190,70 @@ fn with_scratch<R>(len: usize, reserve: usize, f: impl FnOnce(&mut [f32]) -> R) 
                 // calls at smaller or equal K lengths fault in nothing.
                 v.resize(len, 0.0);
             }
-            f(&mut v[..len])
+            f(&mut v[..len], true)
         }
-        Err(_) => f(&mut vec![0.0; len]),
+        Err(_) => f(&mut vec![0.0; len], false),
     })
+}
+
+thread_local! {
+    /// The call (an id from [`CALL_ID`]) and K offset whose packing this thread's
+    /// scratch holds, so that a thread that takes several chunks of one call packs
+    /// each head once.
+    static PACKED: std::cell::Cell<Option<(u64, usize)>> = const { std::cell::Cell::new(None) };
+}
+
+/// Ids of attention calls, for [`PACKED`]: no two calls share one.
+static CALL_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How a parallel call's work items (batch index major, row block minor) are cut
+/// into the chunks the executor hands out ([`Executor::for_each_index`]): more chunks
+/// than threads, so that a thread that starts late (a parked worker waking up) or
+/// runs slower (a core shared with other work) takes fewer, and whole heads per
+/// chunk when there are enough heads, so that each chunk packs its K heads once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Chunks {
+    items: usize,
+    row_blocks: usize,
+    /// Batch indices (heads) per chunk; 0 when chunks cut through heads.
+    heads: usize,
+    count: usize,
+}
+
+impl Chunks {
+    /// At most this many chunks per thread (a chunk costs ~0.1 us to hand out).
+    const MAX_PER_THREAD: usize = 16;
+    /// This many chunks per thread when heads are too few to give each chunk one.
+    const PER_THREAD: usize = 4;
+
+    fn new(nbatch: usize, row_blocks: usize, threads: usize) -> Chunks {
+        let items = nbatch * row_blocks;
+        if nbatch >= 2 * threads {
+            let heads = nbatch.div_ceil(Self::MAX_PER_THREAD * threads);
+            Chunks {
+                items,
+                row_blocks,
+                heads,
+                count: nbatch.div_ceil(heads),
+            }
+        } else {
+            Chunks {
+                items,
+                row_blocks,
+                heads: 0,
+                count: items.min(Self::PER_THREAD * threads).max(1),
+            }
+        }
+    }
+
+    fn range(&self, c: usize) -> std::ops::Range<usize> {
+        if self.heads > 0 {
+            let per = self.heads * self.row_blocks;
+            c * per..((c + 1) * per).min(self.items)
+        } else {
+            c * self.items / self.count..(c + 1) * self.items / self.count
+        }
+    }
 }
 
 /// The K length up to which a thread's scratch is made ahead of its first call, at
@@ -209,7 +278,7 @@ const WORKER_WARM_FLOATS: usize = 48 << 10;
 pub(crate) fn warm_worker_scratch() {
     // The reserve of the BERT layout: the warm part plus a packed K of 1024 keys.
     let reserve = WORKER_WARM_FLOATS + SCRATCH_RESERVE_L * 64;
-    with_scratch(WORKER_WARM_FLOATS, reserve, |_| ());
+    with_scratch(WORKER_WARM_FLOATS, reserve, |_, _| ());
 }
 
 /// Raw base addresses shared by the worker threads.
@@ -418,7 +487,11 @@ impl MhaKernel {
                 return;
             };
             if layout.total <= WARM_MAX_FLOATS {
-                with_scratch(layout.total, self.scratch_reserve(&plan, &layout), |_| ());
+                with_scratch(
+                    layout.total,
+                    self.scratch_reserve(&plan, &layout),
+                    |_, _| (),
+                );
                 return;
             }
         }
@@ -784,10 +857,11 @@ impl MhaKernel {
             plan.mask.as_ref().map_or(0, |(_, bc)| i64::from(*bc)),
         );
         let reserve = self.scratch_reserve(plan, &layout);
+        let call = CALL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let work = |range: std::ops::Range<usize>| {
             // Captures the whole (Sync) struct, not its raw-pointer fields.
             let ptrs = ptrs.get();
-            with_scratch(layout.total, reserve, |buf: &mut [f32]| {
+            with_scratch(layout.total, reserve, |buf: &mut [f32], own: bool| {
                 let skip = buf.as_ptr().align_offset(64).min(SCRATCH_ALIGN_SLACK);
                 let base = buf[skip..].as_mut_ptr();
                 // SAFETY: every region lies within `layout.total - SCRATCH_ALIGN_SLACK`
@@ -801,8 +875,12 @@ impl MhaKernel {
                         base.add(layout.kbuf),
                     )
                 };
-                // The K head packed in kbuf (none yet in this chunk).
-                let mut packed: Option<usize> = None;
+                // The K head packed in kbuf: one of this call's, packed by an earlier
+                // chunk on this thread into its own scratch, or none yet.
+                let mut packed: Option<usize> = match PACKED.get() {
+                    Some((c, ok)) if own && c == call => Some(ok),
+                    _ => None,
+                };
                 for it in range {
                     let (bi, rb) = (it / row_blocks, it % row_blocks);
                     let (s0, rows) = (rb * m_blk, m_blk.min(plan.s - rb * m_blk));
@@ -861,12 +939,16 @@ impl MhaKernel {
                         });
                     }
                 }
+                if own {
+                    PACKED.set(packed.map(|ok| (call, ok)));
+                }
             });
         };
         if threads == 1 {
             work(0..items);
         } else {
-            exec.for_each_chunk(items, &work);
+            let chunks = Chunks::new(nbatch, row_blocks, threads);
+            exec.for_each_index(chunks.count, &|c| work(chunks.range(c)));
         }
         Ok(())
     }
@@ -948,5 +1030,38 @@ impl MhaKernel {
             kbuf: off[4],
             total: vals.total.div_ceil(4) + SCRATCH_ALIGN_SLACK + 1,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Chunks;
+
+    /// The chunks cover every item once, in order; with enough heads each chunk is
+    /// whole heads, and there are more chunks than threads whenever there are more
+    /// items.
+    #[test]
+    fn chunks_cover_items_in_whole_heads_when_they_can() {
+        for threads in [2, 3, 4, 8] {
+            for nbatch in [1, 2, 3, 5, 12, 96, 1000] {
+                for row_blocks in [1, 2, 7, 43] {
+                    let c = Chunks::new(nbatch, row_blocks, threads);
+                    let items = nbatch * row_blocks;
+                    let mut next = 0;
+                    for i in 0..c.count {
+                        let r = c.range(i);
+                        assert_eq!(r.start, next, "{c:?}: chunk {i}");
+                        assert!(!r.is_empty(), "{c:?}: chunk {i} empty");
+                        if nbatch >= 2 * threads {
+                            assert_eq!(r.start % row_blocks, 0, "{c:?}: chunk {i} splits a head");
+                        }
+                        next = r.end;
+                    }
+                    assert_eq!(next, items, "{c:?}");
+                    assert!(c.count <= Chunks::MAX_PER_THREAD * threads, "{c:?}");
+                    assert!(c.count > threads || c.count == items, "{c:?}");
+                }
+            }
+        }
     }
 }
