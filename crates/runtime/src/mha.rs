@@ -31,14 +31,14 @@
 //! thread-local buffer, grown to the largest call seen and reused.
 //!
 //! # Threads
-//! Work items are (batch index, row block) pairs, cut into contiguous chunks: whole
-//! heads per chunk when there are at least two heads per thread (up to 16 chunks per
-//! thread), else 4 chunks per thread. The executor hands chunks out in order to
-//! whichever thread is free ([`Executor::for_each_index`]), so a worker that wakes up
-//! late or runs on a busier core takes fewer; a thread packs each K head once per call
-//! even across chunks (it remembers the call and head its scratch holds). With equal
-//! threads this is the static split's work, and the same results bit for bit (every
-//! row is computed the same way whichever thread runs it). When there are fewer items than threads, the
+//! Work items are (batch index, row block) pairs, cut into contiguous chunks: one per
+//! thread for a small call, up to 16 per thread for a large one (one per ~200 us of
+//! work), whole heads each when the heads allow. The executor hands chunks out in order
+//! to whichever thread is free ([`Executor::for_each_index`]), so a worker that wakes
+//! up late or runs on a busier core takes fewer; a thread packs each K head once per
+//! call even across chunks (it remembers the call and head its scratch holds). The
+//! results are the same bit for bit for any thread count (every row is computed the
+//! same way whichever thread runs it). When there are fewer items than threads, the
 //! row blocks shrink (to a multiple of the brgemm's 6-row tile) so every thread has
 //! work. A call of less than `MIN_PARALLEL_FLOPS` (~20 µs of work) runs on the
 //! calling thread: waking the pool costs more than it saves there.
@@ -207,10 +207,15 @@ thread_local! {
 static CALL_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// How a parallel call's work items (batch index major, row block minor) are cut
-/// into the chunks the executor hands out ([`Executor::for_each_index`]): more chunks
-/// than threads, so that a thread that starts late (a parked worker waking up) or
-/// runs slower (a core shared with other work) takes fewer, and whole heads per
-/// chunk when there are enough heads, so that each chunk packs its K heads once.
+/// into the chunks the executor hands out ([`Executor::for_each_index`]): one per
+/// [`Chunks::FLOPS`] of work, at least one and at most [`Chunks::MAX_PER_THREAD`] per
+/// thread, so that on a large call a thread that starts late (a parked worker waking
+/// up) or runs slower (a core shared with other work) takes fewer, while a small
+/// call is not slowed by handing out many (each costs cross-core atomics: 12 chunks
+/// instead of 2 made S = 64 on two threads 10 % slower). Chunks are whole heads, so
+/// that each packs its K heads once: at most one chunk per head. With fewer heads
+/// than threads, one chunk per thread cuts through heads (and a thread remembers
+/// which head its scratch holds across chunks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Chunks {
     items: usize,
@@ -221,15 +226,23 @@ struct Chunks {
 }
 
 impl Chunks {
-    /// At most this many chunks per thread (a chunk costs ~0.1 us to hand out).
+    /// At most this many chunks per thread.
     const MAX_PER_THREAD: usize = 16;
-    /// This many chunks per thread when heads are too few to give each chunk one.
-    const PER_THREAD: usize = 4;
+    /// Work per chunk: ~200 us on one core.
+    const FLOPS: usize = 20_000_000;
 
-    fn new(nbatch: usize, row_blocks: usize, threads: usize) -> Chunks {
+    /// `flops`: the whole call's.
+    fn new(nbatch: usize, row_blocks: usize, threads: usize, flops: usize) -> Chunks {
         let items = nbatch * row_blocks;
-        if nbatch >= 2 * threads {
-            let heads = nbatch.div_ceil(Self::MAX_PER_THREAD * threads);
+        let target = (flops / Self::FLOPS)
+            .clamp(threads, Self::MAX_PER_THREAD * threads)
+            .min(items)
+            .max(1);
+        // Whole heads (at most one chunk per head: cutting through heads made more
+        // packing and cost 1.5-3 % at S = 256-1024 on two threads), unless that
+        // leaves a thread without a chunk.
+        let heads = nbatch.div_ceil(target.min(nbatch));
+        if nbatch.div_ceil(heads) >= threads.min(items) {
             Chunks {
                 items,
                 row_blocks,
@@ -241,7 +254,7 @@ impl Chunks {
                 items,
                 row_blocks,
                 heads: 0,
-                count: items.min(Self::PER_THREAD * threads).max(1),
+                count: threads.min(items),
             }
         }
     }
@@ -947,7 +960,7 @@ impl MhaKernel {
         if threads == 1 {
             work(0..items);
         } else {
-            let chunks = Chunks::new(nbatch, row_blocks, threads);
+            let chunks = Chunks::new(nbatch, row_blocks, threads, flops);
             exec.for_each_index(chunks.count, &|c| work(chunks.range(c)));
         }
         Ok(())
@@ -1037,29 +1050,40 @@ impl MhaKernel {
 mod tests {
     use super::Chunks;
 
-    /// The chunks cover every item once, in order; with enough heads each chunk is
-    /// whole heads, and there are more chunks than threads whenever there are more
-    /// items.
+    /// The chunks cover every item once, in order; whole heads when the heads divide
+    /// evenly; one per thread for a small call, more for a large one.
     #[test]
     fn chunks_cover_items_in_whole_heads_when_they_can() {
         for threads in [2, 3, 4, 8] {
             for nbatch in [1, 2, 3, 5, 12, 96, 1000] {
                 for row_blocks in [1, 2, 7, 43] {
-                    let c = Chunks::new(nbatch, row_blocks, threads);
-                    let items = nbatch * row_blocks;
-                    let mut next = 0;
-                    for i in 0..c.count {
-                        let r = c.range(i);
-                        assert_eq!(r.start, next, "{c:?}: chunk {i}");
-                        assert!(!r.is_empty(), "{c:?}: chunk {i} empty");
-                        if nbatch >= 2 * threads {
-                            assert_eq!(r.start % row_blocks, 0, "{c:?}: chunk {i} splits a head");
+                    for flops in [1_000_000, 200_000_000, 100_000_000_000] {
+                        let c = Chunks::new(nbatch, row_blocks, threads, flops);
+                        let items = nbatch * row_blocks;
+                        let mut next = 0;
+                        for i in 0..c.count {
+                            let r = c.range(i);
+                            assert_eq!(r.start, next, "{c:?}: chunk {i}");
+                            assert!(!r.is_empty(), "{c:?}: chunk {i} empty");
+                            if c.heads > 0 {
+                                assert_eq!(r.start % row_blocks, 0, "{c:?}: chunk {i}");
+                            }
+                            next = r.end;
                         }
-                        next = r.end;
+                        assert_eq!(next, items, "{c:?}");
+                        assert!(c.count <= Chunks::MAX_PER_THREAD * threads, "{c:?}");
+                        if nbatch >= threads {
+                            assert!(c.heads > 0 || nbatch < 2 * threads, "{c:?}");
+                        }
+                        // Every thread has a chunk; a small call makes no more.
+                        assert!(c.count >= threads.min(items), "{c:?}");
+                        if flops == 1_000_000 {
+                            assert_eq!(c.count, threads.min(items), "{c:?}");
+                        }
+                        if flops == 100_000_000_000 && nbatch >= 2 * threads {
+                            assert!(c.count > threads, "{c:?}");
+                        }
                     }
-                    assert_eq!(next, items, "{c:?}");
-                    assert!(c.count <= Chunks::MAX_PER_THREAD * threads, "{c:?}");
-                    assert!(c.count > threads || c.count == items, "{c:?}");
                 }
             }
         }
