@@ -256,10 +256,11 @@ struct Line {
     /// minus this is what the new shapes themselves cost, apart from the inputs'
     /// cache state.
     fresh_inputs_us: Option<f64>,
-    /// The same, each call also after [`IDLE_GAP`] of other work on the calling
-    /// thread, so that the pool's workers have parked, as they have before a first
-    /// call: the first call minus this is the new shapes' cost apart from the inputs'
-    /// cache state and the workers' wake-up.
+    /// The same, each call also after as much other work on the calling thread as
+    /// came before the first call (the input preparation, see [`IDLE_GAP`]), so that
+    /// the pool's workers have parked as they had then: the first call minus this is
+    /// the new shapes' cost apart from the inputs' cache state and the workers'
+    /// wake-up.
     idle_inputs_us: Option<f64>,
     /// Whether the first call wrote into caller-held outputs (`run_into`) rather
     /// than allocating them (`run`).
@@ -456,11 +457,12 @@ const COMPILE_REPEATS: usize = 5;
 /// and `idle_inputs_us` of as many after an idle gap each).
 const FRESH_INPUT_CALLS: usize = 5;
 
-/// Busy time on the calling thread before each `idle_inputs_us` call: 20 times the
-/// pool's default spin (100 us), so that its workers have parked, as they have after
-/// the input preparation before a first call. The caller busy-waits (it does not
-/// sleep), as it was busy preparing inputs then.
-const IDLE_GAP: Duration = Duration::from_millis(2);
+/// Busy time on the calling thread before each `idle_inputs_us` call: as long as the
+/// input preparation before the first call took, within these bounds (at least 20
+/// times the pool's default spin of 100 us, so that its workers have parked; how long
+/// a parked worker takes to wake up grows with how long its core has been idle on a
+/// VM). The caller busy-waits (it does not sleep), as it was busy preparing inputs.
+const IDLE_GAP: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(100));
 
 /// Reads and writes back every element of `inputs`, so that they are in the state
 /// of data the caller has just written (as `make_inputs` leaves them).
@@ -495,6 +497,7 @@ fn bench_one(
     min_iters: usize,
     fresh_outputs: bool,
 ) -> Result<Vec<Line>, CliError> {
+    let prep = Instant::now();
     let inputs = bind::make_inputs(model.inputs(), shapes, 0x5eed);
     // The first call at these shapes. Timing `run_into`, it writes into outputs the
     // caller already holds (allocated and touched here, as a server binds its
@@ -506,6 +509,7 @@ fn bench_one(
         _ => None,
     };
     let first_call_bound = bound.is_some();
+    let idle_gap = prep.elapsed().clamp(IDLE_GAP.0, IDLE_GAP.1);
     let t = Instant::now();
     let mut outputs = match bound {
         Some(mut outs) => {
@@ -534,7 +538,7 @@ fn bench_one(
     for _ in 0..FRESH_INPUT_CALLS {
         rewrite(&mut inputs);
         let busy = Instant::now();
-        while busy.elapsed() < IDLE_GAP {
+        while busy.elapsed() < idle_gap {
             std::hint::spin_loop();
         }
         let t = Instant::now();
