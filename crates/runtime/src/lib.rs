@@ -11,6 +11,7 @@ pub mod config;
 mod exec;
 pub mod mha;
 mod pool;
+mod scratch;
 mod subgraph;
 
 pub use exec::{Executor, MIN_ELEMENTS_PER_THREAD, NT_STORE_MIN_BYTES, OutputPort, Plan, WorkItem};

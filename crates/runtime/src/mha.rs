@@ -58,6 +58,7 @@ use snipjit_x64::{
 
 use snipjit_lower::mha::{LayoutFormula, MhaPlan, MhaTarget, lower_mha};
 
+use crate::scratch::ScratchBuf;
 use crate::{Executor, RuntimeError};
 
 /// Block sizes of the flash loop: Q rows per work item and score columns per block
@@ -158,40 +159,27 @@ fn extent(dims: &[usize], strides: &[usize]) -> Option<usize> {
 thread_local! {
     /// Each thread's scratchpad, grown to the largest call seen and reused: a call
     /// on small shapes would otherwise spend a noticeable part of its time
-    /// allocating and zeroing it.
-    static SCRATCH: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// allocating and zeroing it. Mapped for huge pages ([`crate::scratch`]).
+    static SCRATCH: std::cell::RefCell<ScratchBuf> = const { std::cell::RefCell::new(ScratchBuf::new()) };
 }
 
 /// Runs `f` on this thread's scratchpad of at least `len` floats (a fresh one if it
-/// is in use, which the kernels never cause).
+/// is in use, which the kernels never cause, or if it cannot be mapped).
 ///
-/// Each first touch of a 4 KiB page costs a page fault (1.5-5 us on this project's VM).
-/// So the buffer is reserved for at least `reserve` floats (and twice its old size)
-/// without touching it, and zeroed only up to `len`: a call faults in just the pages
-/// of its own layout beyond what earlier calls used (none at a K length seen before
-/// or smaller; the packed K's growth at a larger one), and no call reallocates below
-/// `reserve`.
+/// The scratch is mapped for at least `reserve` floats (and twice its old size, in 2
+/// MiB steps, see [`ScratchBuf`]) and touched only up to `len`: a call faults in at
+/// most the pages of its own layout beyond what earlier calls used (with huge pages,
+/// none below 2 MiB once one call or the warm-up touched it), and no call remaps
+/// below `reserve`.
 ///
 /// `f` also learns whether the buffer is the thread's own (`true`), which outlives the
 /// call, or a temporary one.
 fn with_scratch<R>(len: usize, reserve: usize, f: impl FnOnce(&mut [f32], bool) -> R) -> R {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut v) => {
-            if v.len() < len {
-                if v.capacity() < len {
-                    // Reserve (not touch) room for calls up to `reserve` floats, at
-                    // least twice the old size: the pages beyond what a call uses
-                    // stay unmapped until a larger call touches them.
-                    let want = len.max(reserve).max(v.len().saturating_mul(2));
-                    *v = Vec::with_capacity(want);
-                }
-                // Zeroed (and so faulted in) up to what this call uses: the static
-                // regions at full blocking and the packed K of this K length, so
-                // calls at smaller or equal K lengths fault in nothing.
-                v.resize(len, 0.0);
-            }
-            f(&mut v[..len], true)
-        }
+        Ok(mut s) => match s.get(len, reserve) {
+            Some(buf) => f(buf, true),
+            None => f(&mut vec![0.0; len], false),
+        },
         Err(_) => f(&mut vec![0.0; len], false),
     })
 }
