@@ -519,38 +519,30 @@ fn bench_one(
         None => model.run(&inputs)?,
     };
     let first_call_us = t.elapsed().as_secs_f64() * 1e6;
-    // The same call again, each time on inputs rewritten just before.
+    // The same call again, each time on inputs rewritten just before, then also
+    // after `gap` of busy work: the median of FRESH_INPUT_CALLS calls.
     let mut inputs = inputs;
-    let mut fresh = Vec::with_capacity(FRESH_INPUT_CALLS);
-    for _ in 0..FRESH_INPUT_CALLS {
-        rewrite(&mut inputs);
-        let t = Instant::now();
-        if first_call_bound {
-            model.run_into(&inputs, &mut outputs)?;
-        } else {
-            std::hint::black_box(model.run(&inputs)?);
+    let mut again = |gap: Duration| -> Result<f64, CliError> {
+        let mut times = Vec::with_capacity(FRESH_INPUT_CALLS);
+        for _ in 0..FRESH_INPUT_CALLS {
+            rewrite(&mut inputs);
+            let busy = Instant::now();
+            while busy.elapsed() < gap {
+                std::hint::spin_loop();
+            }
+            let t = Instant::now();
+            if first_call_bound {
+                model.run_into(&inputs, &mut outputs)?;
+            } else {
+                std::hint::black_box(model.run(&inputs)?);
+            }
+            times.push(t.elapsed().as_secs_f64() * 1e6);
         }
-        fresh.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    fresh.sort_by(f64::total_cmp);
-    let fresh_inputs_us = fresh[fresh.len() / 2];
-    let mut idle = Vec::with_capacity(FRESH_INPUT_CALLS);
-    for _ in 0..FRESH_INPUT_CALLS {
-        rewrite(&mut inputs);
-        let busy = Instant::now();
-        while busy.elapsed() < idle_gap {
-            std::hint::spin_loop();
-        }
-        let t = Instant::now();
-        if first_call_bound {
-            model.run_into(&inputs, &mut outputs)?;
-        } else {
-            std::hint::black_box(model.run(&inputs)?);
-        }
-        idle.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    idle.sort_by(f64::total_cmp);
-    let idle_inputs_us = idle[idle.len() / 2];
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    };
+    let fresh_inputs_us = again(Duration::ZERO)?;
+    let idle_inputs_us = again(idle_gap)?;
     let inputs = inputs;
     let timing = if fresh_outputs {
         measure(|| Ok(model.run(&inputs)?), target, min_iters)?
