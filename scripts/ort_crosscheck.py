@@ -521,6 +521,12 @@ def attention_cases():
         attention("bhsd_noscale_odd", "bhsd", None, None, 3, 7, 1, 5),
         attention("bshd_bert_add_mask", "bshd", "scores", "add", 2, 13, 4, 16),
         attention("bshd_div_where_cross", "bshd", "scores", "where", 1, 6, 2, 24, use_div=True, kv_len=10),
+        # Several score blocks per row (K lengths past the kernel's 128-column block),
+        # head sizes 80 and 128; without a scale the scores spread widely, so row maxima
+        # jump by more than the kernel's rescale slack between blocks.
+        attention("bshd_add_mask_long_d80", "bshd", "scores", "add", 1, 300, 2, 80),
+        attention("bhsd_noscale_long_d128", "bhsd", None, None, 1, 257, 2, 128),
+        attention("3d_where_cross_long", "3d", "q", "where", 2, 37, 1, 64, kv_len=521),
     ]
 
 
