@@ -346,7 +346,7 @@ class Report:
                        "snipjit's median of 5 further calls at that S, each on inputs rewritten just "
                        "before (as the first call's were just written), so that the difference is the "
                        "new shape's cost apart from the inputs' cache state. \"after idle\": the "
-                       "same, each call after as much busy work on the calling thread as the input "
+                       "same, on rewritten inputs and bound outputs, each call after as much busy work on the calling thread as the input "
                        "preparation before the first call took (2-100 ms), so that the pool's "
                        "workers have parked as before a first call (with one thread it "
                        "equals \"fresh inputs\" up to noise). Single samples: compare over several "

@@ -256,11 +256,11 @@ struct Line {
     /// minus this is what the new shapes themselves cost, apart from the inputs'
     /// cache state.
     fresh_inputs_us: Option<f64>,
-    /// The same, each call also after as much other work on the calling thread as
-    /// came before the first call (the input preparation, see [`IDLE_GAP`]), so that
-    /// the pool's workers have parked as they had then: the first call minus this is
-    /// the new shapes' cost apart from the inputs' cache state and the workers'
-    /// wake-up.
+    /// The same, on rewritten inputs and bound outputs, each call also after as much
+    /// other work on the calling thread as came before the first call (the input
+    /// preparation, see [`IDLE_GAP`]), so that the pool's workers have parked as they
+    /// had then: the first call minus this is the new shapes' cost apart from the
+    /// data's cache state and the workers' wake-up.
     idle_inputs_us: Option<f64>,
     /// Whether the first call wrote into caller-held outputs (`run_into`) rather
     /// than allocating them (`run`).
@@ -522,10 +522,16 @@ fn bench_one(
     // The same call again, each time on inputs rewritten just before, then also
     // after `gap` of busy work: the median of FRESH_INPUT_CALLS calls.
     let mut inputs = inputs;
-    let mut again = |gap: Duration| -> Result<f64, CliError> {
+    // With `idle`, the bound outputs are rewritten too (they were written by this
+    // thread before the first call, so a worker's first writes to them moved their
+    // cache lines from this core).
+    let mut again = |gap: Duration, idle: bool| -> Result<f64, CliError> {
         let mut times = Vec::with_capacity(FRESH_INPUT_CALLS);
         for _ in 0..FRESH_INPUT_CALLS {
             rewrite(&mut inputs);
+            if idle && first_call_bound {
+                rewrite(&mut outputs);
+            }
             let busy = Instant::now();
             while busy.elapsed() < gap {
                 std::hint::spin_loop();
@@ -541,8 +547,8 @@ fn bench_one(
         times.sort_by(f64::total_cmp);
         Ok(times[times.len() / 2])
     };
-    let fresh_inputs_us = again(Duration::ZERO)?;
-    let idle_inputs_us = again(idle_gap)?;
+    let fresh_inputs_us = again(Duration::ZERO, false)?;
+    let idle_inputs_us = again(idle_gap, true)?;
     let inputs = inputs;
     let timing = if fresh_outputs {
         measure(|| Ok(model.run(&inputs)?), target, min_iters)?
