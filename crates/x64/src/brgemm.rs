@@ -931,6 +931,18 @@ impl<'a> Gen<'a> {
         Ok(())
     }
 
+    /// Moves the A and C row pointers (`r8`, `r9`) `rows` rows down (strides in
+    /// bytes in `rbx`, `rbp`).
+    fn advance_rows(&mut self, rows: usize) {
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; imul r11, rbx, rows as i32
+            ; add r8, r11
+            ; imul r11, rbp, rows as i32
+            ; add r9, r11
+        );
+    }
+
     /// Row blocks of one panel width; falls through to `n_next` when M is done.
     fn m_loop(
         &mut self,
@@ -947,12 +959,9 @@ impl<'a> Gen<'a> {
             ; jl =>tail
         );
         self.tile(mr, w)?;
+        self.advance_rows(mr);
         dynasm!(self.a.ops()
             ; .arch x64
-            ; imul r11, rbx, mr as i32
-            ; add r8, r11
-            ; imul r11, rbp, mr as i32
-            ; add r9, r11
             ; sub rsi, mr as i32
             ; jmp =>top
             ; =>tail
@@ -966,14 +975,8 @@ impl<'a> Gen<'a> {
                 let skip = self.a.new_label();
                 dynasm!(self.a.ops() ; .arch x64 ; test rsi, p as i32 ; jz =>skip);
                 self.tile(p, w)?;
-                dynasm!(self.a.ops()
-                    ; .arch x64
-                    ; imul r11, rbx, p as i32
-                    ; add r8, r11
-                    ; imul r11, rbp, p as i32
-                    ; add r9, r11
-                    ; =>skip
-                );
+                self.advance_rows(p);
+                self.a.bind(skip);
             }
             p /= 2;
         }
@@ -1274,25 +1277,7 @@ impl<'a> Gen<'a> {
         let lanes = self.isa.lanes();
         let nblk = self.nblk();
         let vb = self.isa.vec_bytes() as i32;
-        let (plan, out) = match self.isa {
-            // Computed and checked once per process.
-            Isa::Avx512 => {
-                static PLAN: std::sync::OnceLock<Option<(Plan, Vec<usize>)>> =
-                    std::sync::OnceLock::new();
-                match PLAN.get_or_init(|| transpose_plan(Isa::Avx512).ok()) {
-                    Some(p) => p.clone(),
-                    None => transpose_plan(Isa::Avx512)?,
-                }
-            }
-            Isa::Avx2 => {
-                static PLAN: std::sync::OnceLock<Option<(Plan, Vec<usize>)>> =
-                    std::sync::OnceLock::new();
-                match PLAN.get_or_init(|| transpose_plan(Isa::Avx2).ok()) {
-                    Some(p) => p.clone(),
-                    None => transpose_plan(Isa::Avx2)?,
-                }
-            }
-        };
+        let (plan, out) = cached_transpose_plan(self.isa)?;
         // Row bases of rows 0, 3, 6, 9, 12, 15 of the group; rows 3b+1, 3b+2 via ldb.
         let bases = [Gpr::R11, Gpr::Rcx, Gpr::Rsi, Gpr::R8, Gpr::R9, Gpr::R10];
         let nbases = lanes.div_ceil(3);
@@ -1521,6 +1506,21 @@ type Plan = Vec<(Shuf, usize, usize, usize)>;
 /// AVX-512: 64 shuffles for 16×16; AVX2: 24 for 8×8. The result is checked by
 /// simulating every step on (row, column) labels, so a wrong plan is a compile error,
 /// never wrong numbers.
+/// [`transpose_plan`], computed and checked once per process and ISA (an error is
+/// not kept: the next call computes it again and returns the error).
+fn cached_transpose_plan(isa: Isa) -> Result<(Plan, Vec<usize>), X64Error> {
+    type Cached = std::sync::OnceLock<Option<(Plan, Vec<usize>)>>;
+    static PLANS: [Cached; 2] = [Cached::new(), Cached::new()];
+    let slot = match isa {
+        Isa::Avx512 => &PLANS[0],
+        Isa::Avx2 => &PLANS[1],
+    };
+    match slot.get_or_init(|| transpose_plan(isa).ok()) {
+        Some(p) => Ok(p.clone()),
+        None => transpose_plan(isa),
+    }
+}
+
 fn transpose_plan(isa: Isa) -> Result<(Plan, Vec<usize>), X64Error> {
     let lanes = isa.lanes();
     let (r, t) = (0usize, lanes);
