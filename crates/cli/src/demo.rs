@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::time::Instant;
 
-use snipjit::{Compiler, DType, Dim, Options, Tensor};
+use snipjit::{Compiler, DType, Options, Tensor};
 
 use crate::error::CliError;
 
@@ -38,16 +38,7 @@ pub fn demo(out: &mut impl Write) -> Result<(), CliError> {
 
     // The input shape: N = ROWS for the dynamic dim, the static dims as declared.
     let input = &model.inputs()[0];
-    let shape: Vec<usize> = input
-        .ty
-        .shape
-        .dims()
-        .iter()
-        .map(|d| match d {
-            Dim::Static(n) => *n,
-            Dim::Dynamic(_) => ROWS,
-        })
-        .collect();
+    let shape: Vec<usize> = input.ty.shape.concrete(|_| ROWS);
     let numel: usize = shape.iter().product();
     let xs: Vec<f32> = (0..numel)
         .map(|i| (-RANGE + 2.0 * RANGE * i as f64 / (numel.max(2) - 1) as f64) as f32)

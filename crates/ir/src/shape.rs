@@ -69,6 +69,18 @@ impl Shape {
         &self.0
     }
 
+    /// Concrete dims: the static ones as they are, each dynamic one sized by
+    /// `size(name)` (`None` for an anonymous `?`), called in dim order.
+    pub fn concrete(&self, mut size: impl FnMut(Option<&str>) -> usize) -> Vec<usize> {
+        self.0
+            .iter()
+            .map(|d| match d {
+                Dim::Static(n) => *n,
+                Dim::Dynamic(name) => size(name.as_deref()),
+            })
+            .collect()
+    }
+
     /// The concrete dims if every dim is static.
     pub fn as_static(&self) -> Option<Vec<usize>> {
         self.0.iter().map(Dim::as_static).collect()
@@ -199,6 +211,29 @@ impl fmt::Display for TensorType {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn concrete_sizes_dynamic_dims_by_name_in_order() {
+        let s: Shape = [
+            Dim::sym("B"),
+            Dim::Static(12),
+            Dim::Dynamic(None),
+            Dim::sym("S"),
+        ]
+        .into_iter()
+        .collect();
+        let mut seen = vec![];
+        let dims = s.concrete(|name| {
+            seen.push(name.map(str::to_string));
+            match name {
+                Some("B") => 2,
+                Some(_) => 7,
+                None => 5,
+            }
+        });
+        assert_eq!(dims, vec![2, 12, 5, 7]);
+        assert_eq!(seen, vec![Some("B".into()), None, Some("S".into())]);
+    }
 
     #[test]
     fn broadcast_numpy_rules() {

@@ -192,18 +192,11 @@ fn the_layout_formula_gives_the_full_evaluation() {
                 .inputs
                 .iter()
                 .map(|&id| {
-                    g.node(id).outputs[0]
-                        .ty
-                        .shape
-                        .0
-                        .iter()
-                        .map(|d| match d {
-                            snipjit_ir::Dim::Static(n) => *n,
-                            snipjit_ir::Dim::Dynamic(Some(n)) if n == "S" => s,
-                            snipjit_ir::Dim::Dynamic(Some(n)) if n == "L" => l,
-                            snipjit_ir::Dim::Dynamic(_) => b,
-                        })
-                        .collect()
+                    g.node(id).outputs[0].ty.shape.concrete(|name| match name {
+                        Some("S") => s,
+                        Some("L") => l,
+                        _ => b,
+                    })
                 })
                 .collect();
             let refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();

@@ -50,7 +50,7 @@
 //! scores instead (`(q·c)·k` vs `(q·k)·c`, equal in exact arithmetic). Rows whose
 //! scores are all `-inf` give NaN, as the interpreter's softmax does.
 
-use snipjit_ir::{DType, Dim, Graph, Shape, Tensor, TensorData};
+use snipjit_ir::{DType, Graph, Shape, Tensor, TensorData};
 use snipjit_tokenize::mha::{MhaMask, MhaPattern, ScaleOp, analyze_mha};
 use snipjit_x64::{
     AttnMask, AttnScale, Isa, KLayout, Kernel, MhaFused, MhaFusedArgs, MhaFusedOptions,
@@ -469,16 +469,7 @@ impl MhaKernel {
             let shapes: Vec<Vec<usize>> = self
                 .inputs
                 .iter()
-                .map(|decl| {
-                    decl.shape
-                        .0
-                        .iter()
-                        .map(|d| match d {
-                            Dim::Static(n) => *n,
-                            Dim::Dynamic(_) => l,
-                        })
-                        .collect()
-                })
+                .map(|decl| decl.shape.concrete(|_| l))
                 .collect();
             let refs: Vec<&[usize]> = shapes.iter().map(Vec::as_slice).collect();
             let Ok(plan) = self.plan_shapes(&refs) else {

@@ -2,7 +2,7 @@
 //! (tests/mha.rs takes `mha_body` from here too, so not every user calls everything).
 #![allow(dead_code)]
 
-use snipjit_ir::{Dim, Graph, Op, SubgraphKind, Tensor};
+use snipjit_ir::{Graph, Op, SubgraphKind, Tensor};
 use snipjit_tokenize::{TokenizeConfig, tokenize};
 
 const MODEL: &str = include_str!("../../../../examples/mha.sg");
@@ -31,14 +31,7 @@ pub fn inputs(body: &Graph, b: usize, s: usize, seed: u32) -> Vec<Tensor> {
             let shape: Vec<usize> = body.node(id).outputs[0]
                 .ty
                 .shape
-                .0
-                .iter()
-                .map(|d| match d {
-                    Dim::Static(n) => *n,
-                    Dim::Dynamic(Some(name)) if name == "B" => b,
-                    Dim::Dynamic(_) => s,
-                })
-                .collect();
+                .concrete(|name| if name == Some("B") { b } else { s });
             let n: usize = shape.iter().product();
             let data = (0..n)
                 .map(|_| {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use snipjit_ir::{DType, Dim, Graph, Tensor, TensorData};
+use snipjit_ir::{DType, Graph, Tensor, TensorData};
 
 /// SplitMix64: small, seeded, good enough for test data.
 #[derive(Debug, Clone)]
@@ -51,20 +51,13 @@ fn concrete_dims(g: &Graph) -> Vec<Vec<usize>> {
     g.inputs
         .iter()
         .map(|&p| {
-            g.node(p).outputs[0]
-                .ty
-                .shape
-                .dims()
-                .iter()
-                .map(|d| match d {
-                    Dim::Static(n) => *n,
-                    Dim::Dynamic(None) => 3,
-                    Dim::Dynamic(Some(s)) => {
-                        let next = 2 + sizes.len() % 3;
-                        *sizes.entry(s.clone()).or_insert(next)
-                    }
-                })
-                .collect()
+            g.node(p).outputs[0].ty.shape.concrete(|name| match name {
+                None => 3,
+                Some(s) => {
+                    let next = 2 + sizes.len() % 3;
+                    *sizes.entry(s.to_string()).or_insert(next)
+                }
+            })
         })
         .collect()
 }
