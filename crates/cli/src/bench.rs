@@ -464,15 +464,15 @@ const FRESH_INPUT_CALLS: usize = 5;
 /// VM). The caller busy-waits (it does not sleep), as it was busy preparing inputs.
 const IDLE_GAP: (Duration, Duration) = (Duration::from_millis(2), Duration::from_millis(100));
 
-/// Reads and writes back every element of `inputs`, so that they are in the state
+/// Reads and writes back every element of `tensors`, so that they are in the state
 /// of data the caller has just written (as `make_inputs` leaves them).
-fn rewrite(inputs: &mut [Tensor]) {
+fn rewrite(tensors: &mut [Tensor]) {
     fn touch<T: Copy>(v: &mut [T]) {
         for x in v.iter_mut() {
             *x = std::hint::black_box(*x);
         }
     }
-    for t in inputs {
+    for t in tensors {
         match &mut t.data {
             TensorData::F32(v) => touch(v),
             TensorData::BF16(v) => touch(v),
