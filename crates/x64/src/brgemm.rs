@@ -102,6 +102,10 @@ pub struct BrgemmArgs {
     pub ldc: i64,
     /// Nonzero: `C += A·B`; zero: `C = A·B` (C is not read).
     pub accumulate: i64,
+    /// Null, or `M` floats: row `i` of the result is multiplied by `row_scale[i]`
+    /// before it is stored (`C = s·(A·B)`, or `s·(C + A·B)` when accumulating). The
+    /// fused attention kernel writes its output this way, `P·V · (1/l)`.
+    pub row_scale: *const f32,
 }
 
 const OFF_A: i32 = offset_of!(BrgemmArgs, a) as i32;
@@ -115,12 +119,14 @@ const OFF_LDA: i32 = offset_of!(BrgemmArgs, lda) as i32;
 const OFF_LDB: i32 = offset_of!(BrgemmArgs, ldb) as i32;
 const OFF_LDC: i32 = offset_of!(BrgemmArgs, ldc) as i32;
 const OFF_ACC: i32 = offset_of!(BrgemmArgs, accumulate) as i32;
+const OFF_RSCALE: i32 = offset_of!(BrgemmArgs, row_scale) as i32;
 
 const _: () = {
-    assert!(size_of::<BrgemmArgs>() == 88);
+    assert!(size_of::<BrgemmArgs>() == 96);
     assert!(OFF_A == 0 && OFF_B == 8 && OFF_C == 16 && OFF_SCRATCH == 24);
     assert!(OFF_M == 32 && OFF_N == 40 && OFF_K == 48);
     assert!(OFF_LDA == 56 && OFF_LDB == 64 && OFF_LDC == 72 && OFF_ACC == 80);
+    assert!(OFF_RSCALE == 88);
 };
 
 /// The entry point of a brgemm kernel.
@@ -282,6 +288,7 @@ impl BrgemmShape {
             ldb: self.ldb as i64,
             ldc: self.ldc as i64,
             accumulate: i64::from(self.accumulate),
+            row_scale: std::ptr::null(),
         }
     }
 }
@@ -346,6 +353,40 @@ impl Brgemm {
     /// an unsupported CPU, a leading dimension below its row length, a slice shorter
     /// than the shape needs, or sizes beyond what the kernel addresses.
     pub fn run(&self, a: &[f32], b: &[f32], c: &mut [f32], s: BrgemmShape) -> Result<(), X64Error> {
+        self.run_impl(a, b, c, s, None)
+    }
+
+    /// [`Brgemm::run`] with every row `i` of the result multiplied by `scale[i]`
+    /// before it is stored (`scale` has at least `M` floats).
+    pub fn run_row_scaled(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        s: BrgemmShape,
+        scale: &[f32],
+    ) -> Result<(), X64Error> {
+        if scale.len() < s.m {
+            return Err(X64Error::Args(format!(
+                "brgemm {}x{}x{}: row scale has {} floats, needs {}",
+                s.m,
+                s.n,
+                s.k,
+                scale.len(),
+                s.m
+            )));
+        }
+        self.run_impl(a, b, c, s, Some(scale))
+    }
+
+    fn run_impl(
+        &self,
+        a: &[f32],
+        b: &[f32],
+        c: &mut [f32],
+        s: BrgemmShape,
+        scale: Option<&[f32]>,
+    ) -> Result<(), X64Error> {
         let isa = self.opts.isa;
         if !isa.is_supported() {
             return Err(X64Error::IsaUnsupported { isa });
@@ -410,10 +451,13 @@ impl Brgemm {
             return Ok(());
         }
         let mut scratch = vec![0f32; self.scratch_len(s.k)];
-        let args = s.args(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), scratch.as_mut_ptr());
+        let mut args = s.args(a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), scratch.as_mut_ptr());
+        if let Some(scale) = scale {
+            args.row_scale = scale.as_ptr();
+        }
         // SAFETY: the CPU supports the ISA; every element the kernel touches lies inside
-        // the checked slices (rows < m, columns < n, k < K, tails masked), and the
-        // scratch has scratch_len(k) floats.
+        // the checked slices (rows < m, columns < n, k < K, tails masked, the row scale
+        // at m floats), and the scratch has scratch_len(k) floats.
         unsafe { self.call(&args) };
         Ok(())
     }
@@ -424,7 +468,8 @@ impl Brgemm {
     /// The CPU must support the kernel's ISA. For the given `m, n, k` and leading
     /// dimensions, A must be readable at `(m-1)*lda + k` floats, B at `(k-1)*ldb + n`
     /// (row-major) or `(n-1)*ldb + k` (transposed), C readable (if accumulating) and
-    /// writable at `(m-1)*ldc + n`; the transposed layout needs
+    /// writable at `(m-1)*ldc + n`; `row_scale` null or readable at `m` floats; the
+    /// transposed layout needs
     /// [`Brgemm::scratch_len`]`(k)` writable scratch floats, not aliasing A, B or C,
     /// and `ldb * (n_block() - 1) <= i32::MAX`. Negative or zero m, n make the call a
     /// no-op; k <= 0 gives `C = 0` (or leaves C as it is when accumulating).
@@ -572,6 +617,7 @@ impl BPacker {
             ldb: ldb as i64,
             ldc: 0,
             accumulate: 0,
+            row_scale: std::ptr::null(),
         };
         // SAFETY: the ISA is supported, B is readable over the checked extent and
         // `packed` holds packed_len(n, k) floats.
@@ -767,6 +813,16 @@ impl<'a> Gen<'a> {
         };
         let (a, b, t) = (self.v(acc), self.v(b), self.v(t));
         self.a.enc(Instruction::with3(code, a, b, t), "vfmadd231ps")
+    }
+
+    /// `acc *= t`.
+    fn vmul(&mut self, acc: usize, t: usize) -> Result<(), X64Error> {
+        let code = match self.isa {
+            Isa::Avx512 => Code::EVEX_Vmulps_zmm_k1z_zmm_zmmm512b32_er,
+            Isa::Avx2 => Code::VEX_Vmulps_ymm_ymm_ymmm256,
+        };
+        let (a, t) = (self.v(acc), self.v(t));
+        self.a.enc(Instruction::with3(code, a, a, t), "vmulps")
     }
 
     // ----- addressing -----
@@ -976,6 +1032,9 @@ impl<'a> Gen<'a> {
                 dynasm!(self.a.ops() ; .arch x64 ; test rsi, p as i32 ; jz =>skip);
                 self.tile(p, w)?;
                 self.advance_rows(p);
+                // Clears bit p: the smaller tail tiles still test their own bits, and
+                // M - rsi stays the next tile's first row (for the row scale).
+                dynasm!(self.a.ops() ; .arch x64 ; sub rsi, p as i32);
                 self.a.bind(skip);
             }
             p /= 2;
@@ -1041,6 +1100,7 @@ impl<'a> Gen<'a> {
         self.k_step(rows, w, 0)?;
         self.advance_a(rows, 4);
         dynasm!(self.a.ops() ; .arch x64 ; dec r15 ; jnz =>rem_loop ; =>done);
+        self.row_scale(rows, w)?;
         self.c_bases(rows);
         for r in 0..rows {
             for j in 0..w.nvec {
@@ -1049,6 +1109,30 @@ impl<'a> Gen<'a> {
                 self.vstore(m, self.acc(r, j), last)?;
             }
         }
+        Ok(())
+    }
+
+    /// With a row scale: multiplies the tile's accumulator rows by `row_scale[i]`,
+    /// `i` = `M - rsi` + row. Uses r15 and rax (free after the K loop).
+    fn row_scale(&mut self, rows: usize, w: Width) -> Result<(), X64Error> {
+        let skip = self.a.new_label();
+        dynasm!(self.a.ops()
+            ; .arch x64
+            ; mov r15, [rdi + OFF_RSCALE]
+            ; test r15, r15
+            ; jz =>skip
+            ; mov rax, [rdi + OFF_M]
+            ; sub rax, rsi
+            ; lea r15, [r15 + rax * 4]
+        );
+        for r in 0..rows {
+            let t = self.bcast_reg(r);
+            self.vbcast(t, Mem::new(Gpr::R15, 4 * r as i32))?;
+            for j in 0..w.nvec {
+                self.vmul(self.acc(r, j), t)?;
+            }
+        }
+        self.a.bind(skip);
         Ok(())
     }
 

@@ -12,6 +12,8 @@
 //!     acc[rows × Dv] (+)= scores · V[n0..n0+n]           brgemm subroutine (RowMajor)
 //! out[rows × Dv] = acc / l                              finish subroutine
 //! ```
+//! With a single block (L <= n_blk) the P·V brgemm writes `out` directly, its rows
+//! scaled by `1/l` ([`BrgemmArgs::row_scale`]), and there is no finish pass.
 //! The subroutines are the functions the standalone [`crate::Brgemm`], [`crate::BPacker`]
 //! and [`crate::OnlineSoftmax`] kernels are made of (`emit_brgemm_fn`, `emit_pack_fn`,
 //! `emit_block_fn`, `emit_finish_fn`), emitted into the same buffer behind the loop
@@ -45,10 +47,10 @@
 //! | `r14` | column of the packed panel within the block (Q·K^T on packed K) |
 //! | `rdi` | argument block of the subroutine being called (`rsp + slot`) |
 //! | `rax`, `rcx`, `r8` | temporaries |
-//! | `[rsp + 0..88]` | `BrgemmArgs` of Q·K^T (first the packer's) |
-//! | `[rsp + 88..176]` | `BrgemmArgs` of P·V |
-//! | `[rsp + 176..280]` | `SoftmaxBlockArgs` |
-//! | `[rsp + 280..336]` | `AttnFinishArgs` |
+//! | `[rsp + 0..96]` | `BrgemmArgs` of Q·K^T (first the packer's) |
+//! | `[rsp + 96..192]` | `BrgemmArgs` of P·V |
+//! | `[rsp + 192..296]` | `SoftmaxBlockArgs` |
+//! | `[rsp + 296..352]` | `AttnFinishArgs` |
 
 // dynasm!'s dynamic register arguments expand to `.into()` calls.
 #![allow(clippy::useless_conversion)]
@@ -56,12 +58,14 @@
 use std::mem::{offset_of, size_of};
 
 use dynasmrt::{DynasmApi, DynasmLabelApi, dynasm};
+use iced_x86::{Code, Instruction, MemoryOperand, Register};
 
+use crate::asm::Opnd;
 use crate::attn::{emit_block_fn, emit_finish_fn};
 use crate::brgemm::{emit_brgemm_fn, emit_pack_fn};
 use crate::{
     AttnFinishArgs, AttnMask, AttnScale, BLayout, Blocking, BrgemmArgs, Gpr, Isa, Kernel, MaskRef,
-    OnlineSoftmaxOptions, SoftmaxBlockArgs, VecAsm, X64Error,
+    OnlineSoftmaxOptions, SoftmaxBlockArgs, VReg, VecAsm, X64Error,
 };
 
 /// How K arrives.
@@ -211,7 +215,7 @@ const S_FIN: i32 = S_SM + size_of::<SoftmaxBlockArgs>() as i32;
 const FRAME: i32 = (S_FIN + size_of::<AttnFinishArgs>() as i32 + 15) / 16 * 16 + 8;
 
 const _: () = {
-    assert!(S_PV == 88 && S_SM == 176 && S_FIN == 280 && FRAME == 344);
+    assert!(S_PV == 96 && S_SM == 192 && S_FIN == 296 && FRAME == 360);
 };
 
 macro_rules! bo {
@@ -354,6 +358,8 @@ impl MhaFused {
             ; mov [rsp + S_SM + so!(lds)], rax
             ; mov [rsp + S_PV + bo!(lda)], rax
             ; mov QWORD [rsp + S_QK + bo!(accumulate)], 0
+            ; mov QWORD [rsp + S_QK + bo!(row_scale)], 0
+            ; mov QWORD [rsp + S_PV + bo!(row_scale)], 0
             // softmax block
             ; mov rax, [r15 + A_M]
             ; mov [rsp + S_SM + so!(m)], rax
@@ -462,6 +468,61 @@ impl MhaFused {
             ; add rax, [r15 + A_V]
             ; mov [rsp + S_PV + bo!(b)], rax
             ; mov [rsp + S_PV + bo!(k)], r13
+        );
+        // One block (n0 = 0 and n = L, every L up to n_blk): P·V writes the output
+        // itself, each row scaled by 1/l, and the finish pass (a store and a reload
+        // of the accumulator) is skipped.
+        let several = a.new_label();
+        dynasm!(a.ops()
+            ; .arch x64
+            ; test r12, r12
+            ; jnz =>several
+            ; cmp r13, [r15 + A_L]
+            ; jl =>several
+            ; mov rax, [r15 + A_LSUM]
+            ; mov rcx, [r15 + A_ROWS]
+        );
+        {
+            // l[r] = 1 / l[r] for every row (rows >= 1 was checked at entry).
+            let recip = a.new_label();
+            a.mov_internal(VReg(0), Opnd::F(1.0))?;
+            a.bind(recip);
+            a.enc(
+                Instruction::with3(
+                    Code::VEX_Vdivss_xmm_xmm_xmmm32,
+                    Register::XMM1,
+                    Register::XMM0,
+                    MemoryOperand::with_base(Register::RAX),
+                ),
+                "vdivss",
+            )?;
+            a.enc(
+                Instruction::with2(
+                    Code::VEX_Vmovss_m32_xmm,
+                    MemoryOperand::with_base(Register::RAX),
+                    Register::XMM1,
+                ),
+                "vmovss",
+            )?;
+            dynasm!(a.ops()
+                ; .arch x64
+                ; add rax, 4
+                ; dec rcx
+                ; jnz =>recip
+            );
+        }
+        dynasm!(a.ops()
+            ; .arch x64
+            ; mov rax, [r15 + A_OUT]
+            ; mov [rsp + S_PV + bo!(c)], rax
+            ; mov rax, [r15 + A_LDO]
+            ; mov [rsp + S_PV + bo!(ldc)], rax
+            ; mov rax, [r15 + A_LSUM]
+            ; mov [rsp + S_PV + bo!(row_scale)], rax
+            ; lea rdi, [rsp + S_PV]
+            ; call =>pv_fn
+            ; jmp =>exit
+            ; =>several
             ; lea rdi, [rsp + S_PV]
             ; call =>pv_fn
             ; add r12, r13

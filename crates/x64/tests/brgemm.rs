@@ -47,6 +47,12 @@ fn check(kern: &Brgemm, s: BrgemmShape, rng: &mut Rng, guarded: bool) {
     check_with(kern, None, s, rng, guarded)
 }
 
+/// As [`check`], with a row scale of exactly `M` floats (between guard pages when
+/// `guarded`): row `i` of the result times `scale[i]`.
+fn check_scaled(kern: &Brgemm, s: BrgemmShape, rng: &mut Rng, guarded: bool) {
+    check_impl(kern, None, s, rng, guarded, true)
+}
+
 /// As [`check`]; with a packer, B is made in the packer's source layout, packed (into
 /// a guarded buffer of exactly `packed_len` floats when `guarded`), and the packed
 /// kernel `kern` runs on the panels.
@@ -56,6 +62,17 @@ fn check_with(
     s: BrgemmShape,
     rng: &mut Rng,
     guarded: bool,
+) {
+    check_impl(kern, packer, s, rng, guarded, false)
+}
+
+fn check_impl(
+    kern: &Brgemm,
+    packer: Option<&BPacker>,
+    s: BrgemmShape,
+    rng: &mut Rng,
+    guarded: bool,
+    scaled: bool,
 ) {
     let layout = packer.map_or(kern.options().b_layout, |p| p.source());
     let (br, bc) = match layout {
@@ -90,7 +107,13 @@ fn check_with(
     a_in.copy_from_slice(&a);
     b_in.copy_from_slice(&b);
     c_out.copy_from_slice(&c0);
+    let scale: Vec<f32> = (0..s.m).map(|_| rng.f() * 4.0).collect();
+    let mut gs = GuardedBuf::new(s.m);
+    let mut vs = scale.clone();
+    let scale_in: &mut [f32] = if guarded { gs.slice(s.m) } else { &mut vs };
+    scale_in.copy_from_slice(&scale);
     match packer {
+        None if scaled => kern.run_row_scaled(a_in, b_in, c_out, s, scale_in).unwrap(),
         None => kern.run(a_in, b_in, c_out, s).unwrap(),
         Some(p) => {
             let plen = p.packed_len(s.n, s.k);
@@ -120,7 +143,14 @@ fn check_with(
                 want += p;
                 mag += p.abs();
             }
-            // f32 accumulation of K + 1 terms in any order: |err| <= (K + 1) eps sum|terms|.
+            // f32 accumulation of K + 1 terms in any order: |err| <= (K + 1) eps sum|terms|;
+            // the row scale adds one rounding.
+            let (want, mag) = if scaled {
+                let f = f64::from(scale[i]);
+                (want * f, mag * f.abs() + (want * f).abs())
+            } else {
+                (want, mag)
+            };
             let tol = (s.k as f64 + 1.0) * eps * mag + f64::from(f32::MIN_POSITIVE);
             assert!(
                 (got - want).abs() <= tol,
@@ -157,6 +187,33 @@ fn every_tail_combination_between_guard_pages() {
             }
         }
     }
+}
+
+#[test]
+fn row_scale_every_m_tail_between_guard_pages() {
+    let mut rng = Rng(0x5eed);
+    for kern in kernels("row_scale_every_m_tail_between_guard_pages") {
+        let mr = kern.blocking().mr;
+        let nb = kern.n_block();
+        for m in 1..=3 * mr + 1 {
+            for n in [1, nb - 1, nb, nb + 3, 2 * nb + 1] {
+                for accumulate in [false, true] {
+                    let k = (m * 5 + n) % 13 + 1;
+                    let mut s = BrgemmShape::dense(m, n, k, kern.options().b_layout);
+                    s.accumulate = accumulate;
+                    check_scaled(&kern, s, &mut rng, true);
+                }
+            }
+        }
+    }
+    // A scale shorter than M is an error, not a read past its end.
+    let kern = &kernels("row_scale_every_m_tail_between_guard_pages")[0];
+    let s = BrgemmShape::dense(4, 4, 4, kern.options().b_layout);
+    let (a, b, mut c) = (vec![0.0; 16], vec![0.0; 16], vec![0.0; 16]);
+    assert!(matches!(
+        kern.run_row_scaled(&a, &b, &mut c, s, &[1.0; 3]),
+        Err(X64Error::Args(_))
+    ));
 }
 
 #[test]

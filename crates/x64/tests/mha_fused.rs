@@ -529,9 +529,11 @@ fn whole_kernel_decodes_back() {
                 let count = |m: Mnemonic| insns.iter().filter(|i| i.mnemonic() == m).count();
                 // One function per step, each ending in one ret: the loop, the
                 // row-major brgemm (P·V, and Q·K^T on packed panels), the packer, the
-                // softmax block, the finish. Call sites: pack, Q·K^T, block, P·V, finish.
+                // softmax block, the finish. Call sites: pack, Q·K^T, block, P·V (one
+                // that writes the output of a single block, one that accumulates),
+                // finish.
                 assert_eq!(count(Mnemonic::Ret), 5, "{isa} {layout:?}");
-                assert_eq!(count(Mnemonic::Call), 5);
+                assert_eq!(count(Mnemonic::Call), 6);
                 // Every call goes to a function start inside the buffer.
                 let starts: Vec<u64> = std::iter::once(0)
                     .chain(
@@ -548,7 +550,7 @@ fn whole_kernel_decodes_back() {
                 // The loop (up to its ret) reads the argument block through r15 at the
                 // offsets of MhaFusedArgs: n = min(n_blk, L - n0) by `cmovg r13,
                 // [r15 + 72]`, the packed panel at (n0 + j) * D by `imul rax,
-                // [r15 + 56]`; and no vector code.
+                // [r15 + 56]`; and no vector code but the single block's 1/l per row.
                 let end = insns
                     .iter()
                     .position(|i| i.mnemonic() == Mnemonic::Ret)
@@ -566,9 +568,31 @@ fn whole_kernel_decodes_back() {
                 assert!(reads(Mnemonic::Cmovg, Register::R13, 72), "n_blk read");
                 assert!(reads(Mnemonic::Imul, Register::RAX, 56), "D read");
                 assert!(reads(Mnemonic::Cmp, Register::R12, 48), "L read");
-                assert!(lp.iter().all(|i| i.op_count() == 0
-                    || (0..i.op_count()).all(|k| i.op_kind(k) != OpKind::Register
-                        || !i.op_register(k).is_vector_register())));
+                let vector = |i: &&Instruction| {
+                    (0..i.op_count()).any(|k| {
+                        i.op_kind(k) == OpKind::Register && i.op_register(k).is_vector_register()
+                    })
+                };
+                let lp_vec: Vec<Mnemonic> =
+                    lp.iter().filter(vector).map(|i| i.mnemonic()).collect();
+                assert_eq!(
+                    lp_vec.iter().filter(|&&m| m == Mnemonic::Vdivss).count(),
+                    1,
+                    "{lp_vec:?}"
+                );
+                assert!(
+                    lp_vec.iter().all(|m| matches!(
+                        m,
+                        Mnemonic::Vdivss
+                            | Mnemonic::Vmovss
+                            | Mnemonic::Vbroadcastss
+                            | Mnemonic::Vmovups
+                            | Mnemonic::Vmovaps
+                    )),
+                    "{lp_vec:?}"
+                );
+                // The row scale of the output-writing P·V.
+                assert!(count(Mnemonic::Vmulps) > 0);
                 if layout == KLayout::Transposed {
                     assert!(count(Mnemonic::Vgatherdps) > 0, "the transposing packer");
                 }
