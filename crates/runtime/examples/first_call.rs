@@ -10,7 +10,7 @@
 //! Then what a never-seen S costs, apart from what any call after an idle spell or at
 //! another S than the last one costs (the parked worker's wake-up on several threads,
 //! see `wake_latency`; caches and branch predictors trained on the previous shape):
-//! `MHA_PAIRS` (default 120) sequence lengths in 17..=700 (primes among them), every
+//! `MHA_PAIRS` (default 120) sequence lengths in 17..=`MHA_MAX_S` (default 700), every
 //! other one run once beforehand ("seen"), the rest never run ("never-seen"). Then,
 //! per length in turn, three calls, each on inputs and outputs written just before and
 //! after the same idle gap (the caller busy for `MHA_GAP_MS`, default 5, so a worker
@@ -43,6 +43,10 @@ fn busy(ms: f64) {
     while t.elapsed().as_secs_f64() * 1e3 < ms {
         std::hint::spin_loop();
     }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 { a } else { gcd(b, a % b) }
 }
 
 fn pct(v: &[f64], p: f64) -> f64 {
@@ -105,9 +109,17 @@ fn main() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
-    // Distinct sequence lengths not run above: a stride prime to the range walks it.
-    let fresh: Vec<usize> = (0..684usize)
-        .map(|i| 17 + (i * 263) % 684)
+    let hi: usize = std::env::var("MHA_MAX_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(700)
+        .max(18);
+    // Distinct sequence lengths in 17..=hi not run above: a stride coprime to the
+    // range's length walks all of it.
+    let span = hi - 16;
+    let stride = (263..).find(|p| gcd(*p, span) == 1).expect("a stride");
+    let fresh: Vec<usize> = (0..span)
+        .map(|i| 17 + (i * stride) % span)
         .filter(|s| !sizes.contains(s))
         .take(pairs)
         .collect();
