@@ -990,6 +990,24 @@ impl VecAsm {
         self.enc(ins, "vrangeps")
     }
 
+    /// AVX-512 only (DQ): `dst = a - floor(a)` per lane (`vreduceps` keeping no
+    /// fraction bits, rounding down, precision exception suppressed): exact, in [0, 1)
+    /// for finite `a`.
+    pub(crate) fn vfrac_floor(&mut self, dst: VReg, a: VReg) -> Result<(), X64Error> {
+        if self.isa != Isa::Avx512 {
+            return Err(X64Error::Unsupported {
+                op: "vreduceps".into(),
+                isa: self.isa,
+                reason: "AVX-512DQ only".into(),
+            });
+        }
+        let (d, a) = (self.vr(dst), self.vr(a));
+        // imm8: M = 0 fraction bits (7:4), suppress precision (3), imm rounding (2 = 0),
+        // round down (1:0 = 01).
+        let ins = Instruction::with3(Code::EVEX_Vreduceps_zmm_k1z_zmmm512b32_imm8_sae, d, a, 0x09);
+        self.enc(ins, "vreduceps")
+    }
+
     /// AVX-512 only: `dst = k ? a op b : dst` per lane (merge masking with opmask `k`).
     pub(crate) fn v3_merge(
         &mut self,

@@ -32,6 +32,19 @@ const EXP2_POLY: [f32; 6] = [
     1.000_000_1,
 ];
 
+/// `2^f ~ c0 + ... + c5 f^5` on [0, 1): the same kind of fit as [`EXP2_POLY`] (relative
+/// error 7.5e-8 in exact arithmetic, 1.5e-7 through f32 Horner FMAs, checked on 2e5
+/// points), for the AVX-512 softmax exp whose reduced argument is `t - floor(t)`.
+/// Highest degree first.
+const EXP2_POLY_01: [f32; 6] = [
+    1.877_570_1e-3,
+    8.989_343e-3,
+    5.582_632_9e-2,
+    2.401_536_1e-1,
+    6.931_530_8e-1,
+    9.999_999_4e-1,
+];
+
 /// Cody-Waite split of ln 2: the high part has 9 significant bits, so `n * LN2_HI` is
 /// exact for |n| <= 2^15.
 const LN2_HI: f32 = 0.693_359_4;
@@ -235,57 +248,61 @@ impl VecAsm {
     }
 
     /// `dst = e^x` for `x <= 8` or NaN, for softmax probabilities (x - m with m at
-    /// most 8 below the row maximum, see `attn.rs`): fewer FMAs than
-    /// [`VecAsm::exp_core_nonpositive`] (7 against 10 on the FMA pipes) at a
-    /// slightly larger error. `t = max(x, lo) log2 e` (one rounding: a relative
-    /// error of `|t| 2^-24` in the result, 1.1e-6 at x = -10 where e^x = 4.5e-5),
-    /// `n = round(t)`, `f = t - n` (exact), `2^f` by [`EXP2_POLY`] (2.1e-7), scaled by
-    /// `2^n`. -inf gives 0, NaN stays NaN.
+    /// most 8 below the row maximum, see `attn.rs`): fewer ops than
+    /// [`VecAsm::exp_core_nonpositive`]. `t = x log2 e` (one rounding: a relative
+    /// error of `|t| 2^-24` in the result, 1.1e-6 at x = -10 where e^x = 4.5e-5), a
+    /// reduced argument `f` in an interval of length 1 (exact), `2^f` by a degree-5
+    /// polynomial (1.5e-7 or 2.1e-7), scaled by `2^(t - f)`. -inf gives 0, NaN stays
+    /// NaN.
     ///
-    /// AVX-512 scales by `vscalefps` (`lo` = [`EXP_LO`]: results down to the
-    /// denormals). AVX2 clamps at [`SOFTMAX_LO_AVX2`] instead and computes `2^(f+1)`
-    /// ([`EXP2_POLY_X2`]) times `2^(n-1)` built from its bits, `(n + 126) << 23`, which
-    /// is exactly 0 at the clamp: `x < -87.0` (`t < -125.5`: a probability below
-    /// 2^-125 against a row maximum of 1) gives 0 and every other result is normal, so
-    /// a masked score (an additive -1e4, or -inf) never makes a denormal product,
-    /// which costs a microcode assist per vector (a 48 × 128 block with every ninth
-    /// score masked by -1e4 took 2x as long before). Four integer/FP ops instead of
-    /// the two-factor scaling's nine.
+    /// AVX-512 (4 ops besides the polynomial's 5 FMAs): `f = t - floor(t)` by
+    /// `vreduceps`, `2^f` on [0, 1) ([`EXP2_POLY_01`]), and `vscalefps`, which floors
+    /// its exponent operand itself, so neither the rounding nor a clamp is needed
+    /// (`t = -inf` reduces to 0 and scales to 0; results go down to the denormals).
+    /// Against the clamp / `vrndscaleps` / subtract form: a 48 × 128 block 111-117
+    /// instead of 121-140 cycles per row (`softmax_block` example).
+    ///
+    /// AVX2 clamps at [`SOFTMAX_LO_AVX2`], takes `n = round(t)`, `f = t - n` and
+    /// computes `2^(f+1)` ([`EXP2_POLY_X2`]) times `2^(n-1)` built from its bits,
+    /// `(n + 126) << 23`, which is exactly 0 at the clamp: `x < -87.0` (`t < -125.5`: a
+    /// probability below 2^-125 against a row maximum of 1) gives 0 and every other
+    /// result is normal, so a masked score (an additive -1e4, or -inf) never makes a
+    /// denormal product, which costs a microcode assist per vector (a 48 × 128 block
+    /// with every ninth score masked by -1e4 took 2x as long before). Four
+    /// integer/FP ops instead of the two-factor scaling's nine.
     ///
     /// Contract: `s` distinct from each other and from `dst`; `x` may equal `dst`
     /// or `s[0]`.
     pub(crate) fn exp_softmax(&mut self, dst: VReg, x: VReg, s: [VReg; 3]) -> Result<(), X64Error> {
         let [t, n, acc] = s;
-        let lo = match self.isa() {
-            Isa::Avx512 => EXP_LO,
-            Isa::Avx2 => SOFTMAX_LO_AVX2,
-        };
+        if self.isa() == Isa::Avx512 {
+            // t = x log2 e; f = t - floor(t) in [0, 1) (vreduceps, exact); 2^f by
+            // EXP2_POLY_01; times 2^floor(t) by vscalefps, which floors its exponent
+            // operand itself. No clamp: t = -inf gives f = 0 (checked by the unit
+            // test) and 1 * 2^-inf = 0; a very negative t gives 0; NaN stays NaN.
+            self.v3(V3::Mul, t, x, Opnd::F(LOG2E))?;
+            self.vfrac_floor(n, t)?;
+            self.horner(acc, n, &EXP2_POLY_01)?;
+            return self.v3(V3::Scalef, dst, acc, t);
+        }
         // Clamp with the constant as first operand: NaN passes through.
         if x == t {
-            self.mov_internal(n, Opnd::F(lo))?;
+            self.mov_internal(n, Opnd::F(SOFTMAX_LO_AVX2))?;
             self.v3(V3::Max, t, n, x)?;
         } else {
-            self.mov_internal(t, Opnd::F(lo))?;
+            self.mov_internal(t, Opnd::F(SOFTMAX_LO_AVX2))?;
             self.v3(V3::Max, t, t, x)?;
         }
         self.v3(V3::Mul, t, t, Opnd::F(LOG2E))?;
         self.vround(n, t, round::NEAREST)?;
         self.v3(V3::Sub, t, t, n)?;
-        match self.isa() {
-            Isa::Avx512 => {
-                self.horner(acc, t, &EXP2_POLY)?;
-                self.scale_pow2(dst, acc, n, t)
-            }
-            Isa::Avx2 => {
-                self.horner(acc, t, &EXP2_POLY_X2)?;
-                // n in [-126, 0] (NaN: the integer indefinite, whose bits shift out to
-                // 0.5, and p stays NaN).
-                self.v2(V2::Cvttps2dq, n, n)?;
-                self.v3(V3::PAddD, n, n, Opnd::B(126))?;
-                self.vshift(Shift::Sll, n, n, 23)?;
-                self.v3(V3::Mul, dst, acc, n)
-            }
-        }
+        self.horner(acc, t, &EXP2_POLY_X2)?;
+        // n in [-126, 0] (NaN: the integer indefinite, whose bits shift out to 0.5, and
+        // p stays NaN).
+        self.v2(V2::Cvttps2dq, n, n)?;
+        self.v3(V3::PAddD, n, n, Opnd::B(126))?;
+        self.vshift(Shift::Sll, n, n, 23)?;
+        self.v3(V3::Mul, dst, acc, n)
     }
 
     /// `dst = exp(c)` for `c` in [`EXP_LO`, `EXP_HI`] or NaN, held in `s[1]`; `s[0]`
