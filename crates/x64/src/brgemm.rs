@@ -25,8 +25,8 @@
 //!   matrix of Q·K^T. Each panel of N_blk rows of B^T is repacked into a contiguous
 //!   K×N_blk scratch buffer, then the row-major tile code runs on it. The repack
 //!   transposes lanes×lanes blocks in registers (unpack + block shuffles, see
-//!   `transpose_plan`); K remainders and a row group cut by the panel end use masked
-//!   `vgatherdps` with an index vector `j * ldb`. It reads each element of B once per
+//!   `transpose_plan`), a row group cut by the panel end with its missing rows zero;
+//!   K remainders use masked `vgatherdps` with an index vector `j * ldb`. It reads each element of B once per
 //!   call (~0.3 cycles per element), amortized over all M rows. Measured alternatives:
 //!   gathering everything ran Q·K^T at half the peak; a dot-product form (vectors along
 //!   K, one horizontal reduction per C element) costs more shuffles at head size 64.
@@ -1314,10 +1314,9 @@ impl<'a> Gen<'a> {
 
     /// Transposed B: repacks the panel of `rax` (= nb) rows of B^T at `[rsp + S_BSRC]`
     /// into the scratch as K×N_blk (scratch row k holds B^T[n0 + j, k] at column j).
-    /// Each group of `lanes` rows that lies wholly in the panel is transposed in
-    /// registers, `lanes`×`lanes` at a time (`transpose_plan`); the K remainder of
-    /// such a group, and a group cut by the panel's end, go through masked
-    /// `vgatherdps`. Keeps rax; clobbers every other GPR the m loop sets up afterwards.
+    /// Each group of `lanes` rows is transposed in registers, `lanes`×`lanes` at a
+    /// time (`transpose_plan`; a group cut by the panel's end with its missing rows
+    /// zero); the K remainder of a group goes through masked `vgatherdps`. Keeps rax; clobbers every other GPR the m loop sets up afterwards.
     fn repack(&mut self) -> Result<(), X64Error> {
         let nr = self.bl.nr;
         let lanes = self.isa.lanes() as i32;
@@ -1334,7 +1333,7 @@ impl<'a> Gen<'a> {
                 ; cmp rax, lanes * (v as i32 + 1)
                 ; jl =>partial
             );
-            self.transpose_chunks(v)?;
+            self.transpose_chunks_rows(v, false)?;
             dynasm!(self.a.ops()
                 ; .arch x64
                 ; test QWORD [rdi + OFF_K], lanes - 1
@@ -1348,7 +1347,17 @@ impl<'a> Gen<'a> {
                 ; cmp rax, lanes * v as i32
                 ; jle =>next
             );
-            self.gather_loop(v, false)?;
+            // A group cut by the panel end (fewer than `lanes` rows of B^T, e.g. the
+            // last keys of an L that is not a multiple of 16): the same register
+            // transpose with the missing rows zero, then gathers for the K remainder
+            // only (gathering every k cost ~0.5 us per head at D = 64).
+            self.transpose_chunks_rows(v, true)?;
+            dynasm!(self.a.ops()
+                ; .arch x64
+                ; test QWORD [rdi + OFF_K], lanes - 1
+                ; jz =>next
+            );
+            self.gather_loop(v, true)?;
             self.a.bind(next);
         }
         self.a.bind(end);
@@ -1357,7 +1366,10 @@ impl<'a> Gen<'a> {
 
     /// Transposes the full K chunks of row group `v` (rows `lanes*v ..` of the panel)
     /// into the scratch.
-    fn transpose_chunks(&mut self, v: usize) -> Result<(), X64Error> {
+    ///
+    /// `partial`: the group has only `rax - lanes * v` (1..lanes) rows; the others are
+    /// transposed as zeros and never read.
+    fn transpose_chunks_rows(&mut self, v: usize, partial: bool) -> Result<(), X64Error> {
         let lanes = self.isa.lanes();
         let nblk = self.nblk();
         let vb = self.isa.vec_bytes() as i32;
@@ -1382,10 +1394,30 @@ impl<'a> Gen<'a> {
         }
         let top = self.a.new_label();
         let done = self.a.new_label();
+        if partial {
+            // r14 = rows of the group.
+            let first_row = -((lanes * v) as i32);
+            dynasm!(self.a.ops() ; .arch x64 ; lea r14, [rax + first_row]);
+        }
         dynasm!(self.a.ops() ; .arch x64 ; test r15, r15 ; jz =>done ; =>top);
-        for i in 0..lanes {
-            let m = Self::row6(bases, Gpr::R12, i);
-            self.vload(i, m, false)?;
+        if partial {
+            let loaded = self.a.new_label();
+            for i in 1..lanes {
+                self.vzero(i)?;
+            }
+            for i in 0..lanes {
+                if i > 0 {
+                    dynasm!(self.a.ops() ; .arch x64 ; cmp r14, i as i32 ; jle =>loaded);
+                }
+                let m = Self::row6(bases, Gpr::R12, i);
+                self.vload(i, m, false)?;
+            }
+            self.a.bind(loaded);
+        } else {
+            for i in 0..lanes {
+                let m = Self::row6(bases, Gpr::R12, i);
+                self.vload(i, m, false)?;
+            }
         }
         for &(op, d, a, b) in &plan {
             self.shuffle(op, d, a, b)?;

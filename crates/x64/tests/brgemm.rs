@@ -550,16 +550,17 @@ fn emitted_code_decodes_back() {
             match layout {
                 BLayout::RowMajor | BLayout::Packed => assert_eq!(gathers, 0),
                 BLayout::Transposed => {
-                    // Per row group: a gather loop for the K remainder and one for a
-                    // group cut by the panel end; the full K chunks are transposed in
-                    // registers (16x16: 32 block shuffles; 8x8: 8 vperm2f128).
+                    // Per row group: the full K chunks are transposed in registers
+                    // (16x16: 32 block shuffles; 8x8: 8 vperm2f128), once for a full
+                    // group and once for a group cut by the panel end (its missing
+                    // rows zero); a gather loop for the K remainder after each.
                     assert_eq!(gathers, 2 * bl.nr, "{isa}");
                     let (blocks, per_group) = match isa {
                         Isa::Avx512 => (count(Mnemonic::Vshuff32x4), 32),
                         Isa::Avx2 => (count(Mnemonic::Vperm2f128), 8),
                     };
-                    assert_eq!(blocks, per_group * bl.nr, "{isa}");
-                    assert_eq!(count(Mnemonic::Vunpcklps), isa.lanes() / 2 * bl.nr);
+                    assert_eq!(blocks, 2 * per_group * bl.nr, "{isa}");
+                    assert_eq!(count(Mnemonic::Vunpcklps), isa.lanes() * bl.nr);
                 }
             }
             assert_eq!(count(Mnemonic::Ret), 1);
