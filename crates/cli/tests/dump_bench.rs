@@ -235,14 +235,15 @@ fn mha_disassembly_is_one_fused_kernel() {
             header.starts_with(&format!("; subgraph subgraph0: fused MHA kernel {isa}, ")),
             "{header}"
         );
-        // One kernel: one header, one buffer whose loop calls its five subroutine
-        // sites (pack, Q·K^T, softmax block, P·V, finish).
+        // One kernel: one header, one buffer whose loop has six subroutine call
+        // sites (pack, Q·K^T, softmax block, P·V writing the output of a single
+        // block, P·V accumulating, finish).
         assert_eq!(
             out.lines().filter(|l| l.starts_with("; subgraph")).count(),
             1
         );
         let calls = out.lines().filter(|l| l.contains(": call ")).count();
-        assert_eq!(calls, 5, "{isa}");
+        assert_eq!(calls, 6, "{isa}");
         assert!(out.contains("vfmadd231ps"), "{isa}");
     }
 }
