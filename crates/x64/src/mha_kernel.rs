@@ -236,6 +236,18 @@ macro_rules! fo {
 
 type FusedFn = unsafe extern "sysv64" fn(args: *const MhaFusedArgs);
 
+/// Copies fields of the item's arguments (`r15`) into the subroutines' argument
+/// blocks in the loop's frame: per entry, `rax = [r15 + src]`, then `[rsp + dst] =
+/// rax` for each destination.
+fn copy_fields(a: &mut VecAsm, moves: &[(i32, &[i32])]) {
+    for &(src, dsts) in moves {
+        dynasm!(a.ops() ; .arch x64 ; mov rax, [r15 + src]);
+        for &dst in dsts {
+            dynasm!(a.ops() ; .arch x64 ; mov [rsp + dst], rax);
+        }
+    }
+}
+
 /// The compiled fused attention kernel. `Send + Sync`: the code is read-only and keeps
 /// no state; each thread brings its own scratch.
 #[derive(Debug)]
@@ -315,83 +327,75 @@ impl MhaFused {
                 ; .arch x64
                 ; cmp QWORD [r15 + A_PACK], 0
                 ; je =>packed
-                ; mov rax, [r15 + A_K]
-                ; mov [rsp + S_QK + bo!(b)], rax
-                ; mov rax, [r15 + A_L]
-                ; mov [rsp + S_QK + bo!(n)], rax
-                ; mov rax, [r15 + A_D]
-                ; mov [rsp + S_QK + bo!(k)], rax
-                ; mov rax, [r15 + A_LDK]
-                ; mov [rsp + S_QK + bo!(ldb)], rax
-                ; mov rax, [r15 + A_KBUF]
-                ; mov [rsp + S_QK + bo!(scratch)], rax
+            );
+            copy_fields(
+                &mut a,
+                &[
+                    (A_K, &[S_QK + bo!(b)]),
+                    (A_L, &[S_QK + bo!(n)]),
+                    (A_D, &[S_QK + bo!(k)]),
+                    (A_LDK, &[S_QK + bo!(ldb)]),
+                    (A_KBUF, &[S_QK + bo!(scratch)]),
+                ],
+            );
+            dynasm!(a.ops()
+                ; .arch x64
                 ; lea rdi, [rsp + S_QK]
                 ; call =>pack_fn
                 ; =>packed
             );
         }
-        // Fields that stay the same for every column block.
+        // Fields that stay the same for every column block: Q·K^T computes
+        // scores[rows × n] = Q · K^T, the softmax block works on the scores in place,
+        // P·V computes acc (+)= P · V, the finish writes out = acc / l.
+        copy_fields(
+            &mut a,
+            &[
+                (A_Q, &[S_QK + bo!(a)]),
+                (A_SCORES, &[S_QK + bo!(c), S_SM + so!(s), S_PV + bo!(a)]),
+                (A_KBUF, &[S_QK + bo!(scratch)]),
+                (
+                    A_ROWS,
+                    &[
+                        S_QK + bo!(m),
+                        S_SM + so!(rows),
+                        S_PV + bo!(m),
+                        S_FIN + fo!(rows),
+                    ],
+                ),
+                (A_D, &[S_QK + bo!(k)]),
+                (A_LDQ, &[S_QK + bo!(lda)]),
+                (A_NBLK, &[S_QK + bo!(ldc), S_SM + so!(lds), S_PV + bo!(lda)]),
+                (A_M, &[S_SM + so!(m)]),
+                (A_LSUM, &[S_SM + so!(l), S_FIN + fo!(l)]),
+                (A_ACC, &[S_SM + so!(acc), S_PV + bo!(c), S_FIN + fo!(acc)]),
+                (
+                    A_DV,
+                    &[
+                        S_SM + so!(ldacc),
+                        S_SM + so!(dv),
+                        S_PV + bo!(n),
+                        S_PV + bo!(ldc),
+                        S_FIN + fo!(ldacc),
+                        S_FIN + fo!(dv),
+                    ],
+                ),
+                (A_MROW, &[S_SM + so!(mask_row_stride)]),
+                (A_MBC, &[S_SM + so!(mask_col_bcast)]),
+                (A_LDV, &[S_PV + bo!(ldb)]),
+                (A_OUT, &[S_FIN + fo!(out)]),
+                (A_LDO, &[S_FIN + fo!(ldo)]),
+            ],
+        );
         dynasm!(a.ops()
             ; .arch x64
-            // Q·K^T: scores[rows × n] = Q · K^T
-            ; mov rax, [r15 + A_Q]
-            ; mov [rsp + S_QK + bo!(a)], rax
-            ; mov rax, [r15 + A_SCORES]
-            ; mov [rsp + S_QK + bo!(c)], rax
-            ; mov [rsp + S_SM + so!(s)], rax
-            ; mov [rsp + S_PV + bo!(a)], rax
-            ; mov rax, [r15 + A_KBUF]
-            ; mov [rsp + S_QK + bo!(scratch)], rax
-            ; mov rax, [r15 + A_ROWS]
-            ; mov [rsp + S_QK + bo!(m)], rax
-            ; mov [rsp + S_SM + so!(rows)], rax
-            ; mov [rsp + S_PV + bo!(m)], rax
-            ; mov [rsp + S_FIN + fo!(rows)], rax
-            ; mov rax, [r15 + A_D]
-            ; mov [rsp + S_QK + bo!(k)], rax
-            ; mov rax, [r15 + A_LDQ]
-            ; mov [rsp + S_QK + bo!(lda)], rax
-            ; mov rax, [r15 + A_LDK]
-            ; mov [rsp + S_QK + bo!(ldb)], rax
-            ; mov rax, [r15 + A_NBLK]
-            ; mov [rsp + S_QK + bo!(ldc)], rax
-            ; mov [rsp + S_SM + so!(lds)], rax
-            ; mov [rsp + S_PV + bo!(lda)], rax
             ; mov QWORD [rsp + S_QK + bo!(accumulate)], 0
             ; mov QWORD [rsp + S_QK + bo!(row_scale)], 0
             ; mov QWORD [rsp + S_PV + bo!(row_scale)], 0
-            // softmax block
-            ; mov rax, [r15 + A_M]
-            ; mov [rsp + S_SM + so!(m)], rax
-            ; mov rax, [r15 + A_LSUM]
-            ; mov [rsp + S_SM + so!(l)], rax
-            ; mov [rsp + S_FIN + fo!(l)], rax
-            ; mov rax, [r15 + A_ACC]
-            ; mov [rsp + S_SM + so!(acc)], rax
-            ; mov [rsp + S_PV + bo!(c)], rax
-            ; mov [rsp + S_FIN + fo!(acc)], rax
-            ; mov rax, [r15 + A_DV]
-            ; mov [rsp + S_SM + so!(ldacc)], rax
-            ; mov [rsp + S_SM + so!(dv)], rax
-            ; mov [rsp + S_PV + bo!(n)], rax
-            ; mov [rsp + S_PV + bo!(ldc)], rax
-            ; mov [rsp + S_FIN + fo!(ldacc)], rax
-            ; mov [rsp + S_FIN + fo!(dv)], rax
-            ; mov rax, [r15 + A_MROW]
-            ; mov [rsp + S_SM + so!(mask_row_stride)], rax
-            ; mov rax, [r15 + A_MBC]
-            ; mov [rsp + S_SM + so!(mask_col_bcast)], rax
-            // P·V: acc (+)= P · V
             ; mov QWORD [rsp + S_PV + bo!(scratch)], 0
-            ; mov rax, [r15 + A_LDV]
-            ; mov [rsp + S_PV + bo!(ldb)], rax
-            // finish
-            ; mov rax, [r15 + A_OUT]
-            ; mov [rsp + S_FIN + fo!(out)], rax
-            ; mov rax, [r15 + A_LDO]
-            ; mov [rsp + S_FIN + fo!(ldo)], rax
             ; xor r12d, r12d
         );
+        // Q·K^T reads each packed panel as a row-major B of nb columns.
         dynasm!(a.ops() ; .arch x64 ; mov QWORD [rsp + S_QK + bo!(ldb)], nb);
         dynasm!(a.ops()
             ; .arch x64
@@ -511,14 +515,16 @@ impl MhaFused {
                 ; jnz =>recip
             );
         }
+        copy_fields(
+            &mut a,
+            &[
+                (A_OUT, &[S_PV + bo!(c)]),
+                (A_LDO, &[S_PV + bo!(ldc)]),
+                (A_LSUM, &[S_PV + bo!(row_scale)]),
+            ],
+        );
         dynasm!(a.ops()
             ; .arch x64
-            ; mov rax, [r15 + A_OUT]
-            ; mov [rsp + S_PV + bo!(c)], rax
-            ; mov rax, [r15 + A_LDO]
-            ; mov [rsp + S_PV + bo!(ldc)], rax
-            ; mov rax, [r15 + A_LSUM]
-            ; mov [rsp + S_PV + bo!(row_scale)], rax
             ; lea rdi, [rsp + S_PV]
             ; call =>pv_fn
             ; jmp =>exit
