@@ -252,6 +252,12 @@ impl Jit {
         snipjit_interp::run_with(&self.graph, inputs, &hook).map_err(|e| Error::Interp(Box::new(e)))
     }
 
+    /// The executor the model's kernels run on (shared by every model of this
+    /// thread count in the process).
+    pub fn executor(&self) -> &Executor {
+        &self.exec
+    }
+
     /// Kernel calls the interpreter took over (see [`Jit::interpret`]).
     pub fn fallbacks(&self) -> usize {
         self.fallbacks.load(Ordering::Relaxed)

@@ -156,6 +156,14 @@ impl CompiledModel {
             .collect()
     }
 
+    /// The executor this model's kernels run on: the process-wide one for its thread
+    /// count, shared by every model compiled with that count. Its
+    /// [`snipjit_runtime::Executor::worker_cpu_time`] tells whether the workers took
+    /// part in a run of calls.
+    pub fn executor(&self) -> &snipjit_runtime::Executor {
+        self.jit.executor()
+    }
+
     /// Kernel calls so far that the interpreter ran instead, because the kernel could
     /// not take the call's shapes (for example a subgraph output smaller than the
     /// kernel's domain). The results are the interpreter's, so they are right; a

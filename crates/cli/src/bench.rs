@@ -265,6 +265,11 @@ struct Line {
     /// Whether the first call wrote into caller-held outputs (`run_into`) rather
     /// than allocating them (`run`).
     first_call_bound: bool,
+    /// With worker threads: the CPU time they used during the timed calls over
+    /// (wall time × workers). About 1 when they took part (spinning between calls
+    /// counts too), about 0 when they stayed parked; a low GFLOP/s with a share near
+    /// 1 means the machine gave them less than a core each.
+    worker_cpu_share: Option<f64>,
 }
 
 /// What every line of one combination shares.
@@ -340,6 +345,9 @@ impl Line {
         }
         if let Some(f) = self.idle_inputs_us {
             fields.push(("idle_inputs_us", num(Some(f))));
+        }
+        if let Some(f) = self.worker_cpu_share {
+            fields.push(("worker_cpu_share", num(Some(f))));
         }
         let body: Vec<String> = fields
             .into_iter()
@@ -550,6 +558,9 @@ fn bench_one(
     let fresh_inputs_us = again(Duration::ZERO, false)?;
     let idle_inputs_us = again(idle_gap, true)?;
     let inputs = inputs;
+    let workers = model.options().threads.saturating_sub(1);
+    let cpu0 = model.executor().worker_cpu_time();
+    let wall = Instant::now();
     let timing = if fresh_outputs {
         measure(|| Ok(model.run(&inputs)?), target, min_iters)?
     } else {
@@ -558,6 +569,13 @@ fn bench_one(
             target,
             min_iters,
         )?
+    };
+    let wall = wall.elapsed();
+    let worker_cpu_share = match (cpu0, model.executor().worker_cpu_time()) {
+        (Some(a), Some(b)) if workers > 0 && !wall.is_zero() => {
+            Some((b.saturating_sub(a)).as_secs_f64() / (wall.as_secs_f64() * workers as f64))
+        }
+        _ => None,
     };
     let mut lines = vec![Line {
         subgraph: "model".into(),
@@ -571,6 +589,7 @@ fn bench_one(
         fresh_inputs_us: Some(fresh_inputs_us),
         idle_inputs_us: Some(idle_inputs_us),
         first_call_bound,
+        worker_cpu_share,
     }];
     let kernels = model.kernels();
     let mha_kernels = model.mha_kernels();
@@ -648,6 +667,7 @@ fn bench_one(
             fresh_inputs_us: None,
             idle_inputs_us: None,
             first_call_bound: false,
+            worker_cpu_share: None,
         });
     }
     Ok(lines)

@@ -1093,3 +1093,37 @@ fn print_after_mha_passes_and_scratch() {
     assert!(out.contains(&format!(";   total={total}")), "{out}");
     assert!(!out.contains("no linear IR"), "{out}");
 }
+
+#[test]
+fn bench_reports_the_workers_cpu_share_on_two_threads() {
+    let out = ok(&[
+        "bench",
+        &example("mha.sg"),
+        "--dim",
+        "B=1",
+        "--dim",
+        "S=256",
+        "--threads",
+        "2",
+        "--json",
+        "--target-ms",
+        "20",
+        "--min-iters",
+        "3",
+    ]);
+    let lines = json_lines(&out);
+    let model = lines
+        .iter()
+        .find(|v| v["subgraph"] == "model")
+        .expect("a model line");
+    // The worker took part in the timed calls (a parked, never-woken worker would
+    // show about 0), and no thread can use more CPU time than the wall time.
+    let share = model["worker_cpu_share"]
+        .as_f64()
+        .expect("a share on two threads");
+    assert!(share > 0.0 && share <= 1.05, "{model}");
+    // Kernel lines and one-thread runs have none.
+    for v in lines.iter().filter(|v| v["subgraph"] != "model") {
+        assert!(v.get("worker_cpu_share").is_none(), "{v}");
+    }
+}

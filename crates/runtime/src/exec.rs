@@ -101,6 +101,17 @@ impl Executor {
         });
     }
 
+    /// CPU time the pool's worker threads (not the caller) have used since they
+    /// started, summed (Linux per-thread clocks): `Some(0)` with one thread, `None` if
+    /// a clock cannot be read. Read before and after a run of calls, it tells whether
+    /// the workers took part (`snipjit bench` reports it as `worker_cpu_share`).
+    pub fn worker_cpu_time(&self) -> Option<Duration> {
+        match &self.pool {
+            None => Some(Duration::ZERO),
+            Some(pool) => Some(pool.worker_cpu_times()?.into_iter().sum()),
+        }
+    }
+
     /// Runs `f(i)` for every `i` in `0..n` on the executor's threads and returns when
     /// all are done. Indices are handed out in increasing order to whichever thread is
     /// free, the caller's included, so with more indices than threads a thread that

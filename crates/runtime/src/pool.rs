@@ -246,26 +246,26 @@ impl Pool {
         }
     }
 
-    /// CPU time each worker thread has used so far (Linux per-thread clocks).
-    #[cfg(test)]
-    pub(crate) fn worker_cpu_times(&self) -> Vec<Duration> {
+    /// CPU time each worker thread has used so far (Linux per-thread clocks), or
+    /// `None` if a clock cannot be read.
+    pub(crate) fn worker_cpu_times(&self) -> Option<Vec<Duration>> {
         use std::os::unix::thread::JoinHandleExt;
         self.workers
             .iter()
             .map(|w| {
-                let h = w.handle.as_ref().expect("workers are joined only on drop");
+                let h = w.handle.as_ref()?;
                 let mut clock: libc::clockid_t = 0;
                 let mut ts = libc::timespec {
                     tv_sec: 0,
                     tv_nsec: 0,
                 };
-                // SAFETY: the thread is alive (joined only on drop) and both out-pointers
-                // are valid.
-                unsafe {
-                    assert_eq!(libc::pthread_getcpuclockid(h.as_pthread_t(), &mut clock), 0);
-                    assert_eq!(libc::clock_gettime(clock, &mut ts), 0);
-                }
-                Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+                // SAFETY: the thread is alive (joined only on drop, which needs `&mut
+                // self`) and both out-pointers are valid.
+                let ok = unsafe {
+                    libc::pthread_getcpuclockid(h.as_pthread_t(), &mut clock) == 0
+                        && libc::clock_gettime(clock, &mut ts) == 0
+                };
+                ok.then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
             })
             .collect()
     }
@@ -547,9 +547,9 @@ mod tests {
             assert_eq!(counts(&pool, 3), vec![1; 3]);
             // Past the default spin time.
             thread::sleep(Duration::from_millis(20));
-            let t0 = pool.worker_cpu_times();
+            let t0 = pool.worker_cpu_times().unwrap();
             thread::sleep(Duration::from_millis(300));
-            let t1 = pool.worker_cpu_times();
+            let t1 = pool.worker_cpu_times().unwrap();
             t0.iter()
                 .zip(&t1)
                 .map(|(a, b)| (*b - *a).as_secs_f64() * 1e3)
