@@ -173,6 +173,10 @@ def aggregate(rows):
             vals = [r[extra] for r in rs if isinstance(r.get(extra), (int, float))]
             if vals:
                 a[extra] = statistics.median(vals)
+        # the smallest over the runs: one run whose workers sat out shows
+        shares = [r["worker_cpu_share"] for r in rs if isinstance(r.get("worker_cpu_share"), (int, float))]
+        if shares:
+            a["worker_cpu_share"] = min(shares)
         agg[k] = a
     return agg
 
@@ -275,17 +279,29 @@ class Report:
                 if not any(k[3] == wl and k[5] == th for k in self.agg):
                     continue
                 rows = []
+                share = th > 1 and any("worker_cpu_share" in (self.mine(isa, wl, s, th) or {})
+                                       for s in shapes)
                 for s in shapes:
                     me = self.mine(isa, wl, s, th)
                     row = [s, cell(me, unit)]
                     for peer, var, modes, _ in peers:
                         a = self.get(peer, var, modes, wl, s, th)
                         row += [cell(a, unit), speedup(a, me)]
+                    if share:
+                        v = (me or {}).get("worker_cpu_share")
+                        row.append("n/a" if v is None else f"{v:.2f}")
                     rows.append(row)
                 self.p(f"### {wl}, threads={th}{static_title}{self.isa_title(isa)}\n")
+                if share:
+                    self.p("snipjit workers' CPU share: the smallest over the runs of the worker "
+                           "threads' CPU time / (wall time x workers) during the timed calls "
+                           "(near 1: they took part; near 0: they stayed parked; S = 16 runs on "
+                           "the calling thread alone).\n")
                 hdr = ["shape", "snipjit"]
                 for _, _, _, name in peers:
                     hdr += [name, f"speedup vs {name.split()[0]}"]
+                if share:
+                    hdr.append("snipjit workers' CPU share")
                 self.p(table(hdr, rows))
                 self.p()
 
