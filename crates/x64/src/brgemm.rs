@@ -26,10 +26,11 @@
 //!   K×N_blk scratch buffer, then the row-major tile code runs on it. The repack
 //!   transposes lanes×lanes blocks in registers (unpack + block shuffles, see
 //!   `transpose_plan`), a row group cut by the panel end with its missing rows zero;
-//!   K remainders use masked `vgatherdps` with an index vector `j * ldb`. It reads each element of B once per
-//!   call (~0.3 cycles per element), amortized over all M rows. Measured alternatives:
-//!   gathering everything ran Q·K^T at half the peak; a dot-product form (vectors along
-//!   K, one horizontal reduction per C element) costs more shuffles at head size 64.
+//!   K remainders use masked `vgatherdps` with an index vector `j * ldb`. It reads
+//!   each element of B once per call (~0.3 cycles per element), amortized over all M
+//!   rows. Measured alternatives: gathering everything ran Q·K^T at half the peak; a
+//!   dot-product form (vectors along K, one horizontal reduction per C element) costs
+//!   more shuffles at head size 64.
 //! - [`BLayout::Packed`]: B packed beforehand by a [`BPacker`] (the same repack or a
 //!   copy, into `ceil(N / N_blk)` consecutive K×N_blk panels), so a B reused across
 //!   calls is repacked once.
