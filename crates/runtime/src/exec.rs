@@ -429,6 +429,30 @@ mod tests {
     }
 
     #[test]
+    fn worker_cpu_time_counts_the_workers_only() {
+        assert_eq!(
+            Executor::new(1).unwrap().worker_cpu_time(),
+            Some(Duration::ZERO)
+        );
+        let exec = Executor::with_spin(2, Duration::ZERO).unwrap();
+        let t0 = exec.worker_cpu_time().expect("the worker's clock reads");
+        // Two items that each hold their thread busy until both have started: the
+        // worker must run one of them, for about 20 ms of CPU time.
+        let started = std::sync::atomic::AtomicUsize::new(0);
+        exec.for_each_index(2, &|_| {
+            started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let t = std::time::Instant::now();
+            while started.load(std::sync::atomic::Ordering::SeqCst) < 2
+                || t.elapsed() < Duration::from_millis(20)
+            {
+                std::hint::spin_loop();
+            }
+        });
+        let used = exec.worker_cpu_time().unwrap() - t0;
+        assert!(used >= Duration::from_millis(10), "{used:?}");
+    }
+
+    #[test]
     fn a_panic_in_a_chunk_reaches_the_caller() {
         let exec = Executor::new(2).unwrap();
         let r = std::panic::catch_unwind(|| {
