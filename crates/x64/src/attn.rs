@@ -69,6 +69,7 @@ use iced_x86::{Code, Instruction, Register};
 use snipjit_ir::DType;
 
 use crate::asm::{Cond, Opnd, V3, pred};
+use crate::emit::math::ExpArg;
 use crate::{Gpr, Isa, Kernel, Mem, VReg, VecAsm, X64Error};
 
 /// How the scale applies to the scores.
@@ -795,7 +796,8 @@ impl<'a> BlockGen<'a> {
         }
         for r in rows {
             self.a.v3(V3::Sub, r.mold, r.mold, r.muse)?;
-            self.a.exp_core_nonpositive(r.mold, r.mold, 1.0, r.e)?;
+            self.a
+                .exp_core(r.mold, r.mold, 1.0, ExpArg::NonPositive, r.e)?;
         }
         for r in rows {
             // l *= alpha (x is free until pass 2).

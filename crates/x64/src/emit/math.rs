@@ -45,6 +45,18 @@ const EXP2_POLY_01: [f32; 6] = [
     9.999_999_4e-1,
 ];
 
+/// What [`VecAsm::exp_core`] may assume of its argument `scale * x`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum ExpArg {
+    /// Any value: clamped to [`EXP_LO`, `EXP_HI`] first.
+    Any,
+    /// At most 0, or NaN: the overflow clamp is left out (two instructions fewer; the
+    /// result is identical).
+    NonPositive,
+    /// Already in [`EXP_LO`, 0], or NaN (see [`VecAsm::neg_abs_for_exp`]): no clamp.
+    Clamped,
+}
+
 /// Cody-Waite split of ln 2: the high part has 9 significant bits, so `n * LN2_HI` is
 /// exact for |n| <= 2^15.
 const LN2_HI: f32 = 0.693_359_4;
@@ -142,55 +154,36 @@ impl VecAsm {
         Ok(())
     }
 
-    /// `dst = exp(scale * x)`.
+    /// `dst = exp(scale * x)`, for an argument `scale * x` of the given range.
     ///
     /// Contract: `s` distinct from each other and from `dst`; `x` may equal `dst` or
-    /// `s[0]` (it is read before either is written), never `s[1]` or `s[2]`.
+    /// `s[0]` (it is read before either is written), never `s[1]`, nor `s[2]` unless
+    /// the argument is [`ExpArg::Clamped`].
     pub(crate) fn exp_core(
         &mut self,
         dst: VReg,
         x: VReg,
         scale: f32,
-        s: [VReg; 3],
-    ) -> Result<(), X64Error> {
-        self.exp_core_range(dst, x, scale, false, s)
-    }
-
-    /// [`VecAsm::exp_core`] for an argument `scale * x` known to be <= 0 or NaN: the
-    /// overflow clamp is left out (two instructions fewer; the result is identical).
-    pub(crate) fn exp_core_nonpositive(
-        &mut self,
-        dst: VReg,
-        x: VReg,
-        scale: f32,
-        s: [VReg; 3],
-    ) -> Result<(), X64Error> {
-        self.exp_core_range(dst, x, scale, true, s)
-    }
-
-    /// [`VecAsm::exp_core`] for an argument `scale * x` already in [`EXP_LO`, 0] or
-    /// NaN (see [`VecAsm::neg_abs_for_exp`]): no clamp at all.
-    pub(crate) fn exp_core_clamped(
-        &mut self,
-        dst: VReg,
-        x: VReg,
-        scale: f32,
+        arg: ExpArg,
         s: [VReg; 3],
     ) -> Result<(), X64Error> {
         let [s0, s1, s2] = s;
-        match (scale == 1.0, x) {
-            // The argument is consumed in place when it sits in a scratch register.
-            (true, x) if x == s0 => self.exp_reduced(dst, s0, [s1, s0, s2]),
-            (true, x) if x == s2 => self.exp_reduced(dst, s2, [s0, s2, s1]),
-            (true, x) => {
-                self.mov_internal(s1, Opnd::R(x))?;
-                self.exp_reduced(dst, s1, [s0, s1, s2])
-            }
-            (false, x) => {
-                self.v3(V3::Mul, s1, x, Opnd::F(scale))?;
-                self.exp_reduced(dst, s1, [s0, s1, s2])
-            }
+        if arg == ExpArg::Clamped {
+            return match (scale == 1.0, x) {
+                // The argument is consumed in place when it sits in a scratch register.
+                (true, x) if x == s0 => self.exp_reduced(dst, s0, [s1, s0, s2]),
+                (true, x) if x == s2 => self.exp_reduced(dst, s2, [s0, s2, s1]),
+                (true, x) => {
+                    self.mov_internal(s1, Opnd::R(x))?;
+                    self.exp_reduced(dst, s1, [s0, s1, s2])
+                }
+                (false, x) => {
+                    self.v3(V3::Mul, s1, x, Opnd::F(scale))?;
+                    self.exp_reduced(dst, s1, [s0, s1, s2])
+                }
+            };
         }
+        self.exp_core_range(dst, x, scale, arg == ExpArg::NonPositive, s)
     }
 
     /// `s0 = -|x|`, clamped to `EXP_LO / scale` on AVX-512 (one `vrangeps`), so that
@@ -249,11 +242,11 @@ impl VecAsm {
 
     /// `dst = e^x` for `x <= 8` or NaN, for softmax probabilities (x - m with m at
     /// most 8 below the row maximum, see `attn.rs`): fewer ops than
-    /// [`VecAsm::exp_core_nonpositive`]. `t = x log2 e` (one rounding: a relative
-    /// error of `|t| 2^-24` in the result, 1.1e-6 at x = -10 where e^x = 4.5e-5), a
-    /// reduced argument `f` in an interval of length 1 (exact), `2^f` by a degree-5
-    /// polynomial (1.5e-7 or 2.1e-7), scaled by `2^(t - f)`. -inf gives 0, NaN stays
-    /// NaN.
+    /// [`VecAsm::exp_core`] with [`ExpArg::NonPositive`]. `t = x log2 e` (one
+    /// rounding: a relative error of `|t| 2^-24` in the result, 1.1e-6 at x = -10
+    /// where e^x = 4.5e-5), a reduced argument `f` in an interval of length 1
+    /// (exact), `2^f` by a degree-5 polynomial (1.5e-7 or 2.1e-7), scaled by
+    /// `2^(t - f)`. -inf gives 0, NaN stays NaN.
     ///
     /// AVX-512 (4 ops besides the polynomial's 5 FMAs): `f = t - floor(t)` by
     /// `vreduceps`, `2^f` on [0, 1) ([`EXP2_POLY_01`]), and `vscalefps`, which floors
@@ -392,7 +385,7 @@ impl VecAsm {
         let [s0, s1, s2, s3, s4] = s;
         self.v3(V3::And, s0, x, Opnd::B(ABS))?;
         // Large branch: 1 - 2 / (e^{2a} + 1), sign restored.
-        self.exp_core(s1, s0, 2.0, [s2, s3, s4])?;
+        self.exp_core(s1, s0, 2.0, ExpArg::Any, [s2, s3, s4])?;
         self.v3(V3::Add, s1, s1, Opnd::F(1.0))?;
         self.mov_internal(s2, Opnd::F(2.0))?;
         self.v3(V3::Div, s2, s2, s1)?;
@@ -435,7 +428,7 @@ impl VecAsm {
             self.v3(V3::Mul, s1, s1, Opnd::F(0.5))?;
             self.v3(V3::Mul, s2, s2, Opnd::F(0.5))?;
         }
-        self.exp_core(s3, s1, -1.0, [s1, s4, s5])?;
+        self.exp_core(s3, s1, -1.0, ExpArg::Any, [s1, s4, s5])?;
         self.v3(V3::Fnmadd231, s3, s3, s2)?;
         let inv_c = if gelu { std::f32::consts::SQRT_2 } else { 1.0 };
         self.mov_internal(s1, Opnd::F(inv_c))?;
@@ -534,9 +527,9 @@ impl VecAsm {
         // s0 holds -|a| (the caller's): the exponent is never positive, so exp needs
         // no overflow clamp.
         if clamped {
-            self.exp_core_clamped(s1, s0, scale, [s0, s2, s3])?;
+            self.exp_core(s1, s0, scale, ExpArg::Clamped, [s0, s2, s3])?;
         } else {
-            self.exp_core_nonpositive(s1, s0, scale, [s0, s2, s3])?;
+            self.exp_core(s1, s0, scale, ExpArg::NonPositive, [s0, s2, s3])?;
         }
         self.v3(V3::Add, s2, s1, Opnd::F(1.0))?;
         if mul_x && self.isa() == Isa::Avx512 {
@@ -568,7 +561,7 @@ impl VecAsm {
         let [s0, s1, s2, s3] = s;
         self.mov_internal(s0, Opnd::F(20.0))?;
         self.v3(V3::Min, s0, s0, x)?;
-        self.exp_core(s1, s0, 1.0, [s0, s2, s3])?;
+        self.exp_core(s1, s0, 1.0, ExpArg::Any, [s0, s2, s3])?;
         self.v3(V3::Add, s2, s1, Opnd::F(2.0))?;
         self.v3(V3::Mul, s1, s1, s2)?;
         self.v3(V3::Add, s2, s1, Opnd::F(2.0))?;
@@ -586,7 +579,7 @@ impl VecAsm {
         s: [VReg; 5],
     ) -> Result<(), X64Error> {
         let [s0, s1, s2, s3, s4] = s;
-        self.exp_core(s0, x, 1.0, [s1, s2, s3])?;
+        self.exp_core(s0, x, 1.0, ExpArg::Any, [s1, s2, s3])?;
         self.v3(V3::Sub, s0, s0, Opnd::F(1.0))?;
         self.v3(V3::Mul, s2, x, x)?;
         self.horner(s1, x, &EXPM1_POLY)?;
@@ -605,7 +598,7 @@ impl VecAsm {
     pub(crate) fn softplus(&mut self, dst: VReg, x: VReg, s: [VReg; 5]) -> Result<(), X64Error> {
         let [s0, s1, s2, s3, s4] = s;
         self.v3(V3::And, s0, x, Opnd::B(ABS))?;
-        self.exp_core(s1, s0, -1.0, [s0, s2, s3])?;
+        self.exp_core(s1, s0, -1.0, ExpArg::Any, [s0, s2, s3])?;
         self.v3(V3::Add, s2, s1, Opnd::F(1.0))?;
         self.v3(V3::Sub, s3, s2, Opnd::F(1.0))?;
         self.v3(V3::Sub, s1, s1, s3)?;
@@ -662,7 +655,7 @@ impl VecAsm {
         self.v3(V3::And, s0, a, Opnd::B(ABS))?;
         self.log_full(s0, s0, [s1, s2, s3, s4, s5])?;
         self.v3(V3::Mul, s0, s0, b)?;
-        self.exp_core(s1, s0, 1.0, [s0, s2, s3])?;
+        self.exp_core(s1, s0, 1.0, ExpArg::Any, [s0, s2, s3])?;
         // int = round(b) == b; odd = int && round(b/2) != b/2.
         self.vround(s0, b, round::NEAREST)?;
         let int = self.cmp(pred::EQ_OQ, s0, b, s2)?;
@@ -720,7 +713,7 @@ impl VecAsm {
         self.v3(V3::And, s0, x, Opnd::B(ABS))?;
         self.log_full(s0, s0, [s1, s2, s3, s4, s5])?;
         self.v3(V3::Mul, s0, s0, Opnd::F(e))?;
-        self.exp_core(s1, s0, 1.0, [s0, s2, s3])?;
+        self.exp_core(s1, s0, 1.0, ExpArg::Any, [s0, s2, s3])?;
         let is_int = e.fract() == 0.0;
         let is_odd = is_int && (e * 0.5).fract() != 0.0;
         if is_odd {

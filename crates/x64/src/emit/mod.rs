@@ -52,7 +52,7 @@
 //! error of `f32::MAX`) may round to infinity. Pow keeps IEEE `pow`'s special cases,
 //! `pow(-inf, non-integer)` = +inf or +0 included.
 
-mod math;
+pub(crate) mod math;
 
 use snipjit_ir::{BinaryOp, DType, GeluApprox, UnaryOp};
 
@@ -289,7 +289,7 @@ impl VecAsm {
                 self.clamp_keep_nan(s[0], s[0], 0.0, 6.0, s[1])?;
                 self.v3(V3::Div, dst, s[0], Opnd::F(6.0))
             }
-            UnaryOp::Exp => self.exp_core(dst, x, 1.0, [s[0], s[1], s[2]]),
+            UnaryOp::Exp => self.exp_core(dst, x, 1.0, math::ExpArg::Any, [s[0], s[1], s[2]]),
             UnaryOp::Log => self.log_full(dst, x, [s[0], s[1], s[2], s[3], s[4]]),
             UnaryOp::Sigmoid => {
                 // Not vrangeps here: it does not pass a NaN through on Zen 4, and
