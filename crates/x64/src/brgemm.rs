@@ -1317,7 +1317,8 @@ impl<'a> Gen<'a> {
     /// into the scratch as K×N_blk (scratch row k holds B^T[n0 + j, k] at column j).
     /// Each group of `lanes` rows is transposed in registers, `lanes`×`lanes` at a
     /// time (`transpose_plan`; a group cut by the panel's end with its missing rows
-    /// zero); the K remainder of a group goes through masked `vgatherdps`. Keeps rax; clobbers every other GPR the m loop sets up afterwards.
+    /// zero); the K remainder of a group goes through masked `vgatherdps`. Keeps rax;
+    /// clobbers every other GPR the m loop sets up afterwards.
     fn repack(&mut self) -> Result<(), X64Error> {
         let nr = self.bl.nr;
         let lanes = self.isa.lanes() as i32;
@@ -1618,11 +1619,6 @@ enum Shuf {
 /// `(op, dst, a, b)` register steps.
 type Plan = Vec<(Shuf, usize, usize, usize)>;
 
-/// The shuffle sequence that transposes rows in registers `0..lanes` (lane `c` of
-/// register `r` = element (r, c)), and the register that ends up holding each column.
-/// AVX-512: 64 shuffles for 16×16; AVX2: 24 for 8×8. The result is checked by
-/// simulating every step on (row, column) labels, so a wrong plan is a compile error,
-/// never wrong numbers.
 /// [`transpose_plan`], computed and checked once per process and ISA (an error is
 /// not kept: the next call computes it again and returns the error).
 fn cached_transpose_plan(isa: Isa) -> Result<(Plan, Vec<usize>), X64Error> {
@@ -1638,6 +1634,11 @@ fn cached_transpose_plan(isa: Isa) -> Result<(Plan, Vec<usize>), X64Error> {
     }
 }
 
+/// The shuffle sequence that transposes rows in registers `0..lanes` (lane `c` of
+/// register `r` = element (r, c)), and the register that ends up holding each column.
+/// AVX-512: 64 shuffles for 16×16; AVX2: 24 for 8×8. The result is checked by
+/// simulating every step on (row, column) labels, so a wrong plan is a compile error,
+/// never wrong numbers.
 fn transpose_plan(isa: Isa) -> Result<(Plan, Vec<usize>), X64Error> {
     let lanes = isa.lanes();
     let (r, t) = (0usize, lanes);
