@@ -1328,32 +1328,24 @@ impl<'a> Gen<'a> {
             self.group_masks()?;
         }
         for v in 0..nr {
-            let partial = self.a.new_label();
-            let next = self.a.new_label();
+            let (partial, remainder, next) =
+                (self.a.new_label(), self.a.new_label(), self.a.new_label());
             dynasm!(self.a.ops()
                 ; .arch x64
+                ; cmp rax, lanes * v as i32
+                ; jle =>next
                 ; cmp rax, lanes * (v as i32 + 1)
                 ; jl =>partial
             );
             self.transpose_chunks_rows(v, false)?;
-            dynasm!(self.a.ops()
-                ; .arch x64
-                ; test QWORD [rdi + OFF_K], lanes - 1
-                ; jz =>next
-            );
-            self.gather_loop(v, true)?;
-            dynasm!(self.a.ops()
-                ; .arch x64
-                ; jmp =>next
-                ; =>partial
-                ; cmp rax, lanes * v as i32
-                ; jle =>next
-            );
+            dynasm!(self.a.ops() ; .arch x64 ; jmp =>remainder ; =>partial);
             // A group cut by the panel end (fewer than `lanes` rows of B^T, e.g. the
             // last keys of an L that is not a multiple of 16): the same register
-            // transpose with the missing rows zero, then gathers for the K remainder
-            // only (gathering every k cost ~0.5 us per head at D = 64).
+            // transpose with the missing rows zero (gathering every k cost ~0.5 us per
+            // head at D = 64).
             self.transpose_chunks_rows(v, true)?;
+            // Either way, gathers (masked to the group's rows) for the K remainder.
+            self.a.bind(remainder);
             dynasm!(self.a.ops()
                 ; .arch x64
                 ; test QWORD [rdi + OFF_K], lanes - 1
