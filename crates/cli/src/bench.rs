@@ -558,7 +558,7 @@ fn bench_one(
     let fresh_inputs_us = again(Duration::ZERO, false)?;
     let idle_inputs_us = again(idle_gap, true)?;
     let inputs = inputs;
-    let workers = model.options().threads.saturating_sub(1);
+    let workers = model.executor().threads().saturating_sub(1);
     let cpu0 = model.executor().worker_cpu_time();
     let wall = Instant::now();
     let timing = if fresh_outputs {

@@ -175,12 +175,12 @@ thread_local! {
 /// `f` also learns whether the buffer is the thread's own (`true`), which outlives the
 /// call, or a temporary one.
 fn with_scratch<R>(len: usize, reserve: usize, f: impl FnOnce(&mut [f32], bool) -> R) -> R {
-    SCRATCH.with(|cell| match cell.try_borrow_mut() {
-        Ok(mut s) => match s.get(len, reserve) {
+    SCRATCH.with(|cell| {
+        let mut own = cell.try_borrow_mut().ok();
+        match own.as_mut().and_then(|s| s.get(len, reserve)) {
             Some(buf) => f(buf, true),
             None => f(&mut vec![0.0; len], false),
-        },
-        Err(_) => f(&mut vec![0.0; len], false),
+        }
     })
 }
 
