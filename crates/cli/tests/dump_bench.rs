@@ -764,6 +764,14 @@ fn dot_conflicts_with_text_sections() {
     assert_eq!(o.status.code(), Some(2), "a usage error");
 }
 
+/// The model line among `lines` (one per combination; the first).
+fn model_line(lines: &[serde_json::Value]) -> &serde_json::Value {
+    lines
+        .iter()
+        .find(|v| v["subgraph"] == "model")
+        .expect("a model line")
+}
+
 fn json_lines(out: &str) -> Vec<serde_json::Value> {
     out.lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
@@ -1047,10 +1055,7 @@ fn bench_first_call_with_fresh_outputs_allocates() {
         "--fresh-outputs",
     ]);
     let lines = json_lines(&out);
-    let model = lines
-        .iter()
-        .find(|v| v["subgraph"] == "model")
-        .expect("a model line");
+    let model = model_line(&lines);
     assert_eq!(model["first_call_outputs"], "fresh", "{model}");
     assert!(model["first_call_us"].as_f64().unwrap() > 0.0, "{model}");
 }
@@ -1112,10 +1117,7 @@ fn bench_reports_the_workers_cpu_share_on_two_threads() {
         "3",
     ]);
     let lines = json_lines(&out);
-    let model = lines
-        .iter()
-        .find(|v| v["subgraph"] == "model")
-        .expect("a model line");
+    let model = model_line(&lines);
     // The worker took part in the timed calls (a parked, never-woken worker would
     // show about 0), and no thread can use more CPU time than the wall time.
     let share = model["worker_cpu_share"]

@@ -44,29 +44,15 @@ fn len(rows: usize, cols: usize, ld: usize) -> usize {
 /// Runs one case and checks every element of C (including the padding between rows,
 /// which must be left untouched) against an f64 reference.
 fn check(kern: &Brgemm, s: BrgemmShape, rng: &mut Rng, guarded: bool) {
-    check_with(kern, None, s, rng, guarded)
-}
-
-/// As [`check`], with a row scale of exactly `M` floats (between guard pages when
-/// `guarded`): row `i` of the result times `scale[i]`.
-fn check_scaled(kern: &Brgemm, s: BrgemmShape, rng: &mut Rng, guarded: bool) {
-    check_impl(kern, None, s, rng, guarded, true)
+    check_with(kern, None, s, rng, guarded, false)
 }
 
 /// As [`check`]; with a packer, B is made in the packer's source layout, packed (into
 /// a guarded buffer of exactly `packed_len` floats when `guarded`), and the packed
-/// kernel `kern` runs on the panels.
+/// kernel `kern` runs on the panels; with `scaled`, a row scale of exactly `M` floats
+/// (between guard pages when `guarded`) multiplies row `i` of the result by
+/// `scale[i]`.
 fn check_with(
-    kern: &Brgemm,
-    packer: Option<&BPacker>,
-    s: BrgemmShape,
-    rng: &mut Rng,
-    guarded: bool,
-) {
-    check_impl(kern, packer, s, rng, guarded, false)
-}
-
-fn check_impl(
     kern: &Brgemm,
     packer: Option<&BPacker>,
     s: BrgemmShape,
@@ -201,7 +187,7 @@ fn row_scale_every_m_tail_between_guard_pages() {
                     let k = (m * 5 + n) % 13 + 1;
                     let mut s = BrgemmShape::dense(m, n, k, kern.options().b_layout);
                     s.accumulate = accumulate;
-                    check_scaled(&kern, s, &mut rng, true);
+                    check_with(&kern, None, s, &mut rng, true, true);
                 }
             }
         }
@@ -592,7 +578,7 @@ fn packed_b_every_tail_between_guard_pages() {
                 let mut s = BrgemmShape::dense(m, n, k, packer.source());
                 s.ldb += n % 3;
                 s.accumulate = n % 2 == 0;
-                check_with(&kern, Some(&packer), s, &mut rng, true);
+                check_with(&kern, Some(&packer), s, &mut rng, true, false);
             }
         }
     }
@@ -612,7 +598,7 @@ fn packed_b_random_and_attention_shapes() {
             s.ldb += i % 4;
             s.ldc += i % 3;
             s.accumulate = i % 2 == 1;
-            check_with(&kern, Some(&packer), s, &mut rng, false);
+            check_with(&kern, Some(&packer), s, &mut rng, false, false);
         }
     }
 }
