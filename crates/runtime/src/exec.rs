@@ -436,14 +436,24 @@ mod tests {
         );
         let exec = Executor::with_spin(2, Duration::ZERO).unwrap();
         let t0 = exec.worker_cpu_time().expect("the worker's clock reads");
-        // Two items that each hold their thread busy until both have started: the
-        // worker must run one of them, for about 20 ms of CPU time.
+        // Two items that each hold their thread busy until both have started and the
+        // thread has used 20 ms of CPU time in the item (CPU, not wall time: other
+        // tests share the cores): the worker must run one of them.
+        let thread_cpu = || {
+            let mut ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            };
+            // SAFETY: a valid out-pointer; this thread's CPU clock always exists.
+            unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+            Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+        };
         let started = std::sync::atomic::AtomicUsize::new(0);
         exec.for_each_index(2, &|_| {
             started.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let t = std::time::Instant::now();
+            let t = thread_cpu();
             while started.load(std::sync::atomic::Ordering::SeqCst) < 2
-                || t.elapsed() < Duration::from_millis(20)
+                || thread_cpu() - t < Duration::from_millis(20)
             {
                 std::hint::spin_loop();
             }
