@@ -34,8 +34,11 @@ WORKLOAD_ALIASES = {
     "floor": "call_floor_add16",
 }
 ATTENTION = {"mha"}
+# run.sh's first-call study: `snipjit bench` processes whose --dim S list runs every S twice,
+# so that each S has a never-seen first call and a seen one (`shape_seen`) in one process.
+FIRST_CALL_STUDY = "mha_first_call"
 ELTWISE_ORDER = ["silu", "chain_add_mul_gelutanh_mul", "softmax"]
-NOT_A_WORKLOAD = ("compile_", "call_floor", "peak_fma", "membw_", "minilm")
+NOT_A_WORKLOAD = ("compile_", "call_floor", "peak_fma", "membw_", "minilm", FIRST_CALL_STUDY)
 # kinds / subgraph names snipjit may use for a whole-model line (vs. one line per subgraph)
 WHOLE_MODEL = {"", "*", "all", "model", "graph", "total", "whole", "e2e", None}
 
@@ -227,8 +230,9 @@ def shape_sort(s):
 
 # ------------------------------------------------------------------ report
 class Report:
-    def __init__(self, agg, threads):
+    def __init__(self, agg, threads, study=()):
         self.agg = agg
+        self.study = list(study)
         self.threads = threads
         self.isas = sorted({k[1] for k in agg if k[0] == "snipjit"}) or [""]
         self.lines = []
@@ -373,6 +377,45 @@ class Report:
                               "OpenVINO first", "OpenVINO repeated", "OpenVINO extra"], rows))
                 self.p()
 
+    def first_call_study(self):
+        """Never-seen against seen first calls, from run.sh's first-call study."""
+        groups = collections.defaultdict(lambda: ([], []))
+        for r in self.study:
+            if not all(isinstance(r.get(k), (int, float)) for k in ("first_call_us", "fresh_inputs_us")):
+                continue
+            if not isinstance(r.get("shape_seen"), bool):
+                continue
+            key = (r["variant"], r["threads"], r["shape"])
+            groups[key][int(r["shape_seen"])].append(r["first_call_us"] - r["fresh_inputs_us"])
+        if not groups:
+            return
+        for isa in sorted({k[0] for k in groups}):
+            for th in self.threads:
+                rows = []
+                for key in sorted((k for k in groups if k[0] == isa and k[1] == th),
+                                  key=lambda k: shape_sort(k[2])):
+                    new, seen = groups[key]
+                    if not new or not seen:
+                        continue
+                    # the k-th never-seen and the k-th seen line come from the same process
+                    pairs = [a - b for a, b in zip(new, seen)]
+                    q = lambda v: f"{statistics.median(v):+.1f} us"
+                    rows.append([key[2], len(pairs), q(new), q(seen), q(pairs)])
+                if not rows:
+                    continue
+                self.p(f"### mha: first call at a never-seen S against a seen one, threads={th}"
+                       f"{self.isa_title(isa)}\n")
+                self.p("run.sh's first-call study: `snipjit bench` processes that run each S twice "
+                       "(`--dim S=16,32,64,128,16,32,64,128`), so that each S has, in one process, a "
+                       "first call at a never-seen S and one at a seen S (`shape_seen`), both entered "
+                       "after the previous S's timing and input preparation. Medians over the "
+                       "processes of `first_call_us - fresh_inputs_us`; the last column is the "
+                       "median of never-seen minus seen within each process: what a shape never "
+                       "seen costs beyond re-entering one.\n")
+                self.p(table(["shape", "processes", "never-seen: first - fresh inputs",
+                              "seen: first - fresh inputs", "never-seen - seen"], rows))
+                self.p()
+
     def compile_times(self):
         rows = []
         ov = sorted({(k[3], k[4]) for k in self.agg if k[0] == "openvino" and k[3].startswith("compile_")},
@@ -447,6 +490,7 @@ class Report:
             self.workload("mha", "gflops", ", static shapes (GFLOP/s = 4*B*H*S*S*D / time)")
             self.mha_dynamic()
             self.first_calls()
+        self.first_call_study()
         self.compile_times()
         self.call_floor()
         return "\n".join(self.lines)
@@ -458,11 +502,14 @@ def main(argv):
     ap.add_argument("--threads", default="1,2", help="thread counts to tabulate (default 1,2)")
     args = ap.parse_args(argv)
     threads = [int(t) for t in args.threads.split(",") if t]
-    rows = pick_snipjit(load(args.paths))
+    loaded = load(args.paths)
+    study = [r for r in loaded if r["peer"] == "snipjit" and r["workload"] == FIRST_CALL_STUDY
+             and r.get("subgraph") in WHOLE_MODEL]
+    rows = pick_snipjit(loaded)
     if not rows:
         print("compare.py: no measurements found", file=sys.stderr)
         return 1
-    print(Report(aggregate(rows), threads).render())
+    print(Report(aggregate(rows), threads, study).render())
     return 0
 
 

@@ -160,9 +160,12 @@ peers() {
 # MHA [B, S, 12, 64] with B=1, S in 16..2048 and B=8, S=128.
 ELT_N="4,64,1024,16384,65536"
 MHA_S="16,32,64,128,256,384,512,1024,2048"
-if [ "${ANCHOR_QUICK:-0}" = 1 ]; then ELT_N="4,64,1024" MHA_S="16,128"; fi
+# The first-call study: processes that run each of these S twice (never-seen, then seen).
+FC_S="16,32,64,128" FC_PROCS=5
+if [ "${ANCHOR_QUICK:-0}" = 1 ]; then ELT_N="4,64,1024" MHA_S="16,128" FC_S="16,128" FC_PROCS=2; fi
 if [ -n "${ANCHOR_MAX_S:-}" ]; then  # the peers' knob for the largest MHA S, honoured here too
   MHA_S="$(echo "$MHA_S" | tr ',' '\n' | awk -v m="$ANCHOR_MAX_S" '$1 <= m' | paste -sd, -)"
+  FC_S="$(echo "$FC_S" | tr ',' '\n' | awk -v m="$ANCHOR_MAX_S" '$1 <= m' | paste -sd, -)"
 fi
 
 snipjit_script() {  # writes the bench commands for the selected group as a script
@@ -193,6 +196,12 @@ HEAD
       if [ "$GROUP" != eltwise ]; then
         echo "b '$BIN' bench '$REPO/examples/mha.sg' --dim B=1 --dim S=$MHA_S --threads $th $isa_args --json $(wl mha)"
         echo "b '$BIN' bench '$REPO/examples/mha.sg' --dim B=8 --dim S=128 --threads $th $isa_args --json $(wl mha)"
+        # never-seen against seen first calls (compare.py's first-call study table)
+        if [ -n "$FC_S" ] && [ "$wl_flag" = 1 ]; then
+          for _ in $(seq "$FC_PROCS"); do
+            echo "b '$BIN' bench '$REPO/examples/mha.sg' --dim B=1 --dim S=$FC_S,$FC_S --threads $th $isa_args --json --target-ms 50 $(wl mha_first_call)"
+          done
+        fi
       fi
     done
   done

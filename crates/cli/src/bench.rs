@@ -265,6 +265,11 @@ struct Line {
     /// Whether the first call wrote into caller-held outputs (`run_into`) rather
     /// than allocating them (`run`).
     first_call_bound: bool,
+    /// On the model line: whether an earlier combination of this process ran the
+    /// same input shapes (a `--dim` list that names a value twice). Its first call
+    /// then re-enters a seen shape after the same kind of work as a never-seen one's
+    /// first call, so the two `first_call_us` differ by what a shape never seen costs.
+    shape_seen: Option<bool>,
     /// With worker threads: the CPU time they used during the timed calls over
     /// (wall time × workers). About 1 when they took part (spinning between calls
     /// counts too), about 0 when they stayed parked; a low GFLOP/s with a share near
@@ -349,6 +354,9 @@ impl Line {
         if let Some(f) = self.worker_cpu_share {
             fields.push(("worker_cpu_share", num(Some(f))));
         }
+        if let Some(seen) = self.shape_seen {
+            fields.push(("shape_seen", seen.to_string()));
+        }
         let body: Vec<String> = fields
             .into_iter()
             .map(|(k, v)| format!("{}:{v}", string(k)))
@@ -428,10 +436,19 @@ pub fn bench(args: &BenchArgs, out: &mut impl Write) -> Result<(), CliError> {
         )
         .map_err(CliError::Stdout)?;
     }
+    let mut seen: Vec<&[Vec<usize>]> = Vec::new();
     for (bindings, shapes, out_shapes) in &combos {
+        let shape_seen = seen.contains(&shapes.as_slice());
+        if !shape_seen {
+            seen.push(shapes);
+        }
         let lines = bench_one(
             &model,
-            (shapes, out_shapes.as_deref()),
+            Combo {
+                shapes,
+                out_shapes: out_shapes.as_deref(),
+                seen: shape_seen,
+            },
             (compile_us, first_compile_us),
             &exec,
             target,
@@ -494,17 +511,30 @@ fn rewrite(tensors: &mut [Tensor]) {
     }
 }
 
-/// Times the model and each subgraph on inputs of `shapes` (the outputs' shapes,
-/// when the bindings determine them, let the first call write into bound outputs).
+/// One combination's shapes, as `bench_one` runs them.
+struct Combo<'a> {
+    /// The inputs' shapes.
+    shapes: &'a [Vec<usize>],
+    /// The outputs' shapes, when the bindings determine them: the first call then
+    /// writes into bound outputs.
+    out_shapes: Option<&'a [Vec<usize>]>,
+    /// Whether an earlier combination ran the same input shapes.
+    seen: bool,
+}
+
+/// Times the model and each subgraph on `combo`'s inputs.
 fn bench_one(
     model: &CompiledModel,
-    (shapes, out_shapes): (&[Vec<usize>], Option<&[Vec<usize>]>),
+    combo: Combo,
     (compile_us, first_compile_us): (f64, f64),
     exec: &Executor,
     target: Duration,
     min_iters: usize,
     fresh_outputs: bool,
 ) -> Result<Vec<Line>, CliError> {
+    let Combo {
+        shapes, out_shapes, ..
+    } = combo;
     let prep = Instant::now();
     let inputs = bind::make_inputs(model.inputs(), shapes, 0x5eed);
     // The first call at these shapes. Timing `run_into`, it writes into outputs the
@@ -590,6 +620,7 @@ fn bench_one(
         idle_inputs_us: Some(idle_inputs_us),
         first_call_bound,
         worker_cpu_share,
+        shape_seen: Some(combo.seen),
     }];
     let kernels = model.kernels();
     let mha_kernels = model.mha_kernels();
@@ -668,6 +699,7 @@ fn bench_one(
             idle_inputs_us: None,
             first_call_bound: false,
             worker_cpu_share: None,
+            shape_seen: None,
         });
     }
     Ok(lines)
@@ -685,9 +717,14 @@ fn table(lines: &[Line], c: &Common) -> String {
         .iter()
         .find_map(|l| l.fresh_inputs_us)
         .map_or_else(|| "-".into(), |f| format!("{f:.1} us"));
+    let seen = if lines.iter().any(|l| l.shape_seen == Some(true)) {
+        " at shapes run before"
+    } else {
+        ""
+    };
     let _ = writeln!(
         s,
-        "\n{} (shape {}): first call {first} (then {fresh} on freshly written inputs), compilations {}",
+        "\n{} (shape {}): first call{seen} {first} (then {fresh} on freshly written inputs), compilations {}",
         if dims.is_empty() {
             "static shapes".to_string()
         } else {

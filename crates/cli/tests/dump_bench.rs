@@ -828,6 +828,7 @@ fn bench_json_lines() {
     want_model.insert("fresh_inputs_us".into());
     want_model.insert("idle_inputs_us".into());
     want_model.insert("first_compile_us".into());
+    want_model.insert("shape_seen".into());
     for (i, (v, n)) in lines.iter().zip([3, 3, 64, 64]).enumerate() {
         let is_model = i % 2 == 0;
         if is_model {
@@ -880,6 +881,7 @@ fn bench_json_lines() {
             assert!(v["fresh_inputs_us"].as_f64().unwrap() > 0.0);
             assert!(v["idle_inputs_us"].as_f64().unwrap() > 0.0);
             assert!(v["first_compile_us"].as_f64().unwrap() > 0.0);
+            assert_eq!(v["shape_seen"], false, "N = 3 and 64 are both new: {v}");
         }
         if has_avx512() {
             assert_eq!(v["isa"], "avx512");
@@ -1036,6 +1038,47 @@ fn bench_isa_choice_and_interpreted_subgraphs() {
     let want = bytes / (sub["median_us"].as_f64().unwrap() * 1e-6) / 1e9;
     let got = sub["gbps"].as_f64().unwrap();
     assert!((got - want).abs() <= 1e-3 + 1e-3 * want, "{got} vs {want}");
+}
+
+#[test]
+fn bench_marks_a_combination_whose_shapes_ran_before() {
+    // N = 3 twice (and C = 37 always): the third combination re-enters the first's
+    // shapes, the second's are new.
+    let out = ok(&[
+        "bench",
+        &example("relu_bias.sg"),
+        "--dim",
+        "N=3,64,3",
+        "--dim",
+        "C=37",
+        "--json",
+        "--target-ms",
+        "1",
+        "--min-iters",
+        "2",
+    ]);
+    let models: Vec<serde_json::Value> = json_lines(&out)
+        .into_iter()
+        .filter(|v| v["subgraph"] == "model")
+        .collect();
+    let seen: Vec<(u64, bool)> = models
+        .iter()
+        .map(|v| {
+            (
+                v["dims"]["N"].as_u64().unwrap(),
+                v["shape_seen"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(seen, [(3, false), (64, false), (3, true)], "{out}");
+    // Only model lines carry it.
+    assert!(
+        json_lines(&out)
+            .iter()
+            .filter(|v| v["subgraph"] != "model")
+            .all(|v| v.get("shape_seen").is_none()),
+        "{out}"
+    );
 }
 
 #[test]
