@@ -23,10 +23,6 @@
 use std::time::Instant;
 
 use snipjit_ir::Tensor;
-use snipjit_runtime::Executor;
-use snipjit_runtime::mha::MhaKernel;
-use snipjit_tokenize::mha::analyze_mha;
-use snipjit_x64::Isa;
 
 mod common;
 
@@ -65,11 +61,7 @@ fn main() {
         .split(',')
         .map(|s| s.parse().expect("S"))
         .collect();
-    let isa = Isa::detect().expect("no AVX2 or AVX-512 on this CPU");
-    let exec = Executor::new(threads).expect("executor");
-    let body = common::mha_body();
-    let pattern = analyze_mha(&body).expect("reads back");
-    let k = MhaKernel::compile(&pattern, &body, isa).expect("compiles");
+    let (exec, body, k) = common::bert_kernel(threads);
     let mut evict = vec![0u8; 64 << 20];
     println!("S: first / repeated (median of 9) / new inputs / after eviction, us");
     for (i, &s) in sizes.iter().enumerate() {

@@ -21,10 +21,6 @@
 use std::time::Instant;
 
 use snipjit_ir::{Tensor, TensorData};
-use snipjit_runtime::Executor;
-use snipjit_runtime::mha::MhaKernel;
-use snipjit_tokenize::mha::analyze_mha;
-use snipjit_x64::Isa;
 
 mod common;
 
@@ -61,11 +57,7 @@ fn main() {
         .split(',')
         .map(|s| s.parse().expect("S"))
         .collect();
-    let isa = Isa::detect().expect("no AVX2 or AVX-512 on this CPU");
-    let exec = Executor::new(threads).expect("executor");
-    let body = common::mha_body();
-    let pattern = analyze_mha(&body).expect("reads back");
-    let k = MhaKernel::compile(&pattern, &body, isa).expect("compiles");
+    let (exec, body, k) = common::bert_kernel(threads);
     // Every round's B is a length not run before in this process: its first call is
     // the first at a never-seen S.
     let a = ab[0];

@@ -43,3 +43,20 @@ pub fn inputs(body: &Graph, b: usize, s: usize, seed: u32) -> Vec<Tensor> {
         })
         .collect()
 }
+
+/// The examples' usual setup: an executor of `threads` threads, the body of
+/// examples/mha.sg and its attention kernel compiled for the best ISA of this CPU.
+pub fn bert_kernel(
+    threads: usize,
+) -> (
+    snipjit_runtime::Executor,
+    Graph,
+    snipjit_runtime::mha::MhaKernel,
+) {
+    let isa = snipjit_x64::Isa::detect().expect("no AVX2 or AVX-512 on this CPU");
+    let exec = snipjit_runtime::Executor::new(threads).expect("executor");
+    let body = mha_body();
+    let pattern = snipjit_tokenize::mha::analyze_mha(&body).expect("reads back");
+    let k = snipjit_runtime::mha::MhaKernel::compile(&pattern, &body, isa).expect("compiles");
+    (exec, body, k)
+}
