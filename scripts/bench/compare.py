@@ -406,7 +406,8 @@ class Report:
                 self.p(f"### mha: first call at a never-seen S against a seen one, threads={th}"
                        f"{self.isa_title(isa)}\n")
                 self.p("run.sh's first-call study: `snipjit bench` processes that run each S twice "
-                       "(`--dim S=16,32,64,128,16,32,64,128`), so that each S has, in one process, a "
+                       "(`--dim S=16,32,64,128,16,32,64,128`, with `MALLOC_MMAP_THRESHOLD_=131072` so that "
+                       "both passes get their inputs from fresh mappings), so that each S has, in one process, a "
                        "first call at a never-seen S and one at a seen S (`shape_seen`), both entered "
                        "after the previous S's timing and input preparation. Medians over the "
                        "processes of `first_call_us - fresh_inputs_us`; the last column is the "
