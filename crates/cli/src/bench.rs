@@ -253,14 +253,14 @@ struct Line {
     first_call_us: Option<f64>,
     /// The median of a few more calls at the same shapes, each on inputs the caller
     /// has just rewritten (as the first call's were just written): the first call
-    /// minus this is what the new shapes themselves cost, apart from the inputs'
-    /// cache state.
+    /// minus this leaves out the inputs' cache state, not what entering the
+    /// combination after other work costs (caches that lost the code, scratch and
+    /// data meanwhile), which a `shape_seen` combination's first call pays too.
     fresh_inputs_us: Option<f64>,
     /// The same, on rewritten inputs and bound outputs, each call also after as much
     /// other work on the calling thread as came before the first call (the input
     /// preparation, see [`IDLE_GAP`]), so that the pool's workers have parked as they
-    /// had then: the first call minus this is the new shapes' cost apart from the
-    /// data's cache state and the workers' wake-up.
+    /// had then: the first call minus this also leaves out the workers' wake-up.
     idle_inputs_us: Option<f64>,
     /// Whether the first call wrote into caller-held outputs (`run_into`) rather
     /// than allocating them (`run`).
