@@ -436,12 +436,8 @@ pub fn bench(args: &BenchArgs, out: &mut impl Write) -> Result<(), CliError> {
         )
         .map_err(CliError::Stdout)?;
     }
-    let mut seen: Vec<&[Vec<usize>]> = Vec::new();
-    for (bindings, shapes, out_shapes) in &combos {
-        let shape_seen = seen.contains(&shapes.as_slice());
-        if !shape_seen {
-            seen.push(shapes);
-        }
+    for (i, (bindings, shapes, out_shapes)) in combos.iter().enumerate() {
+        let shape_seen = combos[..i].iter().any(|(_, earlier, _)| earlier == shapes);
         let lines = bench_one(
             &model,
             Combo {
@@ -533,7 +529,9 @@ fn bench_one(
     fresh_outputs: bool,
 ) -> Result<Vec<Line>, CliError> {
     let Combo {
-        shapes, out_shapes, ..
+        shapes,
+        out_shapes,
+        seen,
     } = combo;
     let prep = Instant::now();
     let inputs = bind::make_inputs(model.inputs(), shapes, 0x5eed);
@@ -620,7 +618,7 @@ fn bench_one(
         idle_inputs_us: Some(idle_inputs_us),
         first_call_bound,
         worker_cpu_share,
-        shape_seen: Some(combo.seen),
+        shape_seen: Some(seen),
     }];
     let kernels = model.kernels();
     let mha_kernels = model.mha_kernels();

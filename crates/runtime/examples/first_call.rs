@@ -52,15 +52,8 @@ fn pct(v: &[f64], p: f64) -> f64 {
 }
 
 fn main() {
-    let threads: usize = std::env::var("MHA_THREADS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(1);
-    let sizes: Vec<usize> = std::env::var("MHA_S")
-        .unwrap_or_else(|_| "16,32,64,128,256,384,512".into())
-        .split(',')
-        .map(|s| s.parse().expect("S"))
-        .collect();
+    let threads: usize = common::env("MHA_THREADS", 1);
+    let sizes = common::env_lengths("MHA_S", "16,32,64,128,256,384,512");
     let (exec, body, k) = common::bert_kernel(threads);
     let mut evict = vec![0u8; 64 << 20];
     println!("S: first / repeated (median of 9) / new inputs / after eviction, us");
@@ -93,19 +86,9 @@ fn main() {
     }
     std::hint::black_box(&evict);
 
-    let pairs: usize = std::env::var("MHA_PAIRS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(120);
-    let gap: f64 = std::env::var("MHA_GAP_MS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
-    let hi: usize = std::env::var("MHA_MAX_S")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(700)
-        .max(18);
+    let pairs: usize = common::env("MHA_PAIRS", 120);
+    let gap: f64 = common::env("MHA_GAP_MS", 5.0);
+    let hi: usize = common::env("MHA_MAX_S", 700usize).max(18);
     // Distinct sequence lengths in 17..=hi not run above: a stride coprime to the
     // range's length walks all of it.
     let span = hi - 16;

@@ -24,13 +24,6 @@ use snipjit_ir::{Tensor, TensorData};
 
 mod common;
 
-fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
-}
-
 /// Reads and writes back every element, so the data is in the state of data just
 /// written by the caller.
 fn rewrite(ts: &mut [Tensor]) {
@@ -49,19 +42,15 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 fn main() {
-    let threads: usize = env("MHA_THREADS", 1);
-    let gap: f64 = env("MHA_GAP_MS", 0.0);
-    let rounds: usize = env("MHA_ROUNDS", 40);
-    let ab: Vec<usize> = std::env::var("MHA_AB")
-        .unwrap_or_else(|_| "96,97".into())
-        .split(',')
-        .map(|s| s.parse().expect("S"))
-        .collect();
+    let threads: usize = common::env("MHA_THREADS", 1);
+    let gap: f64 = common::env("MHA_GAP_MS", 0.0);
+    let rounds: usize = common::env("MHA_ROUNDS", 40);
+    let ab = common::env_lengths("MHA_AB", "96,97");
     let (exec, body, k) = common::bert_kernel(threads);
     // Every round's B is a length not run before in this process: its first call is
     // the first at a never-seen S.
     let a = ab[0];
-    let step: usize = env("MHA_STEP", 1);
+    let step: usize = common::env("MHA_STEP", 1);
     let b_of = |round: usize| ab[1] + round * step;
     let make = |s: usize| {
         let ins = common::inputs(&body, 1, s, s as u32);

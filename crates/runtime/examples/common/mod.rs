@@ -60,3 +60,22 @@ pub fn bert_kernel(
     let k = snipjit_runtime::mha::MhaKernel::compile(&pattern, &body, isa).expect("compiles");
     (exec, body, k)
 }
+
+/// The environment variable `name` parsed as a `T`, or `default` if it is unset or
+/// does not parse.
+pub fn env<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The environment variable `name` (else `default`) as a comma-separated list of
+/// sequence lengths.
+pub fn env_lengths(name: &str, default: &str) -> Vec<usize> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .map(|s| s.parse().expect("a sequence length"))
+        .collect()
+}
